@@ -1,0 +1,4 @@
+# Runs first on every boot. Kept tiny: main.py starts the firmware.
+import gc
+
+gc.collect()

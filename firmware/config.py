@@ -1,0 +1,72 @@
+"""The unit's identity and its configuration file.
+
+Identity: the device id is derived from the eFuse MAC, so it survives reflashing and a unit
+keeps its registration. The per-unit secret and the human name come from provisioning.
+
+Configuration: `config.json` on the board's filesystem, versioned, written atomically (a
+temporary file, then a rename, which LittleFS performs as one step) so a power cut mid-write
+leaves either the old or the new file, never a half one. A missing, cut-off or otherwise
+unusable file raises ConfigError with the reason; the firmware then shows "not provisioned".
+"""
+
+import json
+import os
+from binascii import hexlify
+
+CONFIG_PATH = "config.json"
+CONFIG_VERSION = 1
+_REQUIRED = (("secret", str), ("servers", list))
+_DEFAULTS = (("name", ""), ("display", "virtual-128x64"), ("wifi", None), ("heartbeat_s", 0))
+
+
+class ConfigError(ValueError):
+    """The configuration is missing or unusable; the message says why."""
+
+
+def device_id(mac):
+    """`qrf-` and the 12 lower-case hex digits of the MAC: stable, printable, in every log."""
+    return "qrf-" + hexlify(bytes(mac)).decode()
+
+
+def parse(text):
+    """Validate a config document; returns the dict with defaults filled in."""
+    try:
+        config = json.loads(text)
+    except (ValueError, UnicodeError):
+        raise ConfigError("config.json is not valid JSON (cut off or corrupted)")
+    if not isinstance(config, dict):
+        raise ConfigError("config.json must hold a JSON object")
+    if config.get("v") != CONFIG_VERSION:
+        raise ConfigError("config.json version %r is not %d" % (config.get("v"), CONFIG_VERSION))
+    for key, kind in _REQUIRED:
+        if not isinstance(config.get(key), kind) or not config[key]:
+            raise ConfigError("config.json has no usable %r" % key)
+    for url in config["servers"]:
+        if not isinstance(url, str) or not (url.startswith("ws://") or url.startswith("wss://")):
+            raise ConfigError("server %r is not a ws:// or wss:// URL" % (url,))
+    for key, default in _DEFAULTS:
+        config.setdefault(key, default)
+    return config
+
+
+def load(path=CONFIG_PATH):
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        raise ConfigError("no config.json: the unit is not provisioned")
+    return parse(text)
+
+
+def dumps(config):
+    doc = dict(config)
+    doc["v"] = CONFIG_VERSION
+    return json.dumps(doc)
+
+
+def save(config, path=CONFIG_PATH):
+    """Write atomically: the old file stays until the new one is complete."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(dumps(config))
+    os.rename(tmp, path)

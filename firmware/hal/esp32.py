@@ -1,0 +1,77 @@
+"""A real ESP32 running MicroPython's generic build.
+
+This module is only imported on hardware; it cannot run here and is exercised by the harness
+on real units (`pytest --board /dev/ttyUSB0 ...`).
+"""
+
+import machine
+import network
+
+from firmware.compat import const
+
+_SAFE_MODE_PIN = const(0)  # BOOT button: held low at power-on skips the application
+_RESET_CAUSES = {
+    machine.PWRON_RESET: "power-on",
+    machine.HARD_RESET: "hard",
+    machine.WDT_RESET: "watchdog",
+    machine.DEEPSLEEP_RESET: "deep-sleep",
+    machine.SOFT_RESET: "soft",
+}
+
+
+def unique_id():
+    return machine.unique_id()
+
+
+def reset():
+    machine.reset()
+
+
+def reset_cause():
+    return _RESET_CAUSES.get(machine.reset_cause(), "panic")
+
+
+def boot_count():
+    import esp32
+
+    nvs = esp32.NVS("qrfleet")
+    try:
+        count = nvs.get_i32("boots") + 1
+    except OSError:
+        count = 1
+    nvs.set_i32("boots", count)
+    nvs.commit()
+    return count
+
+
+def safe_mode():
+    return machine.Pin(_SAFE_MODE_PIN, machine.Pin.IN, machine.Pin.PULL_UP).value() == 0
+
+
+class WLAN:
+    def __init__(self):
+        self._sta = network.WLAN(network.STA_IF)
+        self._sta.active(True)
+
+    def connect(self, ssid=None, password=None):
+        self._sta.connect(ssid, password)
+
+    def isconnected(self):
+        return self._sta.isconnected()
+
+    def rssi(self):
+        return self._sta.status("rssi")
+
+
+_wlan = None
+
+
+def wlan():
+    global _wlan
+    if _wlan is None:
+        _wlan = WLAN()
+    return _wlan
+
+
+def Watchdog(timeout_ms):
+    return machine.WDT(timeout=timeout_ms)

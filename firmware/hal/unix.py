@@ -1,0 +1,78 @@
+"""The virtual board: the MicroPython Unix port run by tools/vboard.
+
+The supervisor passes the board's identity in the environment. There is no radio and no
+watchdog peripheral here: the Wi-Fi interface is a stand-in that is always associated (the
+harness cuts connectivity at the socket level instead), and the watchdog only counts feeds.
+"""
+
+import os
+import sys
+
+_HARD_RESET_EXIT = 3  # tools/vboard/upy_port.py turns this exit status into a hard reset
+_SAFE_MODE_FLAG = "safe_mode"
+
+
+def unique_id():
+    return bytes.fromhex(os.getenv("QRFLEET_MAC") or "020000000001")
+
+
+def reset():
+    sys.exit(_HARD_RESET_EXIT)
+
+
+def reset_cause():
+    return os.getenv("QRFLEET_RESET_CAUSE") or "power-on"
+
+
+def boot_count():
+    return int(os.getenv("QRFLEET_BOOT_COUNT") or 1)
+
+
+def show_frame(width, height, rows):
+    """Hand a MONO_HLSB frame (1 = black, as PBM) to the virtual board's supervisor.
+
+    The supervisor keeps it as display.pbm; the board itself has no host filesystem.
+    """
+    err = sys.stderr.buffer
+    err.write(b"qrfleet-port: screen %d %d %d\n" % (width, height, len(rows)))
+    err.write(rows)
+
+
+def safe_mode():
+    try:
+        os.stat(_SAFE_MODE_FLAG)
+        return True
+    except OSError:
+        return False
+
+
+class WLAN:
+    """Stand-in for network.WLAN(STA_IF): associated at once, fixed signal."""
+
+    def __init__(self):
+        self._ssid = None
+
+    def connect(self, ssid=None, password=None):
+        self._ssid = ssid
+
+    def isconnected(self):
+        return True
+
+    def rssi(self):
+        return -55
+
+
+_wlan = WLAN()
+
+
+def wlan():
+    return _wlan
+
+
+class Watchdog:
+    def __init__(self, timeout_ms):
+        self.timeout_ms = timeout_ms
+        self.feeds = 0
+
+    def feed(self):
+        self.feeds += 1

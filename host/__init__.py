@@ -1,0 +1,1 @@
+"""The host side of qrfleet: server, registry, HTTP API and the `qrfleet` command."""

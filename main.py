@@ -1,0 +1,4 @@
+# Starts the firmware; everything else lives in firmware/app.py.
+import firmware.app
+
+firmware.app.main()

@@ -1,0 +1,59 @@
+"""The unit's config: a cut-off or corrupt file is refused with a reason, never a crash."""
+
+import json
+
+import pytest
+
+from firmware import config
+
+GOOD = {"secret": "9f" * 16, "servers": ["ws://127.0.0.1:8000/ws/device"], "name": "counter 1"}
+
+
+def test_device_id_is_derived_from_the_mac():
+    assert config.device_id(bytes.fromhex("02a1b2c3d4e5")) == "qrf-02a1b2c3d4e5"
+
+
+def test_saved_config_loads_back_with_defaults(tmp_path):
+    path = str(tmp_path / "config.json")
+    config.save(GOOD, path)
+    loaded = config.load(path)
+    assert loaded["name"] == "counter 1" and loaded["v"] == config.CONFIG_VERSION
+    assert loaded["display"] == "virtual-128x64"
+    assert not (tmp_path / "config.json.tmp").exists()
+
+
+@pytest.mark.parametrize(
+    "doc, reason",
+    [
+        ({"v": 2, **GOOD}, "version"),
+        ({"v": 1, "servers": GOOD["servers"]}, "'secret'"),
+        ({"v": 1, "secret": "x", "servers": ["http://example"]}, "ws://"),
+        ([1, 2], "JSON object"),
+    ],
+)
+def test_unusable_config_says_why(doc, reason):
+    with pytest.raises(config.ConfigError, match=reason):
+        config.parse(json.dumps(doc))
+
+
+def test_missing_config_means_not_provisioned(tmp_path):
+    with pytest.raises(config.ConfigError, match="not provisioned"):
+        config.load(str(tmp_path / "absent.json"))
+
+
+def test_config_cut_off_at_every_byte_is_refused_on_the_unix_port(unix_port):
+    text = config.dumps(GOOD)
+    out = unix_port(
+        "import sys\n"
+        "from firmware import config\n"
+        "text = sys.stdin.read()\n"
+        "refused = 0\n"
+        "for n in range(len(text)):\n"
+        "    try:\n"
+        "        config.parse(text[:n])\n"
+        "    except config.ConfigError:\n"
+        "        refused += 1\n"
+        "print(refused, len(text), config.parse(text)['name'])\n",
+        stdin=text.encode(),
+    )
+    assert out.split() == [str(len(text)), str(len(text)), "counter", "1"]

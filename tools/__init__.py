@@ -1,0 +1,1 @@
+"""Field and bench tools: virtual board, flashing, provisioning, image builder, benchmarks."""

@@ -1,0 +1,407 @@
+"""One virtual board: flash image, eFuse MAC, the MicroPython process and its serial port.
+
+The board's directory holds everything that would survive a power cycle on a real unit:
+
+    flash.bin     the 4 MiB SPI flash (partition table, app, LittleFS vfs partition)
+    efuse.json    the factory-burnt MAC
+    serial.log    everything the board printed on its serial port
+    display.pbm   the current screen (binary PBM), replaced atomically on each frame
+
+The MicroPython process sees only the flash image, as a real board does: its screen frames
+reach the supervisor on stderr (see firmware/hal/unix.py), not through the host filesystem.
+
+Its serial port is an RFC 2217 server on 127.0.0.1. DTR and RTS drive EN and GPIO0 through the
+usual auto-reset circuit of ESP32 dev boards, so a reset pulse reboots the board and esptool's
+reset sequence enters download mode, as on hardware. Ctrl-C (0x03) on the port becomes SIGINT for
+the MicroPython process, which raises KeyboardInterrupt in whatever it is running.
+"""
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import signal
+from pathlib import Path
+
+import serial.rfc2217
+
+from firmware.config import device_id as device_id_from_mac
+from tools import image, micropython
+from tools.vboard.flash import FlashImage
+
+_PORT_SCRIPT = str(Path(__file__).with_name("upy_port.py"))
+_EXIT_HARD, _EXIT_SOFT_RAW, _EXIT_SOFT = 3, 4, 5
+_ROM_BANNER = "ets Jun  8 2016 00:22:57\r\n\r\nrst:{rst},boot:{boot}\r\n"
+_RST = {
+    "power-on": "0x1 (POWERON_RESET)",
+    "hard": "0x1 (POWERON_RESET)",
+    "soft": "0xc (SW_CPU_RESET)",
+    "panic": "0xc (SW_CPU_RESET)",
+}
+_BOOT_FLASH = "0x13 (SPI_FAST_FLASH_BOOT)"
+_BOOT_DOWNLOAD = "0x3 (DOWNLOAD_BOOT(UART0/UART1/SDIO_REI_REO_V2))"
+_LOG_LIMIT = 4 * 1024 * 1024
+_PANIC_DELAY_S = 1.0
+
+
+def new_mac():
+    """A unique, locally administered, unicast MAC (first octet ...10 in its low bits)."""
+    raw = bytearray(secrets.token_bytes(6))
+    raw[0] = (raw[0] & 0xFC) | 0x02
+    return bytes(raw)
+
+
+class Lines:
+    """The modem lines pyserial's RFC 2217 PortManager reads and writes."""
+
+    def __init__(self, on_change):
+        self._on_change = on_change
+        self._dtr = self._rts = False
+        self.baudrate, self.bytesize, self.parity, self.stopbits = 115200, 8, "N", 1
+        self.xonxoff = self.rtscts = self.break_condition = False
+        self.cts = self.dsr = self.ri = self.cd = False
+
+    @property
+    def dtr(self):
+        return self._dtr
+
+    @dtr.setter
+    def dtr(self, value):
+        self._dtr = bool(value)
+        self._on_change()
+
+    @property
+    def rts(self):
+        return self._rts
+
+    @rts.setter
+    def rts(self, value):
+        self._rts = bool(value)
+        self._on_change()
+
+    # The auto-reset circuit of ESP32 dev boards: two transistors cross-wired on DTR/RTS.
+    @property
+    def en(self):
+        return not (self._rts and not self._dtr)
+
+    @property
+    def gpio0(self):
+        return not (self._dtr and not self._rts)
+
+    def reset_input_buffer(self):
+        pass
+
+    def reset_output_buffer(self):
+        pass
+
+
+class _Connection:
+    """What PortManager writes to: the client's socket."""
+
+    def __init__(self, writer):
+        self.writer = writer
+
+    def write(self, data):
+        if not self.writer.is_closing():
+            self.writer.write(data)
+
+
+class VirtualBoard:
+    def __init__(self, directory, heap=micropython.DEFAULT_HEAP, port=0, files=None):
+        self.dir = Path(directory).resolve()
+        self.heap = heap
+        self.port = port
+        self._files = files
+        self.mac = None
+        self.flash = None
+        self.mode = "off"  # off | reset | running | download | halted
+        self.boot_count = 0
+        self.reset_cause = "power-on"
+        self._lines = Lines(self._lines_changed)
+        self._en = True
+        self._process = None
+        self._ready = False
+        self._server = None
+        self._client = None
+        self._pm = None
+        self._runner = None
+        self._boot_request = None
+        self._newline_pending = False
+        self._log = None
+        self.bootloader = None
+
+    # -- identity and flash ---------------------------------------------------------------
+
+    @property
+    def device_id(self):
+        return device_id_from_mac(self.mac)
+
+    @property
+    def serial_url(self):
+        return f"rfc2217://127.0.0.1:{self.port}"
+
+    def prepare(self):
+        """Create the board directory, its eFuse MAC and a fresh flash image where missing."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        efuse = self.dir / "efuse.json"
+        if efuse.exists():
+            self.mac = bytes.fromhex(json.loads(efuse.read_text())["mac"].replace(":", ""))
+        else:
+            self.mac = new_mac()
+            efuse.write_text(json.dumps({"mac": self.mac_text}) + "\n")
+        flash_path = self.dir / "flash.bin"
+        if not flash_path.exists():
+            files = self._files if self._files is not None else image.board_files()
+            tmp = flash_path.with_suffix(".tmp")
+            tmp.write_bytes(image.flash.build_image(files))
+            tmp.replace(flash_path)
+        self.flash = FlashImage(str(flash_path))
+
+    @property
+    def mac_text(self):
+        return ":".join(f"{b:02x}" for b in self.mac)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self):
+        """Prepare, open the serial port and power the board on."""
+        self.prepare()
+        self._log = open(self.dir / "serial.log", "ab")
+        self._stdin_r, self._stdin_w = os.pipe()
+        self._stdout_r, self._stdout_w = os.pipe()
+        for fd in (self._stdin_w, self._stdout_r):
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+        asyncio.get_running_loop().add_reader(self._stdout_r, self._on_stdout)
+        self._server = await asyncio.start_server(self._on_client, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._boot_request = asyncio.Event()
+        self._runner = asyncio.create_task(self._run())
+        self.power_on()
+
+    async def stop(self):
+        """Power off: the process is killed as a cut supply would, the port closes."""
+        if self._runner:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+        await self._kill()
+        if self._server:
+            self._server.close()
+            if self._client:
+                self._client.close()
+            await self._server.wait_closed()
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(self._stdout_r)
+        for fd in (self._stdin_r, self._stdin_w, self._stdout_r, self._stdout_w):
+            os.close(fd)
+        self._log.close()
+        self.mode = "off"
+
+    def power_on(self, download=False):
+        self._request_boot("power-on", download)
+
+    def reset(self, download=False):
+        """A pulse on EN, as the reset button or esptool's reset sequence gives."""
+        self._request_boot("hard", download)
+
+    def _request_boot(self, cause, download):
+        self.reset_cause = cause
+        self._download = download
+        self.mode = "reset"
+        self._boot_request.set()
+        if self._process and self._process.returncode is None:
+            self._process.kill()
+
+    def _lines_changed(self):
+        en = self._lines.en
+        if en == self._en:
+            return
+        self._en = en
+        if not en:  # held in reset
+            self.mode = "reset"
+            if self._process and self._process.returncode is None:
+                self._process.kill()
+        else:  # released: GPIO0 sampled now picks the boot mode
+            self.reset(download=not self._lines.gpio0)
+
+    async def _run(self):
+        """Boot whenever asked, then keep the board running through soft resets and crashes."""
+        while True:
+            await self._boot_request.wait()
+            self._boot_request.clear()
+            await self._kill()
+            if not self._en:
+                continue
+            self._drain_stdin()
+            self.boot_count += 1
+            boot = _BOOT_DOWNLOAD if self._download else _BOOT_FLASH
+            self._emit(_ROM_BANNER.format(rst=_RST[self.reset_cause], boot=boot).encode())
+            if self._download:
+                self._enter_download_mode()
+                continue
+            if self.flash.app_offset() is None:
+                self.mode = "halted"
+                self._emit(b"invalid header: 0xffffffff\r\n")
+                continue
+            boot_mode = "normal"
+            while not self._boot_request.is_set():
+                status = await self._run_port(boot_mode)
+                if self._boot_request.is_set() or not self._en:
+                    break
+                if status == _EXIT_HARD:
+                    self.reset_cause = "hard"
+                    self._emit(_ROM_BANNER.format(rst=_RST["soft"], boot=_BOOT_FLASH).encode())
+                    boot_mode = "normal"
+                elif status in (_EXIT_SOFT_RAW, _EXIT_SOFT):
+                    self.reset_cause = "soft"
+                    boot_mode = "raw" if status == _EXIT_SOFT_RAW else "normal"
+                else:
+                    self.reset_cause = "panic"
+                    self._emit(
+                        f"\r\nqrfleet virtual board: MicroPython exited with status {status}; "
+                        "rebooting\r\n".encode()
+                    )
+                    await asyncio.sleep(_PANIC_DELAY_S)
+                    self._emit(_ROM_BANNER.format(rst=_RST["panic"], boot=_BOOT_FLASH).encode())
+                    boot_mode = "normal"
+                self.boot_count += 1
+
+    async def _run_port(self, boot_mode):
+        vfs_offset, vfs_size = self.flash.vfs_partition()
+        env = dict(
+            os.environ,
+            QRFLEET_MAC=self.mac.hex(),
+            QRFLEET_RESET_CAUSE=self.reset_cause,
+            QRFLEET_BOOT_COUNT=str(self.boot_count),
+        )
+        argv = [_PORT_SCRIPT, self.flash.path, str(vfs_offset), str(vfs_size), boot_mode]
+        self._ready = False
+        self.mode = "running"
+        self._process = await asyncio.create_subprocess_exec(
+            *micropython.command(argv, self.heap),
+            stdin=self._stdin_r,
+            stdout=self._stdout_w,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        if self._boot_request.is_set() or not self._en:  # reset while it was starting
+            self._process.kill()
+        stderr = self._process.stderr
+        async for line in stderr:
+            if line.startswith(b"qrfleet-port: ready"):
+                self._ready = True
+            elif line.startswith(b"qrfleet-port: screen "):
+                width, height, size = (int(v) for v in line.split()[2:5])
+                with contextlib.suppress(asyncio.IncompleteReadError):
+                    self._publish_screen(width, height, await stderr.readexactly(size))
+            else:
+                self._emit(line.replace(b"\n", b"\r\n"))
+        return await self._process.wait()
+
+    def _publish_screen(self, width, height, rows):
+        """Replace display.pbm atomically: a reader sees the old frame or the new one."""
+        path = self.dir / "display.pbm"
+        tmp = path.with_suffix(".pbm.tmp")
+        tmp.write_bytes(b"P4\n%d %d\n" % (width, height) + rows)
+        tmp.replace(path)
+
+    async def _kill(self):
+        process, self._process = self._process, None
+        if process and process.returncode is None:
+            process.kill()
+            await process.wait()
+        self._ready = False
+
+    def _drain_stdin(self):
+        """A reset empties the UART's receive FIFO."""
+        fcntl.fcntl(self._stdin_r, fcntl.F_SETFL, os.O_NONBLOCK)
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._stdin_r, 65536):
+                pass
+        fcntl.fcntl(self._stdin_r, fcntl.F_SETFL, 0)
+
+    # -- download mode ---------------------------------------------------------------------
+
+    def _enter_download_mode(self):
+        from tools.vboard.bootloader import RomBootloader
+
+        self.mode = "download"
+        self.bootloader = RomBootloader(self.flash, self.mac)
+        self.bootloader.on_enter()
+        self._flush_bootloader()
+
+    def _flush_bootloader(self):
+        out = self.bootloader.data_to_send()
+        if out:
+            self._emit(out, cook=False)
+        if self.bootloader.reboot_requested:
+            self.bootloader = None
+            self.reset()
+
+    # -- serial port -----------------------------------------------------------------------
+
+    def serial_input(self, data):
+        """Bytes arriving on the board's UART RX."""
+        if self.mode == "download" and self.bootloader:
+            self.bootloader.receive_data(data)
+            self._flush_bootloader()
+            return
+        if self.mode != "running":
+            return
+        if b"\x03" in data and self._ready:
+            # Ctrl-C interrupts whatever runs, as MicroPython's UART IRQ does on a board.
+            with contextlib.suppress(ProcessLookupError):
+                self._process.send_signal(signal.SIGINT)
+            data = data.replace(b"\x03", b"")
+        with contextlib.suppress(BlockingIOError):  # a full FIFO drops bytes, as a UART does
+            os.write(self._stdin_w, data)
+
+    def _on_stdout(self):
+        try:
+            data = os.read(self._stdout_r, 65536)
+        except BlockingIOError:
+            return
+        if self.mode == "running":
+            self._emit(data)
+
+    def _emit(self, data, cook=True):
+        """Bytes on the board's UART TX: to the log and to the client, if one is connected."""
+        if cook:
+            data = self._cook(data)
+        if self._log.tell() < _LOG_LIMIT:
+            self._log.write(data)
+            self._log.flush()
+        if self._pm:
+            self._client.write(b"".join(self._pm.escape(data)))
+
+    def _cook(self, data):
+        """LF -> CRLF as MicroPython's stdout does on a UART; CRLF stays as it is."""
+        out = bytearray()
+        previous_cr = self._newline_pending
+        for b in data:
+            if b == 0x0A and not previous_cr:
+                out += b"\r"
+            out.append(b)
+            previous_cr = b == 0x0D
+        self._newline_pending = previous_cr
+        return bytes(out)
+
+    async def _on_client(self, reader, writer):
+        if self._client is not None:  # a serial port has one user at a time
+            writer.close()
+            return
+        self._client = writer
+        self._pm = serial.rfc2217.PortManager(self._lines, _Connection(writer))
+        try:
+            while data := await reader.read(4096):
+                forward = b"".join(self._pm.filter(data))
+                if forward:
+                    self.serial_input(forward)
+        except ConnectionError:
+            pass
+        finally:
+            self._client = None
+            self._pm = None
+            writer.close()
