@@ -1,28 +1,171 @@
-"""The one place that wires the HAL, the configuration and the firmware's tasks."""
+"""The one place that wires the HAL, the configuration, the screen and the server session.
+
+Boot: safe mode skips the application (the REPL stays for a technician); a missing or
+unusable config shows "not provisioned" with the reason and stops there, so mpremote can
+provision the unit; otherwise Wi-Fi, then the session runs until the board resets.
+"""
 
 import asyncio
 import gc
 
 from firmware import config, hal
+from firmware.compat import ticks_diff, ticks_ms
+from firmware.display import profiles
+from firmware.display.render import PayloadTooLarge, Renderer
+from firmware.net.session import CommandError, Session
+from firmware.proto import messages
 
 FIRMWARE_VERSION = "0.1.0"
 _WATCHDOG_MS = 30000
+_FEED_MS = 1000
+_WIFI_TIMEOUT_MS = 20000
+_REBOOT_DELAY_MS = 300
+
+
+class Unit:
+    """The unit's state and its answers to server commands."""
+
+    def __init__(self, device_id, cfg, renderer):
+        self.device_id = device_id
+        self.cfg = cfg
+        self.renderer = renderer
+        self.screen = "booting"
+        self.started = ticks_ms()
+
+    def draw(self, drawn):
+        self.screen = drawn.screen
+        gc.collect()
+        return drawn
+
+    def status(self):
+        """The changing fields of a heartbeat; a heartbeat is a safe point to collect, which
+        also makes `free_heap` the live figure an operator can compare over time."""
+        gc.collect()
+        return {
+            "uptime_s": ticks_diff(ticks_ms(), self.started) // 1000,
+            "free_heap": gc.mem_free(),
+            "rssi": hal.wlan().rssi(),
+            "fw": FIRMWARE_VERSION,
+            "screen": self.screen,
+        }
+
+    def handle(self, msg):
+        """Run one server command; returns the ack's fields or raises CommandError."""
+        kind = msg["type"]
+        if kind == "show_qr":
+            try:
+                drawn = self.renderer.payment(msg["payload"], msg["caption"] or None, msg["ecc"])
+            except PayloadTooLarge as e:
+                raise CommandError(messages.PAYLOAD_TOO_LARGE, str(e))
+            return self._qr_ack(self.draw(drawn))
+        if kind == "show_pairing":
+            return self._qr_ack(self.draw(self.renderer.pairing(self.device_id, msg["code"])))
+        if kind == "show_result":
+            self.draw(self.renderer.result(msg["result"]))
+            return {"screen": self.screen}
+        if kind == "clear":
+            self.draw(self.renderer.status("ready", self.cfg["name"] or None))
+            return {"screen": self.screen}
+        if kind == "info":
+            return self.info()
+        if kind == "reboot":
+            asyncio.create_task(_reboot_soon())
+            return {}
+        raise CommandError(messages.UNKNOWN_COMMAND, "unit cannot %s" % kind)
+
+    def _qr_ack(self, drawn):
+        qr = drawn.qr
+        return {
+            "version": qr.version,
+            "mask": qr.mask,
+            "ecc": qr.ecc,
+            "sha256": messages.matrix_digest(qr),
+            "scale": drawn.scale,
+            "screen": drawn.screen,
+        }
+
+    def info(self):
+        fields = self.status()
+        fields.update(
+            device_id=self.device_id,
+            name=self.cfg["name"],
+            boot_count=hal.boot_count(),
+            reset_cause=hal.reset_cause(),
+            display=self.cfg["display"],
+            width=self.renderer.width,
+            height=self.renderer.height,
+        )
+        return fields
+
+
+async def _reboot_soon():
+    await asyncio.sleep_ms(_REBOOT_DELAY_MS)  # let the ack leave first
+    hal.reset()
+
+
+async def _feed(watchdog):
+    while True:
+        watchdog.feed()
+        await asyncio.sleep_ms(_FEED_MS)
+
+
+async def _wifi(cfg, unit):
+    wifi = cfg["wifi"]
+    if not wifi:
+        return
+    wlan = hal.wlan()
+    unit.draw(unit.renderer.status("wifi", wifi["ssid"]))
+    wlan.connect(wifi["ssid"], wifi.get("password"))
+    start = ticks_ms()
+    while not wlan.isconnected():
+        if ticks_diff(ticks_ms(), start) > _WIFI_TIMEOUT_MS:
+            print("qrfleet: Wi-Fi %r not joined yet; keeps trying" % wifi["ssid"])
+            return
+        await asyncio.sleep_ms(200)
+
+
+async def _run(unit, session):
+    asyncio.create_task(_feed(hal.Watchdog(_WATCHDOG_MS)))
+    await _wifi(unit.cfg, unit)
+    unit.draw(unit.renderer.status("connecting", unit.cfg["servers"][0]))
+    await session.run_forever()
 
 
 def main():
-    unit = config.device_id(hal.unique_id())
+    device_id = config.device_id(hal.unique_id())
+    print("qrfleet %s on %s, boot %d (%s)"
+          % (FIRMWARE_VERSION, device_id, hal.boot_count(), hal.reset_cause()))
+    if hal.safe_mode():
+        print("qrfleet: safe mode, application skipped; the REPL is yours")
+        return
     try:
         cfg = config.load()
-        state = "provisioned as %r" % cfg["name"]
     except config.ConfigError as e:
-        state = "not provisioned: %s" % e
-    print("qrfleet %s on %s, boot %d (%s), %s"
-          % (FIRMWARE_VERSION, unit, hal.boot_count(), hal.reset_cause(), state))
-    asyncio.run(_idle(hal.Watchdog(_WATCHDOG_MS)))
+        print("qrfleet: not provisioned: %s" % e)
+        _show_not_provisioned(device_id, str(e))
+        return
+    try:
+        display = profiles.build(cfg["display"], hal)
+    except ValueError as e:
+        print("qrfleet: display: %s" % e)
+        return
+    unit = Unit(device_id, cfg, Renderer(display))
+    unit.draw(unit.renderer.status("booting", device_id))
+    session = Session(device_id, cfg["secret"], cfg["servers"], unit, unit.status,
+                      FIRMWARE_VERSION)
+    try:
+        asyncio.run(_run(unit, session))
+    except Exception as e:  # noqa: BLE001 - an unattended unit must come back by itself
+        import sys
+
+        sys.print_exception(e)
+        print("qrfleet: firmware stopped on an error; restarting")
+        hal.reset()
 
 
-async def _idle(watchdog):
-    while True:
-        watchdog.feed()
-        gc.collect()
-        await asyncio.sleep(1)
+def _show_not_provisioned(device_id, reason):
+    try:
+        renderer = Renderer(profiles.build(profiles.DEFAULT, hal))
+        renderer.status("unprovisioned", device_id)
+    except Exception as e:  # noqa: BLE001 - the serial message above already says it all
+        print("qrfleet: cannot show the not-provisioned screen: %s" % e)

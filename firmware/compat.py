@@ -1,6 +1,6 @@
 """What differs between MicroPython and CPython, detected in one place.
 
-Firmware modules import `const` and `sleep_ms` from here instead of from `micropython`
+Firmware modules import `const`, `sleep_ms` and the `ticks_*` clock from here instead of from `micropython`
 and `time`, so the same source runs on a board, on the Unix port and in CPython.
 """
 
@@ -19,3 +19,18 @@ except ImportError:
 
     def sleep_ms(ms):
         _sleep(ms / 1000)
+
+
+try:
+    from time import ticks_add, ticks_diff, ticks_ms
+except ImportError:
+    from time import monotonic as _monotonic
+
+    def ticks_ms():
+        return int(_monotonic() * 1000)
+
+    def ticks_diff(a, b):
+        return a - b
+
+    def ticks_add(a, delta):
+        return a + delta

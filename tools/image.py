@@ -5,18 +5,17 @@ native/viper code for the target's architecture); boot.py and main.py stay sourc
 runs them from source.
 """
 
-import json
 import subprocess
 import tempfile
 from pathlib import Path
 
+from firmware import config as unit_config
 from tools.firmware_check import compile_to, firmware_sources
 from tools.micropython import REPO_ROOT
 from tools.vboard import flash
 
 # mpy-cross -march per target: the virtual board runs the x86-64 Unix port.
 ARCH = {"virtual": "x64", "esp32": "xtensawin"}
-CONFIG_PATH = "config.json"
 
 
 def firmware_files(target="virtual", compiled=True, root=REPO_ROOT):
@@ -41,7 +40,7 @@ def board_files(config=None, target="virtual", compiled=True):
     """Everything that goes into a unit's vfs partition; config is the unit's JSON config."""
     files = firmware_files(target, compiled)
     if config is not None:
-        files[CONFIG_PATH] = json.dumps(config).encode()
+        files[unit_config.CONFIG_PATH] = unit_config.dumps(config).encode()
     return files
 
 

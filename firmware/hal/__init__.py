@@ -9,6 +9,7 @@ Nothing else in the firmware knows which board it runs on. Both modules provide:
     wlan() -> WLAN              connect(ssid, password), isconnected(), rssi()
     Watchdog(timeout_ms)        feed(); resets the board when not fed in time
     safe_mode() -> bool         skip the application (a held button, or a flag file)
+    i2c(...), spi(...), pin(n)  buses and pins for the display profiles (ESP32 only)
     show_frame(w, h, rows)      virtual board only: publish a frame as the board's screen
 """
 

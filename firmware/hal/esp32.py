@@ -75,3 +75,17 @@ def wlan():
 
 def Watchdog(timeout_ms):
     return machine.WDT(timeout=timeout_ms)
+
+
+# Buses and pins for firmware/display/profiles.py.
+def i2c(bus, scl, sda, freq):
+    return machine.I2C(bus, scl=machine.Pin(scl), sda=machine.Pin(sda), freq=freq)
+
+
+def spi(bus, baudrate, polarity, phase, sck, mosi):
+    return machine.SPI(bus, baudrate=baudrate, polarity=polarity, phase=phase,
+                       sck=machine.Pin(sck), mosi=machine.Pin(mosi))
+
+
+def pin(number):
+    return machine.Pin(number, machine.Pin.OUT)

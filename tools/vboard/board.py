@@ -14,6 +14,10 @@ Its serial port is an RFC 2217 server on 127.0.0.1. DTR and RTS drive EN and GPI
 usual auto-reset circuit of ESP32 dev boards, so a reset pulse reboots the board and esptool's
 reset sequence enters download mode, as on hardware. Ctrl-C (0x03) on the port becomes SIGINT for
 the MicroPython process, which raises KeyboardInterrupt in whatever it is running.
+
+Fault injection for the field tools' tests: while a file `cut-serial` exists in the board's
+directory, the port behaves as if its USB cable were pulled (the client is dropped, new ones are
+refused). `chip` picks the identity download mode reports (see bootloader.CHIPS).
 """
 
 import asyncio
@@ -44,6 +48,9 @@ _BOOT_FLASH = "0x13 (SPI_FAST_FLASH_BOOT)"
 _BOOT_DOWNLOAD = "0x3 (DOWNLOAD_BOOT(UART0/UART1/SDIO_REI_REO_V2))"
 _LOG_LIMIT = 4 * 1024 * 1024
 _PANIC_DELAY_S = 1.0
+# pyserial's RFC 2217 client takes ~50 ms per control-line change (it polls for the ack), so
+# GPIO0 is sampled later than on hardware: after esptool drops RTS, before it drops DTR.
+_EN_RC_DELAY_S = 0.1
 
 
 def new_mac():
@@ -109,11 +116,12 @@ class _Connection:
 
 
 class VirtualBoard:
-    def __init__(self, directory, heap=micropython.DEFAULT_HEAP, port=0, files=None):
+    def __init__(self, directory, heap=micropython.DEFAULT_HEAP, port=0, files=None, chip="esp32"):
         self.dir = Path(directory).resolve()
+        self.chip = chip
         self.heap = heap
         self.port = port
-        self._files = files
+        self.files = files  # what a fresh flash image holds; default: the firmware, no config
         self.mac = None
         self.flash = None
         self.mode = "off"  # off | reset | running | download | halted
@@ -121,6 +129,7 @@ class VirtualBoard:
         self.reset_cause = "power-on"
         self._lines = Lines(self._lines_changed)
         self._en = True
+        self._release = None
         self._process = None
         self._ready = False
         self._server = None
@@ -142,8 +151,8 @@ class VirtualBoard:
     def serial_url(self):
         return f"rfc2217://127.0.0.1:{self.port}"
 
-    def prepare(self):
-        """Create the board directory, its eFuse MAC and a fresh flash image where missing."""
+    def prepare_identity(self):
+        """The board directory and its eFuse MAC, burnt once."""
         self.dir.mkdir(parents=True, exist_ok=True)
         efuse = self.dir / "efuse.json"
         if efuse.exists():
@@ -151,9 +160,13 @@ class VirtualBoard:
         else:
             self.mac = new_mac()
             efuse.write_text(json.dumps({"mac": self.mac_text}) + "\n")
+
+    def prepare(self):
+        """Identity, and a fresh flash image where there is none yet."""
+        self.prepare_identity()
         flash_path = self.dir / "flash.bin"
         if not flash_path.exists():
-            files = self._files if self._files is not None else image.board_files()
+            files = self.files if self.files is not None else image.board_files()
             tmp = flash_path.with_suffix(".tmp")
             tmp.write_bytes(image.flash.build_image(files))
             tmp.replace(flash_path)
@@ -219,11 +232,21 @@ class VirtualBoard:
         if en == self._en:
             return
         self._en = en
+        if self._release is not None:
+            self._release.cancel()
+            self._release = None
         if not en:  # held in reset
             self.mode = "reset"
             if self._process and self._process.returncode is None:
                 self._process.kill()
-        else:  # released: GPIO0 sampled now picks the boot mode
+        else:
+            # EN rises through an RC delay on dev boards; the chip samples GPIO0 once it is up,
+            # which is what lets esptool drop RTS just after raising DTR.
+            self._release = asyncio.get_running_loop().call_later(_EN_RC_DELAY_S, self._released)
+
+    def _released(self):
+        self._release = None
+        if self._lines.en:
             self.reset(download=not self._lines.gpio0)
 
     async def _run(self):
@@ -328,7 +351,7 @@ class VirtualBoard:
         from tools.vboard.bootloader import RomBootloader
 
         self.mode = "download"
-        self.bootloader = RomBootloader(self.flash, self.mac)
+        self.bootloader = RomBootloader(self.flash, self.mac, self.chip)
         self.bootloader.on_enter()
         self._flush_bootloader()
 
@@ -388,14 +411,17 @@ class VirtualBoard:
         self._newline_pending = previous_cr
         return bytes(out)
 
+    def _cable_cut(self):
+        return (self.dir / "cut-serial").exists()
+
     async def _on_client(self, reader, writer):
-        if self._client is not None:  # a serial port has one user at a time
+        if self._client is not None or self._cable_cut():  # a serial port has one user at a time
             writer.close()
             return
         self._client = writer
         self._pm = serial.rfc2217.PortManager(self._lines, _Connection(writer))
         try:
-            while data := await reader.read(4096):
+            while (data := await reader.read(4096)) and not self._cable_cut():
                 forward = b"".join(self._pm.filter(data))
                 if forward:
                     self.serial_input(forward)

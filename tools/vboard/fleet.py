@@ -2,24 +2,53 @@
 
 import asyncio
 import signal
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from tools import micropython
+from tools import image, micropython, provision
 from tools.vboard.board import VirtualBoard
+
+
+@dataclass
+class Provisioning:
+    """How new boards are provisioned: for these servers, registered at this location."""
+
+    servers: list
+    admin_token: str
+    location_id: str = None
+    display: str = "virtual-128x64"
+    secrets: dict = field(default_factory=dict)  # device id -> secret, for those made here
+
+    def prepare(self, board):
+        """Give a board without flash a config, and register it, as a technician would."""
+        if (board.dir / "flash.bin").exists():
+            return
+        board.prepare_identity()
+        secret = provision.new_secret()
+        name = board.dir.name
+        config = provision.unit_config(secret, self.servers, name, self.display)
+        provision.register(self.servers[0], self.admin_token, board.device_id, secret, name,
+                           self.location_id)
+        board.files = image.board_files(config)
+        self.secrets[board.device_id] = secret
 
 
 def board_dirs(directory, count):
     return [Path(directory) / f"board-{i:02d}" for i in range(1, count + 1)]
 
 
-async def start_boards(directory, count, heap=micropython.DEFAULT_HEAP, on_boot=None):
+async def start_boards(directory, count, heap=micropython.DEFAULT_HEAP, provisioning=None,
+                       on_boot=None):
     """Boot `count` boards under `directory` (reusing existing ones) and return them.
 
-    on_boot(board) is called as each board's serial port opens and its power comes on.
+    New boards are provisioned first when `provisioning` is given. on_boot(board) is called
+    as each board's serial port opens and its power comes on.
     """
 
     async def start(path):
         board = VirtualBoard(path, heap=heap)
+        if provisioning:
+            await asyncio.to_thread(provisioning.prepare, board)
         await board.start()
         if on_boot:
             on_boot(board)

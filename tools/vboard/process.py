@@ -41,17 +41,35 @@ class BoardInfo:
             if text in log[start:]:
                 return log
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.device_id} did not print {text!r}; log ends:\n{log[-2000:]}")
+                raise TimeoutError(
+                    f"{self.device_id} did not print {text!r}; log ends:\n{log[-2000:]}"
+                )
             time.sleep(0.05)
 
 
 @contextmanager
 def running_boards(directory, count, heap=micropython.DEFAULT_HEAP, timeout=60, extra_args=()):
     """Start `qrfleet vboard` for `count` boards, yield their BoardInfo, power them off after."""
-    argv = [sys.executable, "-m", "host.cli", "vboard", "--count", str(count),
-            "--dir", str(directory), "--heap", heap, *extra_args]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                            cwd=micropython.REPO_ROOT, env=dict(os.environ))
+    argv = [
+        sys.executable,
+        "-m",
+        "host.cli",
+        "vboard",
+        "--count",
+        str(count),
+        "--dir",
+        str(directory),
+        "--heap",
+        heap,
+        *extra_args,
+    ]
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        cwd=micropython.REPO_ROOT,
+        env=dict(os.environ),
+    )
     try:
         yield _read_boards(proc, count, timeout)
     finally:

@@ -196,7 +196,7 @@ class Board:
                 sys.exit(_EXIT_SOFT)
             elif c in (8, 127):
                 if line:
-                    line.pop()
+                    line = line[:-1]
                     write(b"\x08 \x08")
             elif c == 13:
                 write(b"\r\n")

@@ -1,0 +1,171 @@
+"""The unit's session with the server: connect, authenticate, heartbeat, answer commands.
+
+    session = Session(device_id, secret, urls, commands, status)
+    await session.run_forever()
+
+`commands.handle(msg)` runs one server command and returns the ack's extra fields, or raises
+CommandError(code, message); `status()` returns the heartbeat's changing fields. Everything
+here is policy and sequencing; bytes are moved by firmware.net.ws and parsed by firmware.proto.
+
+Reconnection: exponential backoff with full jitter, capped, moving to the next server URL on
+each failure. A unit starts at a position in the URL list derived from its id, so a fleet
+spreads over the servers. A server silent for 3 heartbeats is taken as gone.
+"""
+
+import asyncio
+import gc
+import random
+
+from firmware.compat import ticks_add, ticks_diff, ticks_ms
+from firmware.net import ws
+from firmware.proto import auth, messages
+from firmware.proto.errors import MessageError, ProtocolError
+
+BACKOFF_BASE_MS = 500
+BACKOFF_CAP_MS = 15000
+SILENT_HEARTBEATS = 3
+_AUTH_TIMEOUT_S = 10
+
+
+class CommandError(Exception):
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class AuthRefused(Exception):
+    pass
+
+
+def start_index(device_id, count):
+    """Where in the server list this unit starts: stable per unit, spread over a fleet."""
+    h = 0
+    for c in device_id:
+        h = (h * 31 + ord(c)) & 0xFFFFFFFF
+    return h % count
+
+
+def backoff_ms(attempt, base_ms=BACKOFF_BASE_MS, cap_ms=BACKOFF_CAP_MS):
+    """Full jitter: a uniform delay in [0, min(cap, base * 2**attempt)]."""
+    ceiling = min(cap_ms, base_ms << min(attempt, 16))
+    return ceiling * random.getrandbits(16) // 65535
+
+
+class Session:
+    def __init__(self, device_id, secret, urls, commands, status, fw, log=print):
+        self.device_id = device_id
+        self.secret = secret
+        self.urls = urls
+        self.commands = commands
+        self.status = status
+        self.fw = fw
+        self.log = log
+        self.server_id = None
+        self.connected = False
+        self.connects = 0
+        self._index = start_index(device_id, len(urls))
+
+    async def run_forever(self):
+        attempt = 0
+        while True:
+            url = self.urls[self._index]
+            try:
+                await self.run_once(url)
+                attempt = 0  # a session that got going resets the backoff
+            except AuthRefused as e:
+                self.log("qrfleet: %s refused us: %s" % (url, e))
+            except (OSError, asyncio.TimeoutError, ProtocolError, ws.ConnectionClosed) as e:
+                self.log("qrfleet: %s: %s" % (url, _describe(e)))
+            except MemoryError:
+                # Out of heap mid-message: the connection's state is unknown, so start afresh.
+                self.log("qrfleet: %s: out of memory; reconnecting" % url)
+            self.connected = False
+            self._index = (self._index + 1) % len(self.urls)
+            delay = backoff_ms(attempt)
+            attempt += 1
+            gc.collect()
+            await asyncio.sleep(delay / 1000)
+
+    async def run_once(self, url):
+        """One session with one server, until it ends; raises what ended it."""
+        conn = await ws.connect(url)
+        try:
+            heartbeat_s = await self._authenticate(conn)
+            self.connected = True
+            self.connects += 1
+            self.log("qrfleet: online at %s (server %s)" % (url, self.server_id))
+            await self._serve(conn, heartbeat_s)
+        finally:
+            self.connected = False
+            await conn.close(1001, "unit going away")
+
+    async def _authenticate(self, conn):
+        await conn.send(messages.encode("hello", device_id=self.device_id, fw=self.fw,
+                                        proto=messages.PROTOCOL_VERSION))
+        msg = await self._expect(conn, "challenge")
+        await conn.send(messages.encode("auth", mac=auth.answer(self.secret, msg["nonce"],
+                                                                self.device_id)))
+        msg = await self._expect(conn, "welcome")
+        self.server_id = msg["server_id"]
+        return msg["heartbeat_s"]
+
+    async def _expect(self, conn, kind):
+        msg = messages.from_server(await asyncio.wait_for(conn.recv(), _AUTH_TIMEOUT_S))
+        if msg["type"] == "error":
+            raise AuthRefused("%s: %s" % (msg["code"], msg["message"]))
+        if msg["type"] != kind:
+            raise AuthRefused("expected %s, got %s" % (kind, msg["type"]))
+        return msg
+
+    async def _serve(self, conn, heartbeat_s):
+        period_ms = heartbeat_s * 1000
+        last_heard = ticks_ms()
+        next_beat = last_heard
+        while True:
+            now = ticks_ms()
+            if ticks_diff(now, last_heard) > SILENT_HEARTBEATS * period_ms:
+                raise ws.ConnectionClosed(1006, "server silent for %d heartbeats"
+                                          % SILENT_HEARTBEATS)
+            if ticks_diff(next_beat, now) <= 0:
+                await conn.send(messages.encode("heartbeat", **self.status()))
+                next_beat = ticks_add(now, period_ms)
+            wait_ms = max(1, ticks_diff(next_beat, ticks_ms()))
+            try:
+                text = await asyncio.wait_for(conn.recv(), wait_ms / 1000)
+            except asyncio.TimeoutError:
+                continue
+            last_heard = ticks_ms()
+            reply = self._answer(text)
+            if reply:
+                await conn.send(reply)
+
+    def _answer(self, text):
+        """The reply to one server message (None when it needs none); never raises."""
+        try:
+            msg = messages.from_server(text)
+        except MessageError as e:
+            return messages.encode("error", id=e.id, code=e.code, message=_short(str(e)))
+        kind = msg["type"]
+        if kind in ("heartbeat_ack", "challenge", "welcome", "error"):
+            return None
+        try:
+            fields = self.commands.handle(msg) or {}
+        except MemoryError:
+            gc.collect()
+            return messages.encode("error", id=msg["id"], code=messages.BUSY,
+                                   message="unit is out of memory; try again")
+        except CommandError as e:
+            return messages.encode("error", id=msg["id"], code=e.code, message=_short(e.message))
+        except Exception as e:  # noqa: BLE001 - a failing command must not end the session
+            return messages.encode("error", id=msg["id"], code=messages.RENDER_FAILED,
+                                   message=_short("%s: %s" % (type(e).__name__, e)))
+        return messages.encode("ack", id=msg["id"], **fields)
+
+
+def _short(text):
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _describe(e):
+    return "%s %s" % (type(e).__name__, e)

@@ -1,0 +1,170 @@
+"""WebSocket client over asyncio streams: moves bytes between a socket and proto.websocket.
+
+All parsing and framing is in `firmware.proto.websocket`; this module opens the TCP (or TLS)
+connection, feeds what it reads into the protocol and writes what the protocol wants sent.
+
+    ws = await connect("ws://10.0.0.2:8000/ws/device")
+    await ws.send('{"type": "hello", ...}')
+    text = await ws.recv()          # raises ConnectionClosed when the session ends
+    await ws.close()
+"""
+
+import asyncio
+
+from firmware.proto.errors import ProtocolError
+from firmware.proto.websocket import CLOSED, ClientProtocol, Close
+
+_READ_SIZE = 512
+_CLOSE_WAIT_S = 2
+
+
+class ConnectionClosed(Exception):
+    """The session ended; `code` and `reason` say how (1006: the connection just dropped)."""
+
+    def __init__(self, code, reason):
+        super().__init__("connection closed (%d) %s" % (code, reason))
+        self.code = code
+        self.reason = reason
+
+
+def parse_url(url):
+    """(secure, host, port, path) of a ws:// or wss:// URL; ValueError names what is wrong."""
+    if url.startswith("ws://"):
+        secure, rest, port = False, url[5:], 80
+    elif url.startswith("wss://"):
+        secure, rest, port = True, url[6:], 443
+    else:
+        raise ValueError("server URL %r must start with ws:// or wss://" % url)
+    slash = rest.find("/")
+    hostport, path = (rest, "/") if slash < 0 else (rest[:slash], rest[slash:])
+    host = hostport
+    if ":" in hostport:
+        host, text = hostport.rsplit(":", 1)
+        if not text.isdigit():
+            raise ValueError("server URL %r has a bad port" % url)
+        port = int(text)
+    if not host:
+        raise ValueError("server URL %r has no host" % url)
+    return secure, host, port, path
+
+
+def _tls_context():
+    """TLS with the server's certificate checked against the system's CAs where the port can."""
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if hasattr(context, "load_default_certs"):
+        context.load_default_certs()
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+async def connect(url, timeout_s=10, ssl_context=None, max_size=None):
+    """Open the connection and complete the opening handshake; returns a WebSocket.
+
+    Raises OSError / asyncio.TimeoutError when the server cannot be reached and
+    ProtocolError (HandshakeError) when it answers but not as a WebSocket server should.
+    """
+    secure, host, port, path = parse_url(url)
+    context = (ssl_context or _tls_context()) if secure else None
+    if context is not None:
+        opening = asyncio.open_connection(host, port, ssl=context)
+    else:
+        opening = asyncio.open_connection(host, port)
+    reader, writer = await asyncio.wait_for(opening, timeout_s)
+    hostname = host if port == (443 if secure else 80) else "%s:%d" % (host, port)
+    if max_size:
+        proto = ClientProtocol(hostname, path, max_size=max_size)
+    else:
+        proto = ClientProtocol(hostname, path)
+    ws = WebSocket(reader, writer, proto)
+    try:
+        await asyncio.wait_for(ws.handshake(), timeout_s)
+    except BaseException:
+        ws.abort()
+        raise
+    return ws
+
+
+class WebSocket:
+    def __init__(self, reader, writer, proto):
+        self.reader = reader
+        self.writer = writer
+        self.proto = proto
+        self._pending = []
+
+    async def _flush(self):
+        for chunk in self.proto.data_to_send():
+            self.writer.write(chunk)
+        await self.writer.drain()
+
+    async def _feed(self):
+        """Read once from the socket into the protocol; queue what arrived."""
+        data = await self.reader.read(_READ_SIZE)
+        try:
+            if data:
+                self.proto.receive_data(data)
+            else:
+                self.proto.receive_eof()
+        finally:
+            self._pending.extend(self.proto.events_received())
+            await self._flush()  # pongs, close replies, or the close frame for a fault
+
+    async def handshake(self):
+        await self._flush()
+        while not self._pending:
+            await self._feed()
+        self._pending.pop(0)  # the server's 101 response, already checked by the protocol
+
+    async def recv(self):
+        """The next text (str) or binary (bytes) message; raises ConnectionClosed at the end."""
+        while True:
+            while self._pending:
+                event = self._pending.pop(0)
+                if isinstance(event, (str, bytes)):
+                    return event
+                if isinstance(event, Close):
+                    self.abort()
+                    raise ConnectionClosed(event.code, event.reason)
+            if self.proto.state == CLOSED:
+                self.abort()
+                raise ConnectionClosed(self.proto.close_code or 1006, self.proto.close_reason)
+            try:
+                await self._feed()
+            except ProtocolError as e:
+                self.abort()
+                raise ConnectionClosed(self.proto.close_code or 1002, str(e))
+            except OSError as e:
+                self.abort()
+                raise ConnectionClosed(1006, "connection lost: %s" % e)
+
+    async def send(self, text):
+        if self.proto.state == CLOSED:
+            raise ConnectionClosed(self.proto.close_code or 1006, self.proto.close_reason)
+        self.proto.send_text(text)
+        try:
+            await self._flush()
+        except OSError as e:
+            self.abort()
+            raise ConnectionClosed(1006, "connection lost: %s" % e)
+
+    async def close(self, code=1000, reason=""):
+        """Close handshake, bounded in time; the socket is closed in every case."""
+        try:
+            if self.proto.state != CLOSED:
+                self.proto.send_close(code, reason)
+                await self._flush()
+                await asyncio.wait_for(self._wait_closed(), _CLOSE_WAIT_S)
+        except Exception:  # noqa: BLE001 - closing: the peer may already be gone
+            pass
+        self.abort()
+
+    async def _wait_closed(self):
+        while self.proto.state != CLOSED:
+            await self._feed()
+
+    def abort(self):
+        try:
+            self.writer.close()
+        except Exception:  # noqa: BLE001
+            pass

@@ -1,0 +1,256 @@
+"""The qrfleet app protocol: JSON objects in WebSocket text frames (docs/protocol.md).
+
+Every message is one object with a "type"; the tables below list each type's
+fields, what they must hold and their defaults. Commands from the server carry
+an "id" that the unit's reply (ack or error) repeats.
+
+    text = encode("show_qr", id=7, payload="upi://pay?...", ecc="Q")
+    msg = from_server(text)   # on the unit: a dict, defaults filled in
+    msg = from_device(text)   # on the host
+
+Decoding raises MessageError (`.code` is an error code below, `.id` the command
+id when there is one) with a sentence saying what is wrong, so the receiver can
+answer `encode("error", id=e.id, code=e.code, message=str(e))` and carry on.
+Fields a type does not list are kept, so an ack can carry command results
+and a newer peer can add fields without breaking an older one.
+"""
+
+import hashlib
+import json
+from binascii import hexlify
+
+from firmware.compat import const
+from firmware.proto.errors import MessageError
+
+PROTOCOL_VERSION = const(1)
+
+# Close code for a session replaced by a newer one of the same unit (takeover).
+CLOSE_REPLACED = const(4001)
+
+# Error codes, in "error" messages and MessageError.code.
+BAD_MESSAGE = "bad_message"
+UNKNOWN_COMMAND = "unknown_command"
+PAYLOAD_TOO_LARGE = "payload_too_large"
+RENDER_FAILED = "render_failed"
+BUSY = "busy"
+AUTH_FAILED = "auth_failed"
+UNSUPPORTED_VERSION = "unsupported_version"
+
+ECC_LEVELS = ("L", "M", "Q", "H")
+RESULTS = ("paid", "cancelled", "expired")
+
+_MAX_ID = 0x7FFFFFFF
+_REQUIRED = object()
+
+
+# Field checks are small tuples (kind, a, b), tested by _valid and put into words by
+# _describe only when a message is refused: a unit keeps no closures or sentences in RAM.
+_TEXT, _INT, _HEX, _ONE_OF, _OR_NULL = 0, 1, 2, 3, 4
+
+
+def _text(lo, hi):
+    return (_TEXT, lo, hi)
+
+
+def _count(lo, hi):
+    return (_INT, lo, hi)
+
+
+def _hex(digits):
+    return (_HEX, digits, digits)
+
+
+def _one_of(values):
+    return (_ONE_OF, values, None)
+
+
+_ID = _count(1, _MAX_ID)
+_ANY_INT = _count(-0x80000000, 0x7FFFFFFF)
+_OPTIONAL_ID = (_OR_NULL, _ID, "a command id")
+_OPTIONAL_INT = (_OR_NULL, _ANY_INT, "an integer")
+
+
+def _valid(check, v):
+    kind, a, b = check
+    if kind == _TEXT:
+        return isinstance(v, str) and a <= len(v) <= b
+    if kind == _INT:
+        return isinstance(v, int) and not isinstance(v, bool) and a <= v <= b
+    if kind == _HEX:
+        return isinstance(v, str) and len(v) == a and not v.strip("0123456789abcdef")
+    if kind == _ONE_OF:
+        return v in a
+    return v is None or _valid(a, v)
+
+
+def _describe(check):
+    kind, a, b = check
+    if kind == _TEXT:
+        return "a string of %d to %d characters" % (a, b)
+    if kind == _INT:
+        return "an integer from %d to %d" % (a, b)
+    if kind == _HEX:
+        return "%d lower-case hex digits" % a
+    if kind == _ONE_OF:
+        return "one of " + ", ".join(a)
+    return b + " or null"
+
+
+# type -> ((field, check, default), ...); _REQUIRED marks fields without a default.
+SERVER_MESSAGES = {
+    "challenge": (("nonce", _hex(32), _REQUIRED),),
+    "welcome": (
+        ("heartbeat_s", _count(1, 3600), _REQUIRED),
+        ("server_id", _text(1, 64), _REQUIRED),
+    ),
+    "heartbeat_ack": (),
+    "show_qr": (
+        ("id", _ID, _REQUIRED),
+        ("payload", _text(1, 4096), _REQUIRED),
+        ("caption", _text(0, 64), ""),
+        ("ecc", _one_of(ECC_LEVELS), "M"),
+    ),
+    "show_result": (("id", _ID, _REQUIRED), ("result", _one_of(RESULTS), _REQUIRED)),
+    "clear": (("id", _ID, _REQUIRED),),
+    "show_pairing": (("id", _ID, _REQUIRED), ("code", _text(1, 32), _REQUIRED)),
+    "info": (("id", _ID, _REQUIRED),),
+    "reboot": (("id", _ID, _REQUIRED),),
+    "error": (
+        ("id", _OPTIONAL_ID, None),
+        ("code", _text(1, 32), _REQUIRED),
+        ("message", _text(0, 200), ""),
+    ),
+}
+
+DEVICE_MESSAGES = {
+    "hello": (
+        ("device_id", _text(1, 64), _REQUIRED),
+        ("fw", _text(1, 32), _REQUIRED),
+        ("proto", _count(1, 0xFFFF), _REQUIRED),
+    ),
+    "auth": (("mac", _hex(64), _REQUIRED),),
+    "heartbeat": (
+        ("uptime_s", _count(0, _MAX_ID), _REQUIRED),
+        ("free_heap", _count(0, _MAX_ID), _REQUIRED),
+        ("rssi", _OPTIONAL_INT, None),
+        ("fw", _text(1, 32), _REQUIRED),
+        ("screen", _text(1, 32), _REQUIRED),
+    ),
+    "ack": (("id", _ID, _REQUIRED),),
+    "error": SERVER_MESSAGES["error"],
+}
+
+
+def encode(kind, **fields):
+    """JSON text of a message, fields in table order then any extra ones sorted by name.
+
+    Raises MessageError if a field is missing or holds the wrong kind of value.
+    """
+    spec = SERVER_MESSAGES.get(kind)
+    if spec is None:
+        spec = DEVICE_MESSAGES.get(kind)
+    if spec is None:
+        raise MessageError(BAD_MESSAGE, "cannot encode unknown message type %r" % kind)
+    _check(kind, fields, spec, fields.get("id"))
+    parts = ['"type":' + json.dumps(kind)]
+    listed = []
+    for name, _, _ in spec:
+        listed.append(name)
+        if name in fields:
+            parts.append(json.dumps(name) + ":" + json.dumps(fields[name]))
+    for name in sorted(fields):
+        if name not in listed:
+            parts.append(json.dumps(name) + ":" + json.dumps(fields[name]))
+    return "{" + ",".join(parts) + "}"
+
+
+def from_server(text):
+    """A message the server sent, as a dict with defaults filled in (decoded on the unit)."""
+    return _decode(text, SERVER_MESSAGES)
+
+
+def from_device(text):
+    """A message a unit sent, as a dict with defaults filled in (decoded on the host)."""
+    return _decode(text, DEVICE_MESSAGES)
+
+
+def pairing_uri(device_id, code):
+    """What an unlinked unit's pairing QR encodes; a cashier's phone scans it to link the unit.
+
+    Device ids and codes are letters, digits and "-", so nothing needs escaping.
+    """
+    return "qrfleet://pair?device=%s&code=%s" % (device_id, code)
+
+
+def matrix_digest(qr):
+    """SHA-256 (hex) of a QR symbol's modules, as a show_qr ack reports what was drawn.
+
+    Rows top to bottom; each row packed left to right, most significant bit first,
+    dark = 1, into ceil(size / 8) bytes with the unused low bits of its last byte 0.
+    `qr` has `size` and `module(x, y)` (the firmware.qr encoder's result).
+    """
+    size = qr.size
+    row = bytearray((size + 7) >> 3)
+    digest = hashlib.sha256()
+    for y in range(size):
+        for i in range(len(row)):
+            row[i] = 0
+        for x in range(size):
+            if qr.module(x, y):
+                row[x >> 3] |= 0x80 >> (x & 7)
+        digest.update(row)
+    return hexlify(digest.digest()).decode()
+
+
+def _decode(text, table):
+    try:
+        msg = json.loads(text)
+    except ValueError:
+        raise MessageError(
+            BAD_MESSAGE, "message is not JSON; send one JSON object per text frame"
+        ) from None
+    except (RuntimeError, MemoryError):
+        # Thousands of nested brackets: CPython hits its recursion limit, MicroPython runs
+        # out of heap building the lists; what was built is garbage once this returns.
+        raise MessageError(BAD_MESSAGE, "message is nested too deeply to decode") from None
+    if not isinstance(msg, dict):
+        raise MessageError(BAD_MESSAGE, 'message must be a JSON object with a "type"')
+    command_id = msg.get("id")
+    if not _valid(_ID, command_id):
+        command_id = None
+    kind = msg.get("type")
+    if not isinstance(kind, str):
+        raise MessageError(
+            BAD_MESSAGE, 'message needs a "type" string, got %s' % _short(kind), command_id
+        )
+    spec = table.get(kind)
+    if spec is None:
+        # A command this side does not know gets unknown_command, so the server can tell
+        # an older firmware from a broken message.
+        code = UNKNOWN_COMMAND if command_id is not None else BAD_MESSAGE
+        raise MessageError(code, "unknown message type %s" % _short(kind), command_id)
+    _check(kind, msg, spec, command_id)
+    for name, _, default in spec:
+        if name not in msg:
+            msg[name] = default
+    return msg
+
+
+def _check(kind, msg, spec, command_id):
+    for name, check, default in spec:
+        if name in msg:
+            if not _valid(check, msg[name]):
+                raise MessageError(
+                    BAD_MESSAGE,
+                    "%s field %r must be %s, got %s" % (kind, name, _describe(check), _short(msg[name])),
+                    command_id,
+                )
+        elif default is _REQUIRED:
+            raise MessageError(
+                BAD_MESSAGE, "%s needs field %r (%s)" % (kind, name, _describe(check)), command_id
+            )
+
+
+def _short(value):
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -1,0 +1,20 @@
+"""QR Code model 2 encoder for the unit (ISO/IEC 18004:2015), allocation-conscious.
+
+    encode(data, ecc="M", version=None, mask=None) -> QRCode
+        .version .size .ecc .mask .module(x, y) .matrix (packed bytearray, see QRCode)
+    capacity(version, ecc, mode) -> most chars of one segment ("numeric"/"alphanumeric"/"byte")
+
+Exceptions:
+
+    ValueError
+     └── QRError   data too long (names the capacity) or an argument out of range
+
+Modules, in the spec's order: segments (modes, optimal split), bitstream (data bits), rs
+(Reed-Solomon, interleaving), matrix (geometry, function patterns, placement), masks (mask
+patterns, penalty), tables (constants), emv (EMVCo merchant-presented payloads). _native is
+the one place that picks viper (MicroPython) or plain Python (CPython) for the hot loops.
+"""
+
+from .encoder import QRCode, QRError, capacity, encode
+
+__all__ = ["QRCode", "QRError", "capacity", "encode"]

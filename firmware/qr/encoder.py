@@ -1,0 +1,205 @@
+"""encode(): data -> QR Code model 2 symbol (ISO/IEC 18004:2015), steps in the spec's order.
+
+1. segments (§7.4): optimal mode split, ECI 26 header for non-ASCII text;
+2. version (§7.3): the smallest that holds the bits, unless one is asked for;
+3. data codewords (§7.4.9): terminator, zero bits to a byte, pad codewords 0xEC 0x11;
+4. error correction (§7.5) and interleaving (§7.6);
+5. placement (§7.7), masking with the penalty rules (§7.8), format/version info (§7.9-7.10).
+"""
+
+from array import array
+
+from . import bitstream, masks, matrix, rs, segments
+from .bitstream import ALPHANUMERIC, BYTE, NUMERIC
+from .tables import ECC_LEVELS
+
+_MODES = {"numeric": NUMERIC, "alphanumeric": ALPHANUMERIC, "byte": BYTE}
+
+
+class QRError(ValueError):
+    """The data does not fit, or an argument is out of range; the message says what fits."""
+
+
+class QRCode:
+    """An encoded symbol.
+
+    `matrix` is the packed module matrix: row-major, 1 bit per module (1 = dark), most
+    significant bit first, each row padded to whole bytes, so module (x, y) is bit
+    `7 - x % 8` of `matrix[y * stride + x // 8]` with `stride = (size + 7) // 8`.
+    """
+
+    def __init__(self, version, ecc, mask, matrix):
+        self.version = version
+        self.ecc = ecc
+        self.mask = mask
+        self.size = version * 4 + 17
+        self.stride = (self.size + 7) >> 3
+        self.matrix = matrix
+
+    def module(self, x, y):
+        """True if module (x = column, y = row) is dark; outside the symbol (the quiet
+        zone) is light."""
+        size = self.size
+        if 0 <= x < size and 0 <= y < size:
+            return (self.matrix[y * self.stride + (x >> 3)] >> (7 - (x & 7))) & 1 == 1
+        return False
+
+    def __repr__(self):
+        return "<QRCode version %d-%s mask %d, %dx%d>" % (
+            self.version,
+            self.ecc,
+            self.mask,
+            self.size,
+            self.size,
+        )
+
+
+def _ecc_index(ecc):
+    i = ECC_LEVELS.find(ecc) if isinstance(ecc, str) and len(ecc) == 1 else -1
+    if i < 0:
+        raise QRError("ecc must be one of 'L', 'M', 'Q', 'H', not %r" % (ecc,))
+    return i
+
+
+def _check_version(version):
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= 40:
+        raise QRError(
+            "version must be an int from 1 to 40 (or None for the smallest), not %r" % (version,)
+        )
+
+
+def capacity(version, ecc, mode):
+    """Most characters (digits, alphanumeric chars or bytes) one segment of `mode`
+    ("numeric", "alphanumeric" or "byte") can hold in `version` at `ecc`."""
+    _check_version(version)
+    e = _ecc_index(ecc)
+    m = _MODES.get(mode)
+    if m is None:
+        raise QRError("mode must be 'numeric', 'alphanumeric' or 'byte', not %r" % (mode,))
+    width = segments.count_bits(m, segments.group(version))
+    bits = matrix.data_codewords(version, e) * 8 - 4 - width
+    if m == NUMERIC:
+        rem = bits % 10
+        return bits // 10 * 3 + (2 if rem >= 7 else 1 if rem >= 4 else 0)
+    if m == ALPHANUMERIC:
+        return bits // 11 * 2 + (1 if bits % 11 >= 6 else 0)
+    return bits // 8
+
+
+def _too_long(bits, e, version):
+    v = version or 40
+    cap = matrix.data_codewords(v, e) * 8
+    letter = ECC_LEVELS[e]
+    where = ("version %d-%s" % (v, letter)) if version else ("any version at ECC %s" % letter)
+    return QRError(
+        "data too long for %s: it needs %d data bits, version %d-%s holds %d "
+        "(%d bytes, %d alphanumeric characters or %d digits in one segment); "
+        "shorten the data%s"
+        % (
+            where,
+            bits,
+            v,
+            letter,
+            cap,
+            capacity(v, letter, "byte"),
+            capacity(v, letter, "alphanumeric"),
+            capacity(v, letter, "numeric"),
+            ", choose a larger version"
+            if version and version < 40
+            else " or lower the ECC level"
+            if e
+            else "",
+        )
+    )
+
+
+def plan(src, e, version=None, eci=False):
+    """(version, segments, bits): the smallest version (or `version`) holding `src` at ECC `e`.
+
+    The optimal split depends on the count widths, so it is recomputed per version group.
+    """
+    header = segments.ECI_HEADER_BITS if eci else 0
+    for grp, lo, hi in ((0, 1, 9), (1, 10, 26), (2, 27, 40)):
+        if version:
+            if segments.group(version) != grp:
+                continue
+            lo = hi = version
+        spans = segments.optimal(src, grp)
+        bits = segments.total_bits(spans, grp) + header
+        for v in range(lo, hi + 1):
+            if bits <= matrix.data_codewords(v, e) * 8:
+                return v, spans, bits
+    raise _too_long(bits, e, version)
+
+
+def encode(data, ecc="M", version=None, mask=None):
+    """Encode `data` (str as UTF-8, or bytes) at error correction level `ecc` ("L", "M", "Q"
+    or "H"), in the smallest version unless `version` (1-40) is given, with the mask that the
+    spec's penalty rules choose unless `mask` (0-7) is given. Returns a QRCode; raises QRError.
+
+    Text with a non-ASCII character gets an ECI 26 (UTF-8) header, because a decoder
+    otherwise reads bytes as ISO-8859-1 (the spec's default); bytes are encoded as given.
+    """
+    e = _ecc_index(ecc)
+    if version is not None:
+        _check_version(version)
+    if mask is not None and (not isinstance(mask, int) or not 0 <= mask <= 7):
+        raise QRError("mask must be an int from 0 to 7 (or None for the best), not %r" % (mask,))
+    if isinstance(data, str):
+        src = data.encode()
+        eci = len(src) != len(data)
+    elif isinstance(data, (bytes, bytearray)):
+        src = data
+        eci = False
+    else:
+        raise QRError("data must be str or bytes, not %s" % type(data).__name__)
+    if len(src) > segments.MAX_LENGTH:
+        raise _too_long(len(src) * 8, e, version)
+
+    version, spans, _ = plan(src, e, version, eci)
+    grp = segments.group(version)
+
+    # Data codewords: segments, terminator (up to 4 zero bits), byte alignment, pad codewords.
+    n_data = matrix.data_codewords(version, e)
+    data_cw = bytearray(n_data)
+    put = bitstream.put_bits
+    pos = 0
+    if eci:
+        pos = put(data_cw, put(data_cw, 0, segments.ECI, 4), segments.ECI_UTF8, 8)
+    for span in spans:
+        start, end, mode = segments.unpack(span)
+        pos = put(data_cw, pos, mode, 4)
+        pos = put(data_cw, pos, end - start, segments.count_bits(mode, grp))
+        pos = bitstream.segment_bits(data_cw, pos, src, span)
+    pad = 0xEC
+    for i in range((pos + 4 + 7) >> 3, n_data):
+        data_cw[i] = pad
+        pad ^= 0xEC ^ 0x11
+
+    # Error correction per block, then interleave.
+    dims = array("H", matrix.block_layout(version, e))
+    ecc_cw = bytearray(dims[0] * dims[3])
+    rs.rs_blocks(data_cw, ecc_cw, rs.generator(dims[3]), dims)
+    n_raw = matrix.raw_modules(version) >> 3
+    codewords = bytearray(n_raw)
+    rs.interleave(codewords, data_cw, ecc_cw, dims)
+
+    # Modules: place, choose the mask, pack.
+    size = matrix.size_of(version)
+    grid = matrix.function_grid(version)
+    matrix.place(grid, size, codewords, n_raw * 8)
+    if mask is None:
+        best = 0
+        for m in range(8):
+            masks.apply_mask(grid, size, m)
+            matrix.draw_format(grid, size, matrix.format_word(e, m))
+            score = masks.penalty(grid, size)
+            if m == 0 or score < best:
+                best = score
+                mask = m
+            masks.apply_mask(grid, size, m)
+    masks.apply_mask(grid, size, mask)
+    matrix.draw_format(grid, size, matrix.format_word(e, mask))
+    packed = bytearray(((size + 7) >> 3) * size)
+    matrix.pack(grid, size, packed)
+    return QRCode(version, ECC_LEVELS[e], mask, packed)

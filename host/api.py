@@ -1,0 +1,333 @@
+"""The HTTP API: what cashier systems, provisioning tools and operators call.
+
+Bearer tokens: the admin token (server config or QRFLEET_ADMIN_TOKEN) may do everything; an
+agent's token acts for that agent only. Every refusal is `{"error", "message"}` with a status
+an integrator can branch on, and a refused request changes nothing (each registry operation is
+one transaction).
+"""
+
+import time
+import uuid
+
+from firmware import qr
+from firmware.proto import messages
+from host.devices import CommandFailed
+from host.http import ApiError, Router
+from host.registry import (
+    ADMIN,
+    Actor,
+    AllBusy,
+    Conflict,
+    DeviceOffline,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    NotLinked,
+    QueueFull,
+    RegistryError,
+    StoreUnavailable,
+    Unauthorized,
+    parse_pairing_uri,
+)
+from host.registry.errors import format_time
+
+_STATUS = (
+    (InvalidInput, 400),
+    (Unauthorized, 401),
+    (Forbidden, 403),
+    (NotFound, 404),
+    (Conflict, 409),
+    (NotLinked, 409),
+    (DeviceOffline, 503),
+    (AllBusy, 503),
+    (QueueFull, 503),
+    (StoreUnavailable, 503),
+)
+_COMMAND_STATUS = {
+    "device_offline": 503,
+    "device_timeout": 504,
+    messages.PAYLOAD_TOO_LARGE: 422,
+    messages.BAD_MESSAGE: 422,
+}
+COMMAND_TIMEOUT_S = 5.0
+MAX_WAIT_S = 60.0
+MAX_TTL_S = 3600.0
+
+
+def registry_error(e):
+    for cls, status in _STATUS:
+        if isinstance(e, cls):
+            return ApiError(status, e.code, e.message)
+    return ApiError(500, e.code, e.message)
+
+
+def _field(doc, name, kind, required=True, default=None, check=None, what=""):
+    value = doc.get(name, default)
+    if value is None and not required:
+        return None
+    if value is None or not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise ApiError(400, "invalid", f"Field {name!r} must be {what or kind.__name__}.")
+    if check and not check(value):
+        raise ApiError(400, "invalid", f"Field {name!r} must be {what}.")
+    return value
+
+
+def _text(doc, name, limit=200, required=True, default=None):
+    return _field(doc, name, str, required, default, lambda v: 0 < len(v) <= limit,
+                  f"a string of 1 to {limit} characters")
+
+
+def _seconds(doc, name, default, limit):
+    return float(_field(doc, name, (int, float), False, default,
+                        lambda v: 0 <= v <= limit, f"a number of seconds from 0 to {limit:g}"))
+
+
+def device_json(status, session=None):
+    d = status.device
+    doc = {
+        "device_id": d.device_id,
+        "name": d.name,
+        "status": status.status,
+        "agent_id": status.agent_id,
+        "location_id": d.location_id,
+        "server_id": status.server_id,
+        "epoch": status.epoch,
+        "txn_id": status.txn_id,
+        "firmware": d.firmware,
+        "last_seen": format_time(d.last_seen),
+        "screen": (d.last_screen or {}).get("screen"),
+        "panel": d.panel,
+    }
+    if session:
+        doc["connected_since"] = format_time(session.connected_at)
+    return doc
+
+
+class Api:
+    """Routes bound to one server: its registry, its device hub and its admin token."""
+
+    def __init__(self, server):
+        self.server = server
+        self.registry = server.registry
+        self.hub = server.hub
+        self.router = Router()
+        add = self.router.add
+        add("GET", "/api/health", self.health)
+        add("POST", "/api/locations", self.create_location)
+        add("GET", "/api/locations", self.list_locations)
+        add("POST", "/api/agents", self.create_agent)
+        add("GET", "/api/agents", self.list_agents)
+        add("POST", "/api/devices", self.register_device)
+        add("GET", "/api/devices", self.list_devices)
+        add("GET", "/api/devices/{device_id}", self.get_device)
+        add("GET", "/api/devices/{device_id}/doctor", self.doctor)
+        add("POST", "/api/devices/{device_id}/transfer", self.transfer)
+        add("POST", "/api/agents/{agent_id}/devices", self.link)
+        add("DELETE", "/api/agents/{agent_id}/devices/{device_id}", self.unlink)
+        add("POST", "/api/agents/{agent_id}/qr", self.show_qr)
+        add("GET", "/api/txns/{txn_id}", self.get_txn)
+        add("POST", "/api/txns/{txn_id}/complete", self.complete)
+        add("POST", "/api/txns/{txn_id}/cancel", self.cancel)
+        add("GET", "/api/audit", self.audit)
+
+    # -- who is asking
+
+    async def _caller(self, req):
+        token = req.bearer()
+        if not token:
+            raise ApiError(401, "unauthorized",
+                           "Send 'Authorization: Bearer <token>' with an admin or agent token.")
+        if self.server.is_admin_token(token):
+            return ADMIN
+        try:
+            agent = await self.registry.authenticate_agent(token)
+        except Unauthorized:
+            raise ApiError(401, "unauthorized", "That token is not valid.") from None
+        return Actor.agent(agent.agent_id)
+
+    async def _admin(self, req):
+        actor = await self._caller(req)
+        if not actor.is_admin:
+            raise ApiError(403, "forbidden", "Only the admin token may do this.")
+        return actor
+
+    async def _acting_for(self, req, agent_id):
+        """The caller, if it may act for `agent_id` (that agent itself or the admin)."""
+        actor = await self._caller(req)
+        if not actor.is_admin and actor.id != agent_id:
+            raise ApiError(403, "forbidden",
+                           f"This token belongs to agent {actor.id}; it cannot act for {agent_id}.")
+        return actor
+
+    async def _call(self, operation):
+        try:
+            return await operation
+        except RegistryError as e:
+            raise registry_error(e) from None
+
+    # -- endpoints
+
+    async def health(self, req):
+        return 200, {"ok": True, "server_id": self.server.server_id,
+                     "devices_connected": len(self.hub.sessions)}
+
+    async def create_location(self, req):
+        await self._admin(req)
+        doc = req.json()
+        loc = await self._call(self.registry.create_location(
+            _text(doc, "location_id", 64), _text(doc, "name", 200),
+            _text(doc, "policy", 16, required=False, default="hybrid")))
+        return 201, {"location_id": loc.location_id, "name": loc.name, "policy": loc.policy}
+
+    async def list_locations(self, req):
+        await self._caller(req)
+        locs = await self._call(self.registry.list_locations())
+        return 200, {"locations": [{"location_id": x.location_id, "name": x.name,
+                                    "policy": x.policy} for x in locs]}
+
+    async def create_agent(self, req):
+        await self._admin(req)
+        doc = req.json()
+        agent, token = await self._call(self.registry.create_agent(
+            _text(doc, "agent_id", 64), _text(doc, "name", 200), _text(doc, "location_id", 64)))
+        return 201, {"agent_id": agent.agent_id, "location_id": agent.location_id, "token": token}
+
+    async def list_agents(self, req):
+        await self._admin(req)
+        agents = await self._call(self.registry.list_agents())
+        return 200, {"agents": [{"agent_id": a.agent_id, "name": a.name,
+                                 "location_id": a.location_id} for a in agents]}
+
+    async def register_device(self, req):
+        await self._admin(req)
+        doc = req.json()
+        device_id = _text(doc, "device_id", 64)
+        await self._call(self.registry.register_device(
+            device_id, _text(doc, "secret", 128), _text(doc, "name", 200, required=False),
+            _text(doc, "location_id", 64, required=False)))
+        status = await self._call(self.registry.get_device(device_id))
+        return 201, device_json(status)
+
+    async def list_devices(self, req):
+        actor = await self._caller(req)
+        location = None
+        if not actor.is_admin:
+            location = (await self._call(self.registry.get_agent(actor.id))).location_id
+        statuses = await self._call(self.registry.list_devices(location))
+        return 200, {"devices": [device_json(s, self.hub.session(s.device_id))
+                                 for s in statuses]}
+
+    async def get_device(self, req):
+        await self._caller(req)
+        device_id = req.params["device_id"]
+        status = await self._call(self.registry.get_device(device_id))
+        return 200, device_json(status, self.hub.session(device_id))
+
+    async def link(self, req):
+        agent_id = req.params["agent_id"]
+        actor = await self._acting_for(req, agent_id)
+        doc = req.json()
+        if "pairing" in doc:
+            try:
+                device_id, code = parse_pairing_uri(_text(doc, "pairing", 300))
+            except InvalidInput as e:
+                raise registry_error(e) from None
+        else:
+            device_id = _text(doc, "device_id", 64)
+            code = _text(doc, "code", 32, required=not actor.is_admin)
+        await self._call(self.registry.link(agent_id, device_id, code, actor))
+        await self.server.show_idle(device_id)
+        status = await self._call(self.registry.get_device(device_id))
+        return 201, device_json(status, self.hub.session(device_id))
+
+    async def unlink(self, req):
+        agent_id, device_id = req.params["agent_id"], req.params["device_id"]
+        actor = await self._acting_for(req, agent_id)
+        await self._call(self.registry.unlink(agent_id, device_id, actor))
+        await self.server.show_pairing(device_id)
+        return 200, {"device_id": device_id, "agent_id": None}
+
+    async def transfer(self, req):
+        actor = await self._admin(req)
+        device_id = req.params["device_id"]
+        agent_id = _text(req.json(), "agent_id", 64)
+        await self._call(self.registry.transfer(device_id, agent_id, actor))
+        status = await self._call(self.registry.get_device(device_id))
+        return 200, device_json(status, self.hub.session(device_id))
+
+    async def show_qr(self, req):
+        agent_id = req.params["agent_id"]
+        actor = await self._acting_for(req, agent_id)
+        doc = req.json()
+        payload = _text(doc, "payload", 4096)
+        caption = _text(doc, "caption", 64, required=False) or ""
+        ecc = _field(doc, "ecc", str, False, "M", lambda v: v in messages.ECC_LEVELS,
+                     "one of L, M, Q, H")
+        wait_s = _seconds(doc, "wait_s", 0, MAX_WAIT_S)
+        ttl_s = _seconds(doc, "ttl_s", 120, MAX_TTL_S) or 120
+        try:
+            expected = qr.encode(payload, ecc)
+        except qr.QRError as e:
+            raise ApiError(422, "payload_too_large", str(e)) from None
+        started = time.monotonic()
+        txn_id = uuid.uuid4().hex
+        reservation = await self._call(
+            self.registry.reserve_for_agent(agent_id, txn_id, ttl_s, wait_s))
+        try:
+            ack = await self.server.command(reservation.device_id, "show_qr",
+                                            payload=payload, caption=caption, ecc=ecc)
+        except CommandFailed as e:
+            await self._call(self.registry.cancel(txn_id, actor))
+            raise ApiError(_COMMAND_STATUS.get(e.code, 502), e.code, e.message) from None
+        digest = messages.matrix_digest(expected)
+        if (ack.get("version"), ack.get("mask"), ack.get("sha256")) != (
+                expected.version, expected.mask, digest):
+            await self._call(self.registry.cancel(txn_id, actor))
+            raise ApiError(502, "render_mismatch",
+                           f"Unit {reservation.device_id} drew a different symbol than the "
+                           "payload encodes; the transaction was cancelled.")
+        return 201, {
+            "txn_id": txn_id,
+            "device_id": reservation.device_id,
+            "version": expected.version,
+            "verified": True,
+            "latency_ms": round((time.monotonic() - started) * 1000, 1),
+            "expires_at": format_time(reservation.expires_at),
+        }
+
+    async def get_txn(self, req):
+        await self._caller(req)
+        r = await self._call(self.registry.get_reservation(req.params["txn_id"]))
+        return 200, {"txn_id": r.txn_id, "device_id": r.device_id, "agent_id": r.agent_id,
+                     "expires_at": format_time(r.expires_at)}
+
+    async def _finish(self, req, outcome, result):
+        actor = await self._caller(req)
+        txn_id = req.params["txn_id"]
+        reservation = await self._call(self.registry.get_reservation(txn_id))
+        if not actor.is_admin and actor.id != reservation.agent_id:
+            raise ApiError(403, "forbidden",
+                           f"Transaction {txn_id} belongs to agent {reservation.agent_id}.")
+        shown = await self.server.show_result(reservation.device_id, result)
+        await self._call(outcome(txn_id, actor))
+        return 200, {"txn_id": txn_id, "device_id": reservation.device_id, "result": result,
+                     "shown": shown}
+
+    async def complete(self, req):
+        return await self._finish(req, self.registry.complete, "paid")
+
+    async def cancel(self, req):
+        return await self._finish(req, self.registry.cancel, "cancelled")
+
+    async def audit(self, req):
+        await self._admin(req)
+        query = dict(p.split("=", 1) for p in req.path.partition("?")[2].split("&") if "=" in p)
+        entries = await self._call(self.registry.audit(query.get("device_id"),
+                                                       query.get("agent_id")))
+        return 200, {"audit": [{"at": format_time(e.at), "actor": e.actor, "action": e.action,
+                                "device_id": e.device_id, "agent_id": e.agent_id,
+                                "txn_id": e.txn_id, "detail": e.detail} for e in entries]}
+
+    async def doctor(self, req):
+        await self._admin(req)
+        return 200, await self.server.doctor(req.params["device_id"])

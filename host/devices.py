@@ -1,0 +1,274 @@
+"""The `/ws/device` endpoint: unit sessions, authentication, heartbeats and commands.
+
+The WebSocket protocol and the app messages are `firmware.proto`, the code the units run; the
+byte mover is `firmware.net.ws.WebSocket`, shared with the units too. This module is policy:
+
+- a unit proves it holds its secret by challenge-response (the secret never crosses the wire);
+  unknown units and wrong answers are refused with `auth_failed` and logged;
+- an authenticated session takes the unit's lease in the registry: a new epoch, larger than any
+  before, so a newer session always wins; an older session of the same unit here is closed
+  with 4001 and every write the old one tries afterwards is refused by the epoch;
+- heartbeats renew the lease; a unit silent for 3 heartbeats is dropped and its lease runs out.
+  Heartbeats arriving within a few milliseconds of each other share one registry operation
+  (`HeartbeatBatch`): at thousands of units, one store transaction each would queue QR
+  requests behind them;
+- commands are sent only while the session still holds the unit (checked right before the
+  send), and each waits for its ack or error up to a deadline.
+"""
+
+import asyncio
+import time
+
+from firmware.net.ws import ConnectionClosed, WebSocket
+from firmware.proto import auth, messages
+from firmware.proto.errors import MessageError, ProtocolError
+from firmware.proto.websocket import ServerProtocol
+from host.registry import RegistryError
+
+SILENT_HEARTBEATS = 3
+_HELLO_TIMEOUT_S = 10
+CLOSE_REPLACED = messages.CLOSE_REPLACED
+CLOSE_POLICY = 1008
+_HEARTBEAT_ACK = messages.encode("heartbeat_ack")
+_HEARTBEAT_BATCH_S = 0.05
+
+
+class CommandFailed(Exception):
+    """The unit could not run a command: `.code` from the unit or one of ours, and why."""
+
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class DeviceSession:
+    def __init__(self, hub, device_id, epoch, ws, fw):
+        self.hub = hub
+        self.device_id = device_id
+        self.epoch = epoch
+        self.ws = ws
+        self.fw = fw
+        self.connected_at = time.time()
+        self.last_heartbeat = None
+        self._pending = {}
+        self._next_id = 1
+        self.closed = False
+
+    async def command(self, kind, timeout_s, **fields):
+        """Send a command and wait for the unit's answer -> the ack's fields."""
+        if self.closed:
+            raise CommandFailed("device_offline", f"Unit {self.device_id} has just disconnected.")
+        if not await self.hub.registry.holds_device(self.device_id, self.epoch):
+            raise CommandFailed("device_offline",
+                                f"Unit {self.device_id} is now held by a newer session.")
+        command_id = self._next_id
+        self._next_id = self._next_id % 0x7FFFFFFF + 1
+        future = asyncio.get_running_loop().create_future()
+        self._pending[command_id] = future
+        try:
+            await self.ws.send(messages.encode(kind, id=command_id, **fields))
+            return await asyncio.wait_for(future, timeout_s)
+        except (asyncio.TimeoutError, TimeoutError):
+            raise CommandFailed(
+                "device_timeout",
+                f"Unit {self.device_id} did not answer {kind} within {int(timeout_s * 1000)} ms.",
+            ) from None
+        except ConnectionClosed:
+            raise CommandFailed("device_offline",
+                                f"Unit {self.device_id} disconnected during {kind}.") from None
+        finally:
+            self._pending.pop(command_id, None)
+
+    def answer(self, msg):
+        future = self._pending.get(msg.get("id"))
+        if future is None or future.done():
+            return
+        if msg["type"] == "ack":
+            future.set_result(msg)
+        else:
+            future.set_exception(CommandFailed(msg["code"], msg["message"]))
+
+    def fail_pending(self, reason):
+        self.closed = True
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(CommandFailed("device_offline", reason))
+
+
+class HeartbeatBatch:
+    """Collects heartbeats for `window_s`, then renews all their leases in one registry write."""
+
+    def __init__(self, registry, server_id, ttl_s, window_s=_HEARTBEAT_BATCH_S):
+        self.registry = registry
+        self.server_id = server_id
+        self.ttl_s = ttl_s
+        self.window_s = window_s
+        self._waiting = []  # (device_id, epoch, changes, future)
+        self._flush = None
+
+    async def renew(self, device_id, epoch, changes):
+        """-> False if a newer session took the unit over (as Registry.renew_device)."""
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append((device_id, epoch, changes, future))
+        if self._flush is None:
+            self._flush = asyncio.create_task(self._flush_after_window())
+        return await future
+
+    async def _flush_after_window(self):
+        await asyncio.sleep(self.window_s)
+        batch, self._waiting, self._flush = self._waiting, [], None
+        try:
+            renewed = await self.registry.renew_devices(
+                self.server_id, self.ttl_s, [item[:3] for item in batch])
+        except Exception as e:  # noqa: BLE001 - every heartbeat of the batch learns why
+            for *_, future in batch:
+                if not future.done():
+                    future.set_exception(e)
+            return
+        for (*_, future), ok in zip(batch, renewed):
+            if not future.done():
+                future.set_result(ok)
+
+
+class DeviceHub:
+    def __init__(self, registry, server_id, heartbeat_s, log, on_online=None):
+        self.registry = registry
+        self.server_id = server_id
+        self.heartbeat_s = heartbeat_s
+        self.log = log
+        self.on_online = on_online
+        self.sessions = {}
+        self.heartbeats = HeartbeatBatch(registry, server_id, self.lease_ttl_s)
+
+    @property
+    def lease_ttl_s(self):
+        return SILENT_HEARTBEATS * self.heartbeat_s
+
+    def session(self, device_id):
+        return self.sessions.get(device_id)
+
+    async def accept(self, head, leftover, reader, writer):
+        """Take over a connection whose head asked for the `/ws/device` upgrade."""
+        proto = ServerProtocol()
+        ws = WebSocket(reader, writer, proto)
+        try:
+            proto.accept(head)
+            if leftover:
+                proto.receive_data(leftover)
+        except ProtocolError as e:
+            self.log.warning("device_handshake_refused", reason=str(e))
+            await ws._flush()
+            ws.abort()
+            return
+        await ws._flush()
+        ws._pending.extend(proto.events_received())
+        session = None
+        try:
+            session = await self._authenticate(ws, writer.get_extra_info("peername"))
+            if session:
+                await self._serve(session)
+        except (ConnectionClosed, ProtocolError, OSError, asyncio.TimeoutError):
+            pass
+        finally:
+            if session:
+                await self._ended(session)
+            ws.abort()
+
+    async def _authenticate(self, ws, peer):
+        hello = messages.from_device(await asyncio.wait_for(ws.recv(), _HELLO_TIMEOUT_S))
+        if hello["type"] != "hello":
+            await self._refuse(ws, "expected hello first", peer)
+            return None
+        device_id = hello["device_id"]
+        try:
+            secret = await self.registry.device_secret(device_id)
+        except RegistryError:  # unknown or malformed id
+            secret = None
+        # Unknown ids are challenged too, so the exchange does not tell which units exist.
+        nonce = auth.new_nonce()
+        await ws.send(messages.encode("challenge", nonce=nonce))
+        answer = messages.from_device(await asyncio.wait_for(ws.recv(), _HELLO_TIMEOUT_S))
+        if secret is None:
+            await self._refuse(ws, f"unit {device_id} is not registered", peer, device_id)
+            return None
+        if answer["type"] != "auth" or not auth.check_answer(secret, nonce, device_id,
+                                                             answer["mac"]):
+            await self._refuse(ws, f"wrong answer to the challenge for {device_id}", peer,
+                               device_id)
+            return None
+        epoch = await self.registry.acquire_device(device_id, self.server_id, self.lease_ttl_s)
+        await self.registry.report_device(device_id, epoch, firmware=hello["fw"])
+        old = self.sessions.get(device_id)
+        session = DeviceSession(self, device_id, epoch, ws, hello["fw"])
+        self.sessions[device_id] = session
+        if old:
+            await self._replace(old)
+        await ws.send(messages.encode("welcome", heartbeat_s=self.heartbeat_s,
+                                      server_id=self.server_id))
+        self.log.info("device_online", device_id=device_id, epoch=epoch, fw=hello["fw"],
+                      peer=str(peer))
+        if self.on_online:
+            asyncio.create_task(self.on_online(session))
+        return session
+
+    async def _refuse(self, ws, reason, peer, device_id=None):
+        """The log says why; the peer only learns that authentication failed."""
+        self.log.warning("device_auth_refused", device_id=device_id, reason=reason, peer=str(peer))
+        try:
+            await ws.send(messages.encode("error", code=messages.AUTH_FAILED,
+                                          message="authentication failed"))
+        except ConnectionClosed:
+            pass
+        await ws.close(CLOSE_POLICY, "authentication failed")
+
+    async def _replace(self, old):
+        old.fail_pending("replaced by a newer session of the same unit")
+        self.log.info("device_session_replaced", device_id=old.device_id, epoch=old.epoch)
+        await old.ws.close(CLOSE_REPLACED, "replaced by a newer session of this unit")
+
+    async def _serve(self, session):
+        ws = session.ws
+        while True:
+            try:
+                text = await asyncio.wait_for(ws.recv(), SILENT_HEARTBEATS * self.heartbeat_s)
+            except (asyncio.TimeoutError, TimeoutError):
+                self.log.warning("device_silent", device_id=session.device_id)
+                await ws.close(1001, "unit silent for 3 heartbeats")
+                return
+            try:
+                msg = messages.from_device(text)
+            except MessageError as e:
+                await ws.send(messages.encode("error", id=e.id, code=e.code,
+                                              message=str(e)[:200]))
+                continue
+            kind = msg["type"]
+            if kind == "heartbeat":
+                if not await self._heartbeat(session, msg):
+                    await ws.close(CLOSE_REPLACED, "replaced by a newer session of this unit")
+                    return
+                await ws.send(_HEARTBEAT_ACK)
+            elif kind in ("ack", "error"):
+                session.answer(msg)
+
+    async def _heartbeat(self, session, msg):
+        session.last_heartbeat = msg
+        return await self.heartbeats.renew(session.device_id, session.epoch, {
+            "firmware": msg["fw"],
+            "last_screen": {"screen": msg["screen"], "free_heap": msg["free_heap"],
+                            "uptime_s": msg["uptime_s"], "rssi": msg["rssi"]},
+        })
+
+    async def _ended(self, session):
+        session.fail_pending(f"Unit {session.device_id} disconnected.")
+        if self.sessions.get(session.device_id) is session:
+            del self.sessions[session.device_id]
+        try:
+            await self.registry.release_device(session.device_id, session.epoch)
+        except Exception:  # noqa: BLE001 - the lease expires by itself anyway
+            self.log.exception("device_release_failed", device_id=session.device_id)
+        self.log.info("device_offline", device_id=session.device_id, epoch=session.epoch)
+
+    async def close(self):
+        for session in list(self.sessions.values()):
+            await session.ws.close(1001, "server shutting down")

@@ -1,0 +1,163 @@
+"""Every way a registry operation can refuse, as one exception tree.
+
+    RegistryError                   code
+    ├── InvalidInput                invalid
+    ├── Unauthorized                unauthorized
+    ├── Forbidden                   forbidden
+    │   └── PairingRejected         pairing_rejected
+    ├── NotFound                    not_found
+    ├── Conflict                    conflict
+    ├── Unavailable                 unavailable (no unit can take the agent's QR now)
+    │   ├── NotLinked               not_linked
+    │   ├── DeviceOffline           device_offline
+    │   ├── AllBusy                 all_busy
+    │   └── QueueFull               queue_full
+    └── StoreUnavailable            store_unavailable
+
+Code branches on the class; HTTP clients get `code` and `message` (the API maps
+classes to statuses, e.g. Conflict -> 409). `message` is a sentence an
+integrator can act on; the facts it was built from are attributes and are also
+collected in `facts` for JSON bodies. A refusal is raised inside the store's
+transaction, which is then rolled back: a refused operation changes nothing.
+"""
+
+from datetime import datetime, timezone
+
+
+def format_time(t):
+    """Seconds since the epoch as ISO 8601 UTC, the way messages and JSON show time."""
+    if t is None:
+        return None
+    return (
+        datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    )
+
+
+class RegistryError(Exception):
+    code = "registry_error"
+
+    def __init__(self, message, **facts):
+        super().__init__(message)
+        self.message = message
+        self.facts = facts
+        for name, value in facts.items():
+            setattr(self, name, value)
+
+
+class InvalidInput(RegistryError):
+    code = "invalid"
+
+
+class Unauthorized(RegistryError):
+    code = "unauthorized"
+
+
+class Forbidden(RegistryError):
+    code = "forbidden"
+
+
+class PairingRejected(Forbidden):
+    code = "pairing_rejected"
+
+    def __init__(self, device_id):
+        super().__init__(
+            f"the pairing code for unit {device_id} is wrong or expired; "
+            "scan the pairing QR the unit shows now",
+            device_id=device_id,
+        )
+
+
+class NotFound(RegistryError):
+    code = "not_found"
+
+
+class Conflict(RegistryError):
+    code = "conflict"
+
+
+class Unavailable(RegistryError):
+    """No unit can show this agent's QR right now; the subclass says why."""
+
+    code = "unavailable"
+
+
+class NotLinked(Unavailable):
+    code = "not_linked"
+
+    def __init__(self, agent_id, location_id, policy):
+        if policy == "strict":
+            advice = (
+                f"location {location_id} is strict, so only the agent's own units show its QRs; "
+                "link one by scanning its pairing QR"
+            )
+        else:
+            advice = (
+                f"location {location_id} has no unlinked pool unit either; "
+                "link a unit to the agent or register one at the location"
+            )
+        super().__init__(
+            f"agent {agent_id} has no linked unit and {advice}",
+            agent_id=agent_id,
+            location_id=location_id,
+            policy=policy,
+        )
+
+
+class DeviceOffline(Unavailable):
+    code = "device_offline"
+
+    def __init__(self, agent_id, device_ids, since):
+        """`since` is the last time any of `device_ids` was seen (None: never connected)."""
+        seen = format_time(since)
+        if len(device_ids) == 1:
+            message = (
+                f"unit {device_ids[0]}, the one unit agent {agent_id} can use, is offline "
+                + ("and has never connected" if since is None else f"since {seen}")
+                + "; check the unit's power and network"
+            )
+        else:
+            message = (
+                f"all {len(device_ids)} units agent {agent_id} can use are offline"
+                + (
+                    " and none has ever connected"
+                    if since is None
+                    else f", the last seen at {seen}"
+                )
+                + "; check the units' power and network"
+            )
+        super().__init__(
+            message,
+            agent_id=agent_id,
+            device_ids=list(device_ids),
+            since=since,
+        )
+
+
+class AllBusy(Unavailable):
+    code = "all_busy"
+
+    def __init__(self, agent_id, busy, waiting):
+        units = "the one unit it can use is" if busy == 1 else f"all {busy} units it can use are"
+        super().__init__(
+            f"agent {agent_id} cannot get a unit: {units} busy with other transactions "
+            f"and {waiting} request(s) are waiting ahead; retry, or pass wait_s to wait in line",
+            agent_id=agent_id,
+            busy=busy,
+            waiting=waiting,
+        )
+
+
+class QueueFull(Unavailable):
+    code = "queue_full"
+
+    def __init__(self, location_id, limit):
+        super().__init__(
+            f"the wait queue of location {location_id} is full ({limit} requests); "
+            "retry in a moment without wait_s, or later",
+            location_id=location_id,
+            limit=limit,
+        )
+
+
+class StoreUnavailable(RegistryError):
+    code = "store_unavailable"

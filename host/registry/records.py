@@ -1,0 +1,168 @@
+"""The registry's records: plain frozen values that rules read and stores persist.
+
+Times are seconds since the epoch from the registry's clock. A device's secret
+is not a field of `Device` on purpose: only `Registry.device_secret()` hands it
+out, so no listing can leak it.
+"""
+
+from dataclasses import asdict, dataclass
+from urllib.parse import parse_qs, quote, urlsplit
+
+from host.registry.errors import InvalidInput
+
+STRICT = "strict"
+POOL = "pool"
+HYBRID = "hybrid"
+POLICIES = (STRICT, POOL, HYBRID)
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who performs an operation: `ADMIN`, `Actor.agent(id)`, `Actor.server(id)` or `REGISTRY`."""
+
+    kind: str
+    id: str = ""
+
+    @classmethod
+    def agent(cls, agent_id):
+        return cls("agent", agent_id)
+
+    @classmethod
+    def server(cls, server_id):
+        return cls("server", server_id)
+
+    @property
+    def is_admin(self):
+        return self.kind == "admin"
+
+    def __str__(self):
+        return f"{self.kind}:{self.id}" if self.id else self.kind
+
+
+ADMIN = Actor("admin")
+# The registry itself, e.g. when it expires a reservation nobody released.
+REGISTRY = Actor("registry")
+
+
+@dataclass(frozen=True)
+class Location:
+    location_id: str
+    name: str
+    policy: str = HYBRID
+
+
+@dataclass(frozen=True)
+class Agent:
+    agent_id: str
+    name: str
+    location_id: str
+    token_hash: str
+
+
+@dataclass(frozen=True)
+class Device:
+    device_id: str
+    name: str | None = None
+    location_id: str | None = None
+    firmware: str | None = None
+    registered_at: float | None = None
+    last_seen: float | None = None
+    last_screen: dict | None = None
+    # What the unit reports about its display, e.g. {"width": 128, "height": 64}.
+    panel: dict | None = None
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A server's hold on a unit's connection; `epoch` grows with every new session."""
+
+    device_id: str
+    server_id: str
+    epoch: int
+    expires_at: float
+
+    def live(self, now):
+        return self.expires_at > now
+
+
+@dataclass(frozen=True)
+class PairingCode:
+    device_id: str
+    code: str
+    expires_at: float
+
+    @property
+    def uri(self):
+        """What the unit's pairing QR encodes."""
+        return f"qrfleet://pair?device={quote(self.device_id)}&code={quote(self.code)}"
+
+
+def parse_pairing_uri(uri):
+    """`qrfleet://pair?device=D&code=C` -> (D, C), as scanned from a unit's screen."""
+    parts = urlsplit(uri)
+    query = parse_qs(parts.query)
+    device, code = query.get("device", []), query.get("code", [])
+    if parts.scheme != "qrfleet" or parts.netloc != "pair" or len(device) != 1 or len(code) != 1:
+        raise InvalidInput(
+            f"{uri!r} is not a pairing QR; expected qrfleet://pair?device=<id>&code=<code> "
+            "as shown by an unlinked unit"
+        )
+    return device[0], code[0]
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A unit held for one transaction; `server_id`/`epoch` name the session it was granted on."""
+
+    txn_id: str
+    device_id: str
+    agent_id: str
+    server_id: str
+    epoch: int
+    created_at: float
+    expires_at: float
+
+    def live(self, now):
+        return self.expires_at > now
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """A request waiting in its location's FIFO queue for a free unit."""
+
+    ticket_id: str
+    location_id: str
+    agent_id: str
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    seq: int
+    at: float
+    actor: str
+    action: str
+    device_id: str | None = None
+    agent_id: str | None = None
+    txn_id: str | None = None
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class DeviceStatus:
+    """What listings show about a unit: the device, its owner, its session and its reservation."""
+
+    device: Device
+    status: str  # "online" while a server holds a live lease on it, else "offline"
+    agent_id: str | None
+    server_id: str | None
+    epoch: int | None
+    txn_id: str | None
+
+    @property
+    def device_id(self):
+        return self.device.device_id
+
+    def as_dict(self):
+        """One flat mapping, as listings show a unit (times in seconds since the epoch)."""
+        return {**asdict(self.device), **{k: v for k, v in asdict(self).items() if k != "device"}}

@@ -1,0 +1,675 @@
+"""The Valkey/Redis store: one registry shared by several server instances.
+
+URL: `redis://[USER:PASSWORD@]HOST[:PORT][/DB][?prefix=NAME]`; port 6379, database
+0 and key prefix `qrfleet:` unless given. Works with Valkey and with Redis 7 (it
+uses no newer command), on one server or a primary, not on a Redis Cluster:
+a transaction spans keys of many entities.
+
+How it stays correct under concurrency: optimistic transactions.
+
+- A transaction WATCHes each key in the same round trip as it first reads it,
+  keeps what it read, and buffers its writes. Commit sends the writes in one
+  MULTI/EXEC. If any watched key changed since it was read, EXEC applies
+  nothing and `write(fn)` runs `fn` again on a fresh transaction after a
+  jittered pause, for up to `RETRY_S`; past that the caller gets
+  `StoreUnavailable`.
+- Listings read an index (a set or a list) and watch it too, so a concurrent
+  insert into what was listed aborts the transaction: no phantoms. Index
+  updates (SADD/SREM, RPUSH/LREM, ZADD/ZREM) commute, so writers do not watch
+  the indexes they only update; whoever reads an index watches it.
+- A read (`read(fn)`) watches as well and ends with an empty MULTI/EXEC, which
+  fails if anything it read changed meanwhile: its reads were one snapshot.
+- Audit entries are numbered inside EXEC by a short Lua script sent whole with
+  EVAL, not EVALSHA: a script cache emptied by a server restart cannot make one
+  command of a committed transaction fail. Numbering inside EXEC keeps writers
+  that audit from all conflicting on one counter.
+- Constraints back the rules: `put_link` on an owned unit, a second reservation
+  of a unit and an epoch lower than the stored one raise `IntegrityError`.
+- Epochs: a lease's key is watched when the rule reads it to issue
+  previous + 1, so two sessions racing for a unit cannot get the same epoch.
+
+Losing the connection (a restarting server) never applies half a transaction
+(MULTI/EXEC is all or nothing) and never applies one twice: every commit also
+sets the store's receipt key to the commit's number. If the connection drops
+before EXEC was sent, nothing happened and `fn` runs again once the server
+answers. If it drops after, the store reconnects and reads its receipt: this
+commit's number means committed, anything else means not. Either way it waits
+for the server with backoff for up to `RETRY_S` from the call, then raises
+`StoreUnavailable`, saying whether the change may have been applied.
+
+Threading: each store owns one worker thread and one connection, as the SQLite
+store does. Rules are synchronous functions that read and decide, so the
+transaction needs the synchronous client and runs off the event loop; an
+asyncio client could not answer a rule's read in the middle of its call. One
+thread runs this process's operations in order, so they never conflict with
+each other; conflicts come only from other processes, where they are real.
+
+Key layout (every key starts with the prefix; values are compact JSON arrays
+unless noted):
+
+    schema                     schema version (integer)
+    location:<id>              [name, policy]                  locations: set of ids
+    agent:<id>                 [name, location_id, token_hash] agents, agents:<location>: sets
+    agent-token:<token_hash>   agent id (plain string)
+    device:<id>                [name, location_id, firmware, registered_at,
+                                last_seen, last_screen, panel] devices, devices:<location>: sets
+    device-secret:<id>         the secret (plain string)
+    link:<device>              [agent_id, linked_at]           links:<agent>: set of devices
+    pairing:<device>           [code, expires_at]              pairing-expiry: zset by expires_at
+    lease:<device>             [server_id, epoch, expires_at]  (kept after expiry)
+    reservation:<txn>          [txn_id, device_id, agent_id, server_id, epoch,
+                                created_at, expires_at]        reservations: set of txn ids
+    reserved:<device>          the same array, found by unit
+    ticket:<id>                [location_id, agent_id, expires_at]
+                                                               queue, queue:<location>: lists
+    audit-seq                  last audit number
+    audit, audit:device:<id>,  zsets of "<seq> [at, actor, action, device_id,
+    audit:agent:<id>            agent_id, txn_id, detail]", scored by seq
+    receipt:<random>           a store's latest commit number, one key per store
+                               object, expiring 2 x RETRY_S after its last commit
+"""
+
+import asyncio
+import itertools
+import json
+import math
+import random
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from valkey.connection import Connection
+from valkey.exceptions import ConnectionError as LostConnection
+from valkey.exceptions import ResponseError
+from valkey.exceptions import TimeoutError as LostTimeout
+
+from host.registry.errors import InvalidInput, StoreUnavailable
+from host.registry.records import (
+    Agent,
+    AuditEntry,
+    Device,
+    Lease,
+    Location,
+    PairingCode,
+    Reservation,
+    Ticket,
+)
+from host.registry.store import Store, Transaction
+
+RETRY_S = 10.0
+SOCKET_TIMEOUT_S = 5.0
+SCHEMA_VERSION = 1
+DEFAULT_PREFIX = "qrfleet:"
+
+_LOST = (LostConnection, LostTimeout)
+
+# KEYS[1]: the counter; KEYS[2..]: sorted sets. ARGV[1]: the entry.
+_APPEND_AUDIT = """
+local seq = redis.call('INCR', KEYS[1])
+local member = seq .. ' ' .. ARGV[1]
+for i = 2, #KEYS do
+  redis.call('ZADD', KEYS[i], seq, member)
+end
+return seq
+"""
+
+
+class IntegrityError(RuntimeError):
+    """A write would break a store invariant (a second owner, a second reservation,
+    an epoch going back): a rule is wrong, not the input."""
+
+
+class Address:
+    """Where the store is, parsed from `redis://[USER:PASSWORD@]HOST[:PORT][/DB][?prefix=P]`."""
+
+    def __init__(self, url):
+        shape = (
+            f"{url!r} is not a Redis store URL; use redis://HOST:PORT/DB, optionally with "
+            "USER:PASSWORD@ before the host and ?prefix=NAME: after the database"
+        )
+        try:
+            parts = urlsplit(url)
+            port = parts.port or 6379
+        except ValueError as error:
+            raise InvalidInput(shape) from error
+        path = parts.path.strip("/") or "0"
+        query = parse_qs(parts.query, keep_blank_values=True)
+        if parts.scheme != "redis" or not parts.hostname or not path.isdigit():
+            raise InvalidInput(shape)
+        if set(query) - {"prefix"} or len(query.get("prefix", [""])) != 1:
+            raise InvalidInput(shape)
+        self.host = parts.hostname
+        self.port = port
+        self.db = int(path)
+        self.username = None if parts.username is None else unquote(parts.username)
+        self.password = None if parts.password is None else unquote(parts.password)
+        self.prefix = query.get("prefix", [DEFAULT_PREFIX])[0]
+
+    def __str__(self):
+        return f"{self.host}:{self.port}/{self.db}"
+
+
+def _dump(value):
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _load(text):
+    return None if text is None else json.loads(text)
+
+
+def _roundtrip(conn, commands):
+    """Send `commands` in one write and read every reply; errors come back as values."""
+    conn.send_packed_command(conn.pack_commands(commands))
+    replies = []
+    for _ in commands:
+        try:
+            replies.append(conn.read_response())
+        except ResponseError as error:
+            replies.append(error)
+    return replies
+
+
+def _refused(commands, replies):
+    """Raise StoreUnavailable for the first command the server refused."""
+    for command, reply in zip(commands, replies, strict=True):
+        if isinstance(reply, ResponseError):
+            raise StoreUnavailable(
+                f"the registry store refused {command[0]} ({reply}); check that the URL names "
+                "a Valkey/Redis 7 server that this qrfleet may write to, and that no other "
+                "application uses the same key prefix"
+            )
+
+
+class RedisTransaction(Transaction):
+    def __init__(self, conn, prefix):
+        self._conn = conn
+        self._p = prefix
+        self._values = {}  # key -> its string (None: absent), as read or as written here
+        self._stored = {}  # index key -> its members when first read here (watched)
+        self._changes = {}  # index key -> {member: True if added here, False if removed}
+        self._audits = []  # entries appended here, not yet numbered
+        self.commands = []  # writes to send in MULTI/EXEC, in order
+
+    # Reading: every key is watched in the round trip that first reads it
+
+    def _read(self, *commands):
+        replies = _roundtrip(self._conn, commands)
+        _refused(commands, replies)
+        return replies[-1]
+
+    def _strings(self, keys):
+        missing = list(dict.fromkeys(k for k in keys if k not in self._values))
+        if missing:
+            found = self._read(("WATCH", *missing), ("MGET", *missing))
+            self._values.update(zip(missing, found, strict=True))
+        return [self._values[k] for k in keys]
+
+    def _string(self, key):
+        return self._strings([key])[0]
+
+    def _record(self, key):
+        return _load(self._string(key))
+
+    def _records(self, keys):
+        return [_load(v) for v in self._strings(keys)]
+
+    def _members(self, key, read_command):
+        """The index's members as this transaction sees them, stored order first."""
+        if key not in self._stored:
+            self._stored[key] = self._read(("WATCH", key), read_command)
+        stored = self._stored[key]
+        changes = self._changes.get(key, {})
+        if not changes:
+            return list(stored)
+        present = set(stored)
+        return [m for m in stored if changes.get(m, True)] + [
+            m for m, added in changes.items() if added and m not in present
+        ]
+
+    def _set_members(self, key):
+        return sorted(self._members(key, ("SMEMBERS", key)))
+
+    # Writing: buffered until commit
+
+    def _put(self, key, value):
+        self._values[key] = value
+        self.commands.append(("SET", key, value))
+
+    def _delete(self, key):
+        self._values[key] = None
+        self.commands.append(("DEL", key))
+
+    def _index(self, command, key, member, *args):
+        added = command in ("SADD", "RPUSH")
+        self._changes.setdefault(key, {})[member] = added
+        self.commands.append((command, key, *args, member))
+
+    # Locations
+
+    def location(self, location_id):
+        value = self._record(f"{self._p}location:{location_id}")
+        return None if value is None else Location(location_id, *value)
+
+    def locations(self):
+        ids = self._set_members(f"{self._p}locations")
+        values = self._records([f"{self._p}location:{i}" for i in ids])
+        return [Location(i, *v) for i, v in zip(ids, values, strict=True) if v is not None]
+
+    def put_location(self, location):
+        self._put(
+            f"{self._p}location:{location.location_id}", _dump([location.name, location.policy])
+        )
+        self._index("SADD", f"{self._p}locations", location.location_id)
+
+    # Agents
+
+    def agent(self, agent_id):
+        value = self._record(f"{self._p}agent:{agent_id}")
+        return None if value is None else Agent(agent_id, *value)
+
+    def agent_by_token_hash(self, token_hash):
+        agent_id = self._string(f"{self._p}agent-token:{token_hash}")
+        return None if agent_id is None else self.agent(agent_id)
+
+    def agents(self, location_id=None):
+        index = f"{self._p}agents" if location_id is None else f"{self._p}agents:{location_id}"
+        ids = self._set_members(index)
+        values = self._records([f"{self._p}agent:{i}" for i in ids])
+        return [Agent(i, *v) for i, v in zip(ids, values, strict=True) if v is not None]
+
+    def put_agent(self, agent):
+        old = self.agent(agent.agent_id)
+        token_key = f"{self._p}agent-token:{agent.token_hash}"
+        if self._string(token_key) not in (None, agent.agent_id):
+            raise IntegrityError(f"token hash of agent {agent.agent_id} belongs to another agent")
+        self._put(
+            f"{self._p}agent:{agent.agent_id}",
+            _dump([agent.name, agent.location_id, agent.token_hash]),
+        )
+        self._put(token_key, agent.agent_id)
+        if old is None:
+            self._index("SADD", f"{self._p}agents", agent.agent_id)
+        elif old.token_hash != agent.token_hash:
+            self._delete(f"{self._p}agent-token:{old.token_hash}")
+        if old is None or old.location_id != agent.location_id:
+            if old is not None:
+                self._index("SREM", f"{self._p}agents:{old.location_id}", agent.agent_id)
+            self._index("SADD", f"{self._p}agents:{agent.location_id}", agent.agent_id)
+
+    # Devices
+
+    def device(self, device_id):
+        value = self._record(f"{self._p}device:{device_id}")
+        return None if value is None else Device(device_id, *value)
+
+    def devices(self, location_id=None):
+        index = f"{self._p}devices" if location_id is None else f"{self._p}devices:{location_id}"
+        ids = self._set_members(index)
+        keys = [f"{self._p}device:{i}" for i in ids]
+        # A listing shows each unit with its owner, session and reservation: one round
+        # trip reads them all, instead of three more per unit.
+        shown = [f"{self._p}{kind}:{i}" for i in ids for kind in ("link", "lease", "reserved")]
+        self._strings(keys + shown)
+        values = self._records(keys)
+        return [Device(i, *v) for i, v in zip(ids, values, strict=True) if v is not None]
+
+    def device_secret(self, device_id):
+        return self._string(f"{self._p}device-secret:{device_id}")
+
+    def put_device(self, device, secret=None):
+        old = self.device(device.device_id)
+        if old is None and secret is None:
+            return  # as an UPDATE of a missing row: nothing to keep a secret for
+        d = device
+        fields = [
+            d.name,
+            d.location_id,
+            d.firmware,
+            d.registered_at,
+            d.last_seen,
+            d.last_screen,
+            d.panel,
+        ]
+        self._put(f"{self._p}device:{d.device_id}", _dump(fields))
+        if secret is not None:
+            self._put(f"{self._p}device-secret:{d.device_id}", secret)
+        if old is None:
+            self._index("SADD", f"{self._p}devices", d.device_id)
+        old_location = None if old is None else old.location_id
+        if old_location != d.location_id:
+            if old_location is not None:
+                self._index("SREM", f"{self._p}devices:{old_location}", d.device_id)
+            if d.location_id is not None:
+                self._index("SADD", f"{self._p}devices:{d.location_id}", d.device_id)
+
+    # Links
+
+    def owner(self, device_id):
+        value = self._record(f"{self._p}link:{device_id}")
+        return None if value is None else value[0]
+
+    def linked_devices(self, agent_id):
+        return self._set_members(f"{self._p}links:{agent_id}")
+
+    def pool_devices(self, location_id):
+        ids = self._set_members(f"{self._p}devices:{location_id}")
+        links = self._strings([f"{self._p}link:{i}" for i in ids])
+        return [i for i, link in zip(ids, links, strict=True) if link is None]
+
+    def put_link(self, device_id, agent_id, at):
+        if self.owner(device_id) is not None:
+            raise IntegrityError(f"unit {device_id} already has an owner")
+        self._put(f"{self._p}link:{device_id}", _dump([agent_id, at]))
+        self._index("SADD", f"{self._p}links:{agent_id}", device_id)
+
+    def delete_link(self, device_id):
+        owner = self.owner(device_id)
+        if owner is not None:
+            self._delete(f"{self._p}link:{device_id}")
+            self._index("SREM", f"{self._p}links:{owner}", device_id)
+
+    # Pairing codes
+
+    def pairing_code(self, device_id):
+        value = self._record(f"{self._p}pairing:{device_id}")
+        return None if value is None else PairingCode(device_id, *value)
+
+    def put_pairing_code(self, pairing_code):
+        device_id = pairing_code.device_id
+        self._put(
+            f"{self._p}pairing:{device_id}", _dump([pairing_code.code, pairing_code.expires_at])
+        )
+        self.commands.append(
+            ("ZADD", f"{self._p}pairing-expiry", pairing_code.expires_at, device_id)
+        )
+
+    def delete_pairing_code(self, device_id):
+        self._delete(f"{self._p}pairing:{device_id}")
+        self.commands.append(("ZREM", f"{self._p}pairing-expiry", device_id))
+
+    def delete_expired_pairing_codes(self, now):
+        index = f"{self._p}pairing-expiry"
+        expired = self._read(("WATCH", index), ("ZRANGE", index, "-inf", now, "BYSCORE"))
+        # Codes written in this transaction are not in the index yet.
+        pairing = f"{self._p}pairing:"
+        here = [k[len(pairing) :] for k in self._values if k.startswith(pairing)]
+        deleted = 0
+        for device_id in dict.fromkeys([*expired, *here]):
+            code = self.pairing_code(device_id)
+            if code is not None and code.expires_at <= now:
+                self.delete_pairing_code(device_id)
+                deleted += 1
+        return deleted
+
+    # Leases
+
+    def lease(self, device_id):
+        value = self._record(f"{self._p}lease:{device_id}")
+        return None if value is None else Lease(device_id, *value)
+
+    def put_lease(self, lease):
+        old = self.lease(lease.device_id)
+        if old is not None and lease.epoch < old.epoch:
+            raise IntegrityError(
+                f"epoch of unit {lease.device_id} would go back from {old.epoch} to {lease.epoch}"
+            )
+        self._put(
+            f"{self._p}lease:{lease.device_id}",
+            _dump([lease.server_id, lease.epoch, lease.expires_at]),
+        )
+
+    # Reservations
+
+    def reservation(self, txn_id):
+        value = self._record(f"{self._p}reservation:{txn_id}")
+        return None if value is None else Reservation(*value)
+
+    def reservation_of(self, device_id):
+        value = self._record(f"{self._p}reserved:{device_id}")
+        return None if value is None else Reservation(*value)
+
+    def reservations(self):
+        txn_ids = self._set_members(f"{self._p}reservations")
+        values = self._records([f"{self._p}reservation:{t}" for t in txn_ids])
+        return [Reservation(*v) for v in values if v is not None]
+
+    def put_reservation(self, reservation):
+        r = reservation
+        if self.reservation(r.txn_id) is not None:
+            raise IntegrityError(f"transaction {r.txn_id} already holds a reservation")
+        if self.reservation_of(r.device_id) is not None:
+            raise IntegrityError(f"unit {r.device_id} is already reserved")
+        value = _dump(
+            [r.txn_id, r.device_id, r.agent_id, r.server_id, r.epoch, r.created_at, r.expires_at]
+        )
+        self._put(f"{self._p}reservation:{r.txn_id}", value)
+        self._put(f"{self._p}reserved:{r.device_id}", value)
+        self._index("SADD", f"{self._p}reservations", r.txn_id)
+
+    def delete_reservation(self, txn_id):
+        reservation = self.reservation(txn_id)
+        if reservation is not None:
+            self._delete(f"{self._p}reservation:{txn_id}")
+            self._delete(f"{self._p}reserved:{reservation.device_id}")
+            self._index("SREM", f"{self._p}reservations", txn_id)
+
+    # Wait queue: lists in arrival order, one for all and one per location
+
+    def tickets(self, location_id=None):
+        index = f"{self._p}queue" if location_id is None else f"{self._p}queue:{location_id}"
+        ids = self._members(index, ("LRANGE", index, 0, -1))
+        values = self._records([f"{self._p}ticket:{i}" for i in ids])
+        return [Ticket(i, *v) for i, v in zip(ids, values, strict=True) if v is not None]
+
+    def push_ticket(self, ticket):
+        key = f"{self._p}ticket:{ticket.ticket_id}"
+        if self._string(key) is not None:
+            raise IntegrityError(f"ticket {ticket.ticket_id} is already queued")
+        self._put(key, _dump([ticket.location_id, ticket.agent_id, ticket.expires_at]))
+        self._index("RPUSH", f"{self._p}queue", ticket.ticket_id)
+        self._index("RPUSH", f"{self._p}queue:{ticket.location_id}", ticket.ticket_id)
+
+    def delete_ticket(self, ticket_id):
+        key = f"{self._p}ticket:{ticket_id}"
+        value = self._record(key)
+        if value is not None:
+            self._delete(key)
+            self._index("LREM", f"{self._p}queue", ticket_id, 0)
+            self._index("LREM", f"{self._p}queue:{value[0]}", ticket_id, 0)
+
+    # Audit
+
+    def append_audit(
+        self, at, actor, action, device_id=None, agent_id=None, txn_id=None, detail=None
+    ):
+        fields = [at, actor, action, device_id, agent_id, txn_id, detail]
+        keys = [f"{self._p}audit-seq", f"{self._p}audit"]
+        if device_id is not None:
+            keys.append(f"{self._p}audit:device:{device_id}")
+        if agent_id is not None:
+            keys.append(f"{self._p}audit:agent:{agent_id}")
+        self.commands.append(("EVAL", _APPEND_AUDIT, len(keys), *keys, _dump(fields)))
+        self._audits.append(fields)
+
+    def audit(self, device_id=None, agent_id=None, limit=100):
+        if device_id is not None:
+            index, first = f"{self._p}audit:device:{device_id}", 0 if agent_id else -limit
+        elif agent_id is not None:
+            index, first = f"{self._p}audit:agent:{agent_id}", -limit
+        else:
+            index, first = f"{self._p}audit", -limit
+        members = self._read(("WATCH", index), ("ZRANGE", index, first, -1))
+        entries = []
+        for member in members:
+            seq, fields = member.split(" ", 1)
+            entries.append(AuditEntry(int(seq), *json.loads(fields)))
+        if self._audits:
+            # Numbered at commit, after every entry committed so far (the counter is watched).
+            last = int(self._string(f"{self._p}audit-seq") or 0)
+            entries += [AuditEntry(last + i, *f) for i, f in enumerate(self._audits, 1)]
+        matching = [
+            e
+            for e in entries
+            if device_id in (None, e.device_id) and agent_id in (None, e.agent_id)
+        ]
+        return matching[-limit:] if limit > 0 else []
+
+    # Commit
+
+    def commit(self, receipt=None):
+        """Apply the buffered writes and set `receipt` = (key, number), atomically
+        -> False on a conflict."""
+        commands = [("MULTI",), *self.commands]
+        if receipt is not None:
+            # Kept long enough to be read within any operation's retry budget.
+            commands.append(("SET", *receipt, "EX", math.ceil(2 * RETRY_S)))
+        commands.append(("EXEC",))
+        replies = _roundtrip(self._conn, commands)
+        outcome = replies[-1]
+        if outcome is None:
+            return False
+        if isinstance(outcome, ResponseError):  # a command was refused before EXEC: none ran
+            _refused(commands, replies)
+        _refused(commands[1:-1], outcome)
+        return True
+
+    def abandon(self):
+        """Drop the transaction's watches (its function raised before commit)."""
+        self._read(("UNWATCH",))
+
+
+class RedisStore(Store):
+    def __init__(self, address):
+        self.address = address
+        self._conn = Connection(
+            host=address.host,
+            port=address.port,
+            db=address.db,
+            username=address.username,
+            password=address.password,
+            socket_timeout=SOCKET_TIMEOUT_S,
+            decode_responses=True,
+        )
+        self._closed = False
+        self._receipt_key = f"{address.prefix}receipt:{uuid.uuid4().hex}"
+        self._commits = itertools.count(1)
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qrfleet-redis")
+
+    @classmethod
+    def open(cls, url):
+        """Connect and check (or write) the schema version; waits up to RETRY_S for the server."""
+        store = cls(Address(url))
+        try:
+            store._worker.submit(store._run, store._check_schema, True, _deadline()).result()
+        except BaseException:
+            store._worker.submit(store._conn.disconnect).result()
+            store._worker.shutdown()
+            raise
+        return store
+
+    def _check_schema(self, tx):
+        key = f"{self.address.prefix}schema"
+        version = tx._string(key)
+        if version is None:
+            tx._put(key, str(SCHEMA_VERSION))
+        elif int(version) > SCHEMA_VERSION:
+            raise StoreUnavailable(
+                f"the registry store at {self.address} has schema version {version}, newer than "
+                f"this qrfleet knows ({SCHEMA_VERSION}); upgrade qrfleet"
+            )
+
+    def _run(self, fn, writing, deadline):
+        """Run `fn` in transactions until one commits, the budget runs out, or `fn` raises."""
+        conflict_pause, lost_pause = 0.001, 0.01
+        while True:
+            try:
+                committed, result = self._attempt(fn, writing, deadline)
+            except _LOST as error:
+                self._wait_or_give_up(error, deadline, lost_pause)
+                lost_pause = min(lost_pause * 2, 0.5)
+                continue
+            if committed:
+                return result
+            if time.monotonic() >= deadline:
+                raise StoreUnavailable(
+                    f"records read by this operation kept changing for {RETRY_S:g} s in the "
+                    f"registry store at {self.address}; too many writers contend for the same "
+                    "units: retry later"
+                )
+            time.sleep(conflict_pause * random.uniform(0.5, 1.5))
+            conflict_pause = min(conflict_pause * 2, 0.05)
+
+    def _attempt(self, fn, writing, deadline):
+        """One transaction -> (committed, fn's result). Raises what `fn` raises, or a lost
+        connection when nothing was applied."""
+        tx = RedisTransaction(self._conn, self.address.prefix)
+        try:
+            result = fn(tx)
+        except _LOST:
+            raise
+        except BaseException:
+            self._abandon(tx)
+            raise
+        if not tx.commands:
+            return tx.commit(), result  # an empty EXEC: were the reads one snapshot?
+        if not writing:
+            raise RuntimeError("a read must not write; use Store.write")
+        receipt = (self._receipt_key, str(next(self._commits)))
+        try:
+            return tx.commit(receipt), result
+        except _LOST:
+            return self._receipt_found(receipt, deadline), result
+
+    def _abandon(self, tx):
+        try:
+            tx.abandon()
+        except _LOST:
+            pass  # a new connection watches nothing
+
+    def _wait_or_give_up(self, error, deadline, pause):
+        if time.monotonic() + pause >= deadline:
+            raise StoreUnavailable(
+                f"cannot reach the registry store at {self.address} ({error}) for {RETRY_S:g} s; "
+                "check that Valkey/Redis runs there and that the URL is right"
+            ) from error
+        time.sleep(pause * random.uniform(0.5, 1.5))
+
+    def _receipt_found(self, receipt, deadline):
+        """After losing the connection during a commit: did the commit happen?"""
+        pause = 0.01
+        while True:
+            try:
+                key, number = receipt
+                return _roundtrip(self._conn, [("GET", key)])[0] == number
+            except _LOST as error:
+                if time.monotonic() + pause >= deadline:
+                    raise StoreUnavailable(
+                        f"lost the registry store at {self.address} while committing and could "
+                        f"not reach it again within {RETRY_S:g} s ({error}); the change may or may "
+                        "not have been applied: read the state before repeating it"
+                    ) from error
+                time.sleep(pause * random.uniform(0.5, 1.5))
+                pause = min(pause * 2, 0.5)
+
+    async def write(self, fn):
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._worker, self._run, fn, True, _deadline())
+
+    async def read(self, fn):
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._worker, self._run, fn, False, _deadline())
+
+    async def close(self):
+        if self._closed:
+            return
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._worker, self._conn.disconnect)
+        self._worker.shutdown()
+
+
+def _deadline():
+    # Counted from the call, not from when the worker gets to it: operations queued
+    # behind one that waits out an outage do not each wait a whole budget again.
+    return time.monotonic() + RETRY_S

@@ -1,0 +1,219 @@
+"""The registry's async interface: what the server, the HTTP API and the CLI call.
+
+Every method is one atomic store operation running a rule from
+`host.registry.rules` (where the rules are explained), except
+`reserve_for_agent(..., wait_s=...)`, which waits in its location's queue
+between attempts. The registry draws the random things (agent tokens, pairing
+codes, queue tickets) and reads the clock inside the store's transaction, so
+expiry follows commit order. Pass `clock` to move time in tests.
+
+Agent tokens are random, returned once by `create_agent` and stored as their
+SHA-256. A registry object belongs to one event loop.
+"""
+
+import asyncio
+import hashlib
+import secrets
+import time
+import uuid
+
+from host.registry import rules
+from host.registry.records import ADMIN, HYBRID, Reservation
+
+# No 0/O or 1/I: a cashier may have to type a code shown on a small screen.
+_CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+_CODE_LENGTH = 8
+
+
+def hash_token(token):
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Registry:
+    def __init__(self, store, clock=time.time, queue_limit=64, poll_s=0.1):
+        """`queue_limit` bounds each location's wait queue; waiting requests try again when
+        this registry frees a unit, and every `poll_s` for frees made elsewhere."""
+        self.store = store
+        self._clock = clock
+        self._queue_limit = queue_limit
+        self._poll_s = poll_s
+        self._changed = asyncio.Event()
+
+    async def close(self):
+        await self.store.close()
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc_info):
+        await self.close()
+
+    def _write(self, rule, *args):
+        return self.store.write(lambda tx: rule(tx, self._clock(), *args))
+
+    def _read(self, rule, *args):
+        return self.store.read(lambda tx: rule(tx, self._clock(), *args))
+
+    def _wake(self):
+        """Tell waiting requests that a unit may have become free."""
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def _write_and_wake(self, rule, *args):
+        result = await self._write(rule, *args)
+        self._wake()
+        return result
+
+    # Locations and agents (admin operations)
+
+    async def create_location(self, location_id, name, policy=HYBRID):
+        return await self._write(rules.create_location, ADMIN, location_id, name, policy)
+
+    async def set_policy(self, location_id, policy):
+        return await self._write_and_wake(rules.set_policy, ADMIN, location_id, policy)
+
+    async def get_location(self, location_id):
+        return await self.store.read(lambda tx: rules.get_location(tx, location_id))
+
+    async def list_locations(self):
+        return await self.store.read(lambda tx: tx.locations())
+
+    async def create_agent(self, agent_id, name, location_id):
+        """-> (Agent, token). The token is shown this once; only its hash is kept."""
+        token = secrets.token_urlsafe(32)
+        agent = await self._write(
+            rules.create_agent, ADMIN, agent_id, name, location_id, hash_token(token)
+        )
+        return agent, token
+
+    async def authenticate_agent(self, token):
+        """The agent whose token this is, or Unauthorized."""
+        token_hash = hash_token(token) if isinstance(token, str) else ""
+        return await self.store.read(lambda tx: rules.authenticate_agent(tx, token_hash))
+
+    async def get_agent(self, agent_id):
+        return await self.store.read(lambda tx: rules.get_agent(tx, agent_id))
+
+    async def list_agents(self, location_id=None):
+        return await self.store.read(lambda tx: tx.agents(location_id))
+
+    # Devices and links
+
+    async def register_device(self, device_id, secret, name=None, location_id=None):
+        """Add a unit (admin; provisioning), or update a known one's secret, name, location."""
+        return await self._write_and_wake(
+            rules.register_device, ADMIN, device_id, secret, name, location_id
+        )
+
+    async def get_device(self, device_id):
+        return await self._read(rules.get_device, device_id)
+
+    async def list_devices(self, location_id=None):
+        return await self._read(rules.list_devices, location_id)
+
+    async def device_secret(self, device_id):
+        """The unit's secret, to check its challenge response; nothing else returns it."""
+        return await self.store.read(lambda tx: rules.device_secret(tx, device_id))
+
+    async def issue_pairing_code(self, device_id, ttl_s=600):
+        """A one-time code for an unlinked unit to show; a new code replaces the old one."""
+        code = "".join(secrets.choice(_CODE_ALPHABET) for _ in range(_CODE_LENGTH))
+        return await self._write(rules.issue_pairing_code, device_id, code, ttl_s)
+
+    async def link(self, agent_id, device_id, code, actor):
+        """Link an unowned unit to the agent; `code` is its pairing code (an admin may omit it).
+        A unit owned by another agent raises Conflict."""
+        return await self._write(rules.link, actor, agent_id, device_id, code)
+
+    async def unlink(self, agent_id, device_id, actor):
+        return await self._write_and_wake(rules.unlink, actor, agent_id, device_id)
+
+    async def transfer(self, device_id, agent_id, actor):
+        return await self._write_and_wake(rules.transfer, actor, device_id, agent_id)
+
+    # Sessions
+
+    async def acquire_device(self, device_id, server_id, ttl_s):
+        """Start a session on the unit -> its epoch, larger than any before; the unit is online."""
+        return await self._write_and_wake(rules.acquire_device, device_id, server_id, ttl_s)
+
+    async def renew_device(self, device_id, server_id, epoch, ttl_s, **changes):
+        """Heartbeat: extend the lease and record `changes` (as report_device) -> False if a
+        newer session took the unit over."""
+        return await self._write(rules.renew_device, device_id, server_id, epoch, ttl_s, changes)
+
+    async def renew_devices(self, server_id, ttl_s, heartbeats):
+        """Many heartbeats, (device_id, epoch, changes) each, in one operation -> [renewed?]."""
+        return await self._write(rules.renew_devices, server_id, ttl_s, heartbeats)
+
+    async def release_device(self, device_id, epoch):
+        """The session ended -> False if it was no longer the unit's newest."""
+        return await self._write(rules.release_device, device_id, epoch)
+
+    async def report_device(self, device_id, epoch, **changes):
+        """Record firmware/panel/last_screen for the session -> False if it is stale."""
+        return await self._write(rules.report_device, device_id, epoch, changes)
+
+    async def holds_device(self, device_id, epoch):
+        """Is this session still the unit's newest, with a live lease? Ask before side effects."""
+        return await self._read(rules.holds_device, device_id, epoch)
+
+    # Reservations
+
+    async def reserve_for_agent(self, agent_id, txn_id, ttl_s=30.0, wait_s=0.0):
+        """Reserve a unit for the agent's transaction -> Reservation, or a refusal
+        (NotLinked, DeviceOffline, AllBusy, QueueFull, ...).
+
+        With `wait_s`, a request that finds no free unit waits its turn in the
+        location's queue for up to `wait_s`. A reservation granted while the
+        caller was cancelled is not lost track of: it expires after `ttl_s`.
+        """
+        ticket_id = uuid.uuid4().hex if wait_s else None
+        args = (agent_id, txn_id, ttl_s, ticket_id)
+        if ticket_id is None:
+            return await self._write(rules.reserve, *args, 0, self._queue_limit)
+        result = None
+        changed = self._changed
+        try:
+            result = await self._write(rules.reserve, *args, wait_s, self._queue_limit)
+            while not isinstance(result, Reservation):
+                try:
+                    await asyncio.wait_for(changed.wait(), self._poll_s)
+                except asyncio.TimeoutError:
+                    pass
+                changed = self._changed
+                result = await self._write(rules.reserve, *args, 0, self._queue_limit)
+        finally:
+            if not isinstance(result, Reservation):
+                await asyncio.shield(self._leave_queue(ticket_id))
+        # Our ticket left the line: whoever was behind it may be served now.
+        self._wake()
+        return result
+
+    async def waiting(self, location_id):
+        """The requests waiting in the location's queue -> [Ticket], first in line first."""
+        return await self._read(rules.waiting, location_id)
+
+    async def _leave_queue(self, ticket_id):
+        await self.store.write(lambda tx: rules.leave_queue(tx, ticket_id))
+        self._wake()
+
+    async def complete(self, txn_id, actor):
+        """The payment went through; release the unit. Only the holding agent (or an admin)."""
+        return await self._write_and_wake(rules.finish, actor, txn_id, "complete")
+
+    async def cancel(self, txn_id, actor):
+        return await self._write_and_wake(rules.finish, actor, txn_id, "cancel")
+
+    async def get_reservation(self, txn_id):
+        return await self._read(rules.get_reservation, txn_id)
+
+    # Upkeep and history
+
+    async def sweep(self):
+        """Expire what nobody released -> counts; correctness never depends on it."""
+        return await self._write_and_wake(rules.sweep)
+
+    async def audit(self, device_id=None, agent_id=None, limit=100):
+        """Who linked, unlinked, transferred and reserved what, when: newest `limit`, oldest first."""
+        return await self.store.read(lambda tx: tx.audit(device_id, agent_id, limit))

@@ -1,0 +1,586 @@
+"""The registry's rules, written once for every store.
+
+Each rule is a plain function `rule(tx, now, ...)` over a store `Transaction`
+(see `host.registry.store`): it validates its input, reads the records it
+needs, decides, writes, appends to the audit log and returns a record. The
+store runs it as one atomic transaction; a refusal is an exception from
+`host.registry.errors`, which rolls the whole transaction back. Rules do no
+I/O of their own and draw nothing at random, so a store may run them again.
+
+The rules that make the legacy failures impossible:
+
+- A device has at most one owning agent. A link is insert-if-absent: linking a
+  device owned by another agent is a `Conflict` and changes nothing. Only the
+  owner or an admin unlinks, only an admin transfers.
+- A device is reserved by at most one live transaction, and only the agent
+  holding it (or an admin) completes or cancels it; otherwise it expires.
+- Every session on a device gets a larger epoch than any before it; writes
+  about a device made for a session carry its epoch and are ignored (the rule
+  returns False) once a newer session exists.
+
+Which units an agent may use, by its location's policy:
+
+- strict: its own linked units only;
+- hybrid (default): its own units first, then the location's pool;
+- pool: its own units and the location's pool, in id order.
+
+The pool is the location's unlinked units. A unit linked to an agent never
+serves another agent, whatever the policy: that is what ownership means.
+
+The wait queue is per location and first in, first out: a free unit goes to
+the earliest waiting request that may use it, and a request that does not wait
+never takes a unit from under one that does.
+"""
+
+import hmac
+import re
+from dataclasses import replace
+
+from host.registry.errors import (
+    AllBusy,
+    Conflict,
+    DeviceOffline,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    NotLinked,
+    PairingRejected,
+    QueueFull,
+    Unauthorized,
+)
+from host.registry.records import (
+    POLICIES,
+    POOL,
+    REGISTRY,
+    STRICT,
+    Actor,
+    Agent,
+    Device,
+    DeviceStatus,
+    Lease,
+    Location,
+    PairingCode,
+    Reservation,
+    Ticket,
+)
+
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+_MAX_NAME = 100
+_SECRET_LENGTHS = (16, 256)
+MAX_LEASE_S = 3600
+MAX_RESERVATION_S = 3600
+MAX_PAIRING_S = 86400
+MAX_WAIT_S = 300
+
+
+# Input checks
+
+
+def check_id(kind, value):
+    if not isinstance(value, str) or not _ID.fullmatch(value):
+        raise InvalidInput(
+            f"{kind} id {value!r} is not valid; use 1 to 64 letters, digits, '.', '_', ':' "
+            "or '-', starting with a letter or digit"
+        )
+    return value
+
+
+def _check_name(kind, value):
+    if not isinstance(value, str) or not value.strip() or len(value) > _MAX_NAME:
+        raise InvalidInput(f"{kind} name {value!r} is not valid; give 1 to {_MAX_NAME} characters")
+    return value
+
+
+def _check_seconds(name, value, maximum):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= maximum:
+        raise InvalidInput(
+            f"{name} must be a number of seconds above 0 and at most {maximum}, got {value!r}"
+        )
+    return float(value)
+
+
+def _check_policy(policy):
+    if policy not in POLICIES:
+        raise InvalidInput(f"policy {policy!r} is not known; use one of {', '.join(POLICIES)}")
+    return policy
+
+
+def _authorise(actor, agent_id, doing):
+    if not (actor.is_admin or actor == Actor.agent(agent_id)):
+        raise Forbidden(
+            f"{actor} cannot {doing} for agent {agent_id}; use that agent's token or the admin token"
+        )
+
+
+# Lookups that refuse with a sentence
+
+
+def get_location(tx, location_id):
+    location = tx.location(check_id("location", location_id))
+    if location is None:
+        raise NotFound(f"location {location_id} does not exist; create it first")
+    return location
+
+
+def get_agent(tx, agent_id):
+    agent = tx.agent(check_id("agent", agent_id))
+    if agent is None:
+        raise NotFound(f"agent {agent_id} does not exist; an admin creates agents")
+    return agent
+
+
+def _device(tx, device_id):
+    device = tx.device(check_id("device", device_id))
+    if device is None:
+        raise NotFound(f"unit {device_id} is not registered; provision it first")
+    return device
+
+
+def _audit(tx, now, actor, action, **subject):
+    tx.append_audit(now, str(actor), action, **subject)
+
+
+# Locations and agents
+
+
+def create_location(tx, now, actor, location_id, name, policy):
+    check_id("location", location_id)
+    location = Location(location_id, _check_name("location", name), _check_policy(policy))
+    if tx.location(location_id) is not None:
+        raise Conflict(f"location {location_id} already exists; pick another id")
+    tx.put_location(location)
+    _audit(tx, now, actor, "create_location", detail=f"{name} ({policy})")
+    return location
+
+
+def set_policy(tx, now, actor, location_id, policy):
+    location = replace(get_location(tx, location_id), policy=_check_policy(policy))
+    tx.put_location(location)
+    _audit(tx, now, actor, "set_policy", detail=f"{location_id}: {policy}")
+    return location
+
+
+def create_agent(tx, now, actor, agent_id, name, location_id, token_hash):
+    check_id("agent", agent_id)
+    get_location(tx, location_id)
+    if tx.agent(agent_id) is not None:
+        raise Conflict(f"agent {agent_id} already exists; pick another id")
+    agent = Agent(agent_id, _check_name("agent", name), location_id, token_hash)
+    tx.put_agent(agent)
+    _audit(tx, now, actor, "create_agent", agent_id=agent_id, detail=f"at {location_id}")
+    return agent
+
+
+def authenticate_agent(tx, token_hash):
+    agent = tx.agent_by_token_hash(token_hash)
+    if agent is None:
+        raise Unauthorized("this token belongs to no agent; ask an admin for the agent's token")
+    return agent
+
+
+# Devices and their owners
+
+
+def register_device(tx, now, actor, device_id, secret, name, location_id):
+    """Add a unit, or update a known unit's secret, name and location (re-provisioning)."""
+    check_id("device", device_id)
+    lo, hi = _SECRET_LENGTHS
+    if not isinstance(secret, str) or not lo <= len(secret) <= hi:
+        raise InvalidInput(f"a unit's secret must be a string of {lo} to {hi} characters")
+    if name is not None:
+        _check_name("unit", name)
+    if location_id is not None:
+        get_location(tx, location_id)
+    device = tx.device(device_id)
+    if device is None:
+        device = Device(device_id, name, location_id, registered_at=now)
+    else:
+        owner = tx.owner(device_id)
+        if owner is not None and location_id not in (None, device.location_id):
+            raise Conflict(
+                f"unit {device_id} is linked to agent {owner} at location {device.location_id}; "
+                f"unlink it before moving it to {location_id}"
+            )
+        device = replace(
+            device,
+            name=device.name if name is None else name,
+            location_id=device.location_id if location_id is None else location_id,
+        )
+    tx.put_device(device, secret)
+    _audit(tx, now, actor, "register", device_id=device_id, detail=f"at {device.location_id}")
+    return device_status(tx, now, device)
+
+
+def issue_pairing_code(tx, now, device_id, code, ttl_s):
+    _device(tx, device_id)
+    ttl_s = _check_seconds("ttl_s", ttl_s, MAX_PAIRING_S)
+    owner = tx.owner(device_id)
+    if owner is not None:
+        raise Conflict(
+            f"unit {device_id} is linked to agent {owner}; only unlinked units get a pairing code"
+        )
+    pairing = PairingCode(device_id, code, now + ttl_s)
+    tx.put_pairing_code(pairing)
+    return pairing
+
+
+def link(tx, now, actor, agent_id, device_id, code):
+    """Link an unowned unit to the agent; agents prove presence with the unit's pairing code."""
+    agent = get_agent(tx, agent_id)
+    device = _device(tx, device_id)
+    _authorise(actor, agent_id, "link units")
+    owner = tx.owner(device_id)
+    if owner == agent_id:
+        return device_status(tx, now, device)
+    if owner is not None:
+        raise Conflict(
+            f"unit {device_id} is linked to another agent; its owner can unlink it, "
+            "or an admin can transfer it",
+            device_id=device_id,
+        )
+    if device.location_id not in (None, agent.location_id):
+        raise Forbidden(
+            f"unit {device_id} belongs to location {device.location_id} and agent {agent_id} "
+            f"to {agent.location_id}; an admin can re-register the unit at the agent's location"
+        )
+    if not actor.is_admin:
+        pairing = tx.pairing_code(device_id)
+        if (
+            pairing is None
+            or not isinstance(code, str)
+            or not hmac.compare_digest(pairing.code.encode(), code.encode())
+            or pairing.expires_at <= now
+        ):
+            raise PairingRejected(device_id)
+    tx.delete_pairing_code(device_id)
+    tx.put_link(device_id, agent_id, now)
+    if device.location_id is None:
+        device = replace(device, location_id=agent.location_id)
+        tx.put_device(device)
+    _audit(tx, now, actor, "link", device_id=device_id, agent_id=agent_id)
+    return device_status(tx, now, device)
+
+
+def unlink(tx, now, actor, agent_id, device_id):
+    get_agent(tx, agent_id)
+    device = _device(tx, device_id)
+    _authorise(actor, agent_id, "unlink units")
+    if tx.owner(device_id) != agent_id:
+        raise NotFound(f"unit {device_id} is not linked to agent {agent_id}; nothing to unlink")
+    tx.delete_link(device_id)
+    _audit(tx, now, actor, "unlink", device_id=device_id, agent_id=agent_id)
+    return device_status(tx, now, device)
+
+
+def transfer(tx, now, actor, device_id, agent_id):
+    """Give a unit to another agent (admin only); the unit moves to that agent's location."""
+    agent = get_agent(tx, agent_id)
+    device = _device(tx, device_id)
+    if not actor.is_admin:
+        raise Forbidden(
+            f"only an admin can transfer unit {device_id}; its owner can unlink it instead"
+        )
+    previous = tx.owner(device_id)
+    if previous == agent_id:
+        return device_status(tx, now, device)
+    if previous is not None:
+        tx.delete_link(device_id)
+    tx.put_link(device_id, agent_id, now)
+    tx.delete_pairing_code(device_id)
+    if device.location_id != agent.location_id:
+        device = replace(device, location_id=agent.location_id)
+        tx.put_device(device)
+    _audit(
+        tx,
+        now,
+        actor,
+        "transfer",
+        device_id=device_id,
+        agent_id=agent_id,
+        detail=f"from {previous}",
+    )
+    return device_status(tx, now, device)
+
+
+# Sessions: leases with fencing epochs
+
+
+def acquire_device(tx, now, device_id, server_id, ttl_s):
+    """Start a session on the unit for `server_id`; the newest session always wins."""
+    device = _device(tx, device_id)
+    check_id("server", server_id)
+    ttl_s = _check_seconds("ttl_s", ttl_s, MAX_LEASE_S)
+    previous = tx.lease(device_id)
+    epoch = 1 if previous is None else previous.epoch + 1
+    tx.put_lease(Lease(device_id, server_id, epoch, now + ttl_s))
+    tx.put_device(replace(device, last_seen=now))
+    _audit(
+        tx, now, Actor.server(server_id), "session", device_id=device_id, detail=f"epoch {epoch}"
+    )
+    return epoch
+
+
+def _holds(tx, device_id, epoch):
+    lease = tx.lease(check_id("device", device_id))
+    if lease is None or lease.epoch != epoch:
+        return None
+    return lease
+
+
+def renew_device(tx, now, device_id, server_id, epoch, ttl_s, changes=None):
+    """Extend the session's live lease (a heartbeat) and record what the unit reported with it
+    (`changes`, as for report_device). A lease that lapsed or was released stays lost: the
+    server acquires the unit again and gets a new epoch."""
+    ttl_s = _check_seconds("ttl_s", ttl_s, MAX_LEASE_S)
+    _check_report(changes or {})
+    lease = _holds(tx, device_id, epoch)
+    if lease is None or lease.server_id != server_id or not lease.live(now):
+        return False
+    tx.put_lease(replace(lease, expires_at=now + ttl_s))
+    tx.put_device(replace(tx.device(device_id), last_seen=now, **(changes or {})))
+    return True
+
+
+def renew_devices(tx, now, server_id, ttl_s, heartbeats):
+    """Many heartbeats, (device_id, epoch, changes) each, in one transaction -> [renewed?].
+
+    A server with thousands of units commits their heartbeats together: one transaction per
+    heartbeat would keep the store busy and queue QR requests behind them."""
+    return [renew_device(tx, now, device_id, server_id, epoch, ttl_s, changes)
+            for device_id, epoch, changes in heartbeats]
+
+
+def release_device(tx, now, device_id, epoch):
+    """End the session (the unit disconnected); the unit is offline from now."""
+    lease = _holds(tx, device_id, epoch)
+    if lease is None:
+        return False
+    tx.put_lease(replace(lease, expires_at=min(lease.expires_at, now)))
+    return True
+
+
+def _check_report(changes):
+    unknown = set(changes) - {"firmware", "panel", "last_screen"}
+    if unknown:
+        raise InvalidInput(
+            f"cannot report {', '.join(sorted(unknown))}; a unit reports "
+            "firmware, panel and last_screen"
+        )
+
+
+def report_device(tx, now, device_id, epoch, changes):
+    """Record what the session learned about the unit (firmware, panel, last_screen)."""
+    _check_report(changes)
+    if _holds(tx, device_id, epoch) is None:
+        return False
+    tx.put_device(replace(tx.device(device_id), last_seen=now, **changes))
+    return True
+
+
+def holds_device(tx, now, device_id, epoch):
+    """True while the session with `epoch` is the unit's newest and its lease is live."""
+    lease = _holds(tx, device_id, epoch)
+    return lease is not None and lease.live(now)
+
+
+# Reservations and the wait queue
+
+
+def _candidates(tx, agent, policy):
+    """(device_id, owned) in the order the policy prefers them."""
+    own = [(d, True) for d in tx.linked_devices(agent.agent_id)]
+    if policy == STRICT:
+        return own
+    pool = [(d, False) for d in tx.pool_devices(agent.location_id)]
+    if policy == POOL:
+        return sorted(own + pool)
+    return own + pool
+
+
+def _live_queue(tx, now, location_id):
+    queue = []
+    for ticket in tx.tickets(location_id):
+        if ticket.expires_at > now:
+            queue.append(ticket)
+        else:
+            tx.delete_ticket(ticket.ticket_id)
+    return queue
+
+
+def _expire(tx, now, reservation):
+    tx.delete_reservation(reservation.txn_id)
+    _audit(
+        tx,
+        now,
+        REGISTRY,
+        "expire",
+        device_id=reservation.device_id,
+        agent_id=reservation.agent_id,
+        txn_id=reservation.txn_id,
+    )
+
+
+def reserve(tx, now, agent_id, txn_id, ttl_s, ticket_id, wait_s, queue_limit):
+    """Reserve a unit for the agent's transaction, by its location's policy.
+
+    Returns the `Reservation` when a unit is free for this request now. Otherwise a
+    request that may wait gets its `Ticket` in the location's queue: a first call
+    with `ticket_id` and `wait_s > 0` joins the queue, later calls with the same
+    `ticket_id` (and `wait_s=0`) keep their place until the ticket expires. Any
+    other outcome is a refusal: NotLinked, DeviceOffline, AllBusy or QueueFull.
+    """
+    check_id("transaction", txn_id)
+    ttl_s = _check_seconds("ttl_s", ttl_s, MAX_RESERVATION_S)
+    if wait_s:
+        _check_seconds("wait_s", wait_s, MAX_WAIT_S)
+    agent = get_agent(tx, agent_id)
+    location = tx.location(agent.location_id)
+    if tx.reservation(txn_id) is not None:
+        raise Conflict(f"transaction {txn_id} already exists; use a new transaction id")
+    candidates = _candidates(tx, agent, location.policy)
+    if not candidates:
+        raise NotLinked(agent_id, location.location_id, location.policy)
+
+    queue = _live_queue(tx, now, location.location_id)
+    position = next((i for i, t in enumerate(queue) if t.ticket_id == ticket_id), None)
+    ahead = queue if position is None else queue[:position]
+    # Requests ahead in line get first pick: of the pool if anyone waits, of our
+    # own units if we ourselves have an earlier request waiting.
+    own_ahead = any(t.agent_id == agent_id for t in ahead)
+    online, last_seen = 0, None
+    for device_id, owned in candidates:
+        lease = tx.lease(device_id)
+        if lease is None or not lease.live(now):
+            seen = tx.device(device_id).last_seen
+            if seen is not None and (last_seen is None or seen > last_seen):
+                last_seen = seen
+            continue
+        online += 1
+        held = tx.reservation_of(device_id)
+        if held is not None and held.live(now):
+            continue
+        if own_ahead or (ahead and not owned):
+            continue
+        if held is not None:
+            _expire(tx, now, held)
+        if position is not None:
+            tx.delete_ticket(ticket_id)
+        reservation = Reservation(
+            txn_id, device_id, agent_id, lease.server_id, lease.epoch, now, now + ttl_s
+        )
+        tx.put_reservation(reservation)
+        _audit(
+            tx,
+            now,
+            Actor.agent(agent_id),
+            "reserve",
+            device_id=device_id,
+            agent_id=agent_id,
+            txn_id=txn_id,
+            detail=f"for {ttl_s:g}s",
+        )
+        return reservation
+
+    if position is not None:
+        return queue[position]
+    if online:
+        refusal = AllBusy(agent_id, busy=online, waiting=len(ahead))
+    else:
+        refusal = DeviceOffline(agent_id, [d for d, _ in candidates], since=last_seen)
+    if ticket_id is None or not wait_s:
+        raise refusal
+    if len(queue) >= queue_limit:
+        raise QueueFull(location.location_id, queue_limit)
+    ticket = Ticket(ticket_id, location.location_id, agent_id, now + wait_s)
+    tx.push_ticket(ticket)
+    return ticket
+
+
+def waiting(tx, now, location_id):
+    """The live tickets of the location's queue, first in line first."""
+    get_location(tx, location_id)
+    return [t for t in tx.tickets(location_id) if t.expires_at > now]
+
+
+def leave_queue(tx, ticket_id):
+    tx.delete_ticket(ticket_id)
+
+
+def finish(tx, now, actor, txn_id, outcome):
+    """Complete or cancel a transaction, releasing its unit; only its holder may."""
+    check_id("transaction", txn_id)
+    reservation = tx.reservation(txn_id)
+    if reservation is None:
+        raise NotFound(
+            f"transaction {txn_id} is unknown or already finished; start a new transaction"
+        )
+    if not reservation.live(now):
+        raise NotFound(
+            f"transaction {txn_id} expired and released its unit; start a new transaction"
+        )
+    _authorise(actor, reservation.agent_id, f"{outcome} transaction {txn_id}")
+    tx.delete_reservation(txn_id)
+    _audit(
+        tx,
+        now,
+        actor,
+        outcome,
+        device_id=reservation.device_id,
+        agent_id=reservation.agent_id,
+        txn_id=txn_id,
+    )
+    return reservation
+
+
+def sweep(tx, now):
+    """Drop what expired: reservations (audited), queue tickets and pairing codes."""
+    expired = [r for r in tx.reservations() if not r.live(now)]
+    for reservation in expired:
+        _expire(tx, now, reservation)
+    tickets = [t for t in tx.tickets() if t.expires_at <= now]
+    for ticket in tickets:
+        tx.delete_ticket(ticket.ticket_id)
+    return {
+        "reservations": len(expired),
+        "tickets": len(tickets),
+        "pairing_codes": tx.delete_expired_pairing_codes(now),
+    }
+
+
+# Read models
+
+
+def device_status(tx, now, device):
+    lease = tx.lease(device.device_id)
+    online = lease is not None and lease.live(now)
+    reservation = tx.reservation_of(device.device_id)
+    return DeviceStatus(
+        device=device,
+        status="online" if online else "offline",
+        agent_id=tx.owner(device.device_id),
+        server_id=lease.server_id if online else None,
+        epoch=lease.epoch if lease is not None else None,
+        txn_id=reservation.txn_id if reservation is not None and reservation.live(now) else None,
+    )
+
+
+def get_device(tx, now, device_id):
+    return device_status(tx, now, _device(tx, device_id))
+
+
+def list_devices(tx, now, location_id):
+    if location_id is not None:
+        get_location(tx, location_id)
+    return [device_status(tx, now, d) for d in tx.devices(location_id)]
+
+
+def device_secret(tx, device_id):
+    _device(tx, device_id)
+    return tx.device_secret(device_id)
+
+
+def get_reservation(tx, now, txn_id):
+    reservation = tx.reservation(check_id("transaction", txn_id))
+    if reservation is None or not reservation.live(now):
+        raise NotFound(f"transaction {txn_id} is unknown, finished or expired")
+    return reservation

@@ -1,0 +1,525 @@
+"""The embedded store: one SQLite file, the default for a single server.
+
+URL: `sqlite:///PATH`, everything after the third slash being the path (as in
+SQLAlchemy): `sqlite:///qrfleet.db` is relative to the working directory,
+`sqlite:////var/lib/qrfleet/registry.db` is absolute.
+
+How it stays correct under concurrency:
+
+- WAL journaling: readers never block the writer and see a committed snapshot.
+- Every write is one `BEGIN IMMEDIATE` transaction: it takes the write lock
+  before its first read, so a read-modify-write never races another writer,
+  in this process or another one on the same file.
+- `busy_timeout` lets SQLite wait for the lock; past it, or when a snapshot
+  turns stale, the whole transaction is retried with jittered backoff for up
+  to `RETRY_S`. Only then does the caller see `StoreUnavailable`, never
+  SQLITE_BUSY.
+- Constraints back the rules: a device has one link row (primary key) and one
+  reservation row (unique), whatever a rule might do.
+
+Threading: each store owns one worker thread, and the connection lives in it.
+SQLite admits one writer at a time anyway, so more threads in one process
+would only queue on the file lock by polling it; one thread queues this
+process's operations in order without polling, keeps `sqlite3`'s
+one-connection-per-thread rule trivially, and leaves lock waits to the cases
+that need them (other processes). Operations are sub-millisecond, so reads
+share the thread.
+
+Durability: `synchronous=FULL`, so a committed link or reservation survives
+power loss, not only a crash of the server process.
+
+Device secrets are stored as given: the server must compute
+HMAC-SHA256(secret, nonce || device_id) to check a unit's answer to its
+challenge, which a one-way hash would not allow. Encryption at rest is out of
+scope; protect the file like a key file (the store creates it mode 0600).
+"""
+
+import asyncio
+import json
+import os
+import random
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import unquote
+
+from host.registry.errors import InvalidInput, StoreUnavailable
+from host.registry.records import (
+    Agent,
+    AuditEntry,
+    Device,
+    Lease,
+    Location,
+    PairingCode,
+    Reservation,
+    Ticket,
+)
+from host.registry.store import Store, Transaction
+
+BUSY_TIMEOUT_MS = 5000
+RETRY_S = 30.0
+
+# Migrations, in order; the database's `PRAGMA user_version` counts those applied.
+MIGRATIONS = (
+    (
+        """CREATE TABLE locations (
+            location_id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            policy TEXT NOT NULL CHECK (policy IN ('strict', 'pool', 'hybrid')))""",
+        """CREATE TABLE agents (
+            agent_id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            location_id TEXT NOT NULL REFERENCES locations,
+            token_hash TEXT NOT NULL UNIQUE)""",
+        """CREATE TABLE devices (
+            device_id TEXT PRIMARY KEY,
+            secret TEXT NOT NULL,
+            name TEXT,
+            location_id TEXT REFERENCES locations,
+            firmware TEXT,
+            registered_at REAL,
+            last_seen REAL,
+            last_screen TEXT,
+            panel TEXT)""",
+        "CREATE INDEX devices_by_location ON devices (location_id)",
+        """CREATE TABLE links (
+            device_id TEXT PRIMARY KEY REFERENCES devices,
+            agent_id TEXT NOT NULL REFERENCES agents,
+            linked_at REAL NOT NULL)""",
+        "CREATE INDEX links_by_agent ON links (agent_id)",
+        """CREATE TABLE pairing_codes (
+            device_id TEXT PRIMARY KEY REFERENCES devices,
+            code TEXT NOT NULL,
+            expires_at REAL NOT NULL)""",
+        """CREATE TABLE leases (
+            device_id TEXT PRIMARY KEY REFERENCES devices,
+            server_id TEXT NOT NULL,
+            epoch INTEGER NOT NULL,
+            expires_at REAL NOT NULL)""",
+        """CREATE TABLE reservations (
+            txn_id TEXT PRIMARY KEY,
+            device_id TEXT NOT NULL UNIQUE REFERENCES devices,
+            agent_id TEXT NOT NULL REFERENCES agents,
+            server_id TEXT NOT NULL,
+            epoch INTEGER NOT NULL,
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL)""",
+        """CREATE TABLE wait_queue (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            ticket_id TEXT NOT NULL UNIQUE,
+            location_id TEXT NOT NULL REFERENCES locations,
+            agent_id TEXT NOT NULL REFERENCES agents,
+            expires_at REAL NOT NULL)""",
+        "CREATE INDEX wait_queue_by_location ON wait_queue (location_id, seq)",
+        """CREATE TABLE audit (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            at REAL NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            device_id TEXT,
+            agent_id TEXT,
+            txn_id TEXT,
+            detail TEXT)""",
+        "CREATE INDEX audit_by_device ON audit (device_id, seq)",
+        "CREATE INDEX audit_by_agent ON audit (agent_id, seq)",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_DEVICE_COLUMNS = (
+    "device_id, name, location_id, firmware, registered_at, last_seen, last_screen, panel"
+)
+
+
+def path_from_url(url):
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or len(url) == len(prefix):
+        raise InvalidInput(
+            f"{url!r} is not a SQLite store URL; use sqlite:///relative/path.db "
+            "or sqlite:////absolute/path.db"
+        )
+    return unquote(url[len(prefix) :])
+
+
+def _is_busy(error):
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(error) or "busy" in str(error)
+
+
+def _json(value):
+    return None if value is None else json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def _unjson(text):
+    return None if text is None else json.loads(text)
+
+
+def _device(row):
+    return Device(*row[:6], _unjson(row[6]), _unjson(row[7]))
+
+
+class SqliteTransaction(Transaction):
+    def __init__(self, db):
+        self._db = db
+
+    def _one(self, sql, *args):
+        return self._db.execute(sql, args).fetchone()
+
+    def _all(self, sql, *args):
+        return self._db.execute(sql, args).fetchall()
+
+    # Locations
+
+    def location(self, location_id):
+        row = self._one(
+            "SELECT location_id, name, policy FROM locations WHERE location_id = ?", location_id
+        )
+        return None if row is None else Location(*row)
+
+    def locations(self):
+        rows = self._all("SELECT location_id, name, policy FROM locations ORDER BY location_id")
+        return [Location(*row) for row in rows]
+
+    def put_location(self, location):
+        self._db.execute(
+            "INSERT INTO locations VALUES (?, ?, ?) ON CONFLICT (location_id) "
+            "DO UPDATE SET name = excluded.name, policy = excluded.policy",
+            (location.location_id, location.name, location.policy),
+        )
+
+    # Agents
+
+    _AGENT = "SELECT agent_id, name, location_id, token_hash FROM agents"
+
+    def agent(self, agent_id):
+        row = self._one(f"{self._AGENT} WHERE agent_id = ?", agent_id)
+        return None if row is None else Agent(*row)
+
+    def agent_by_token_hash(self, token_hash):
+        row = self._one(f"{self._AGENT} WHERE token_hash = ?", token_hash)
+        return None if row is None else Agent(*row)
+
+    def agents(self, location_id=None):
+        if location_id is None:
+            rows = self._all(f"{self._AGENT} ORDER BY agent_id")
+        else:
+            rows = self._all(f"{self._AGENT} WHERE location_id = ? ORDER BY agent_id", location_id)
+        return [Agent(*row) for row in rows]
+
+    def put_agent(self, agent):
+        self._db.execute(
+            "INSERT INTO agents VALUES (?, ?, ?, ?) ON CONFLICT (agent_id) DO UPDATE SET "
+            "name = excluded.name, location_id = excluded.location_id, "
+            "token_hash = excluded.token_hash",
+            (agent.agent_id, agent.name, agent.location_id, agent.token_hash),
+        )
+
+    # Devices
+
+    def device(self, device_id):
+        row = self._one(f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE device_id = ?", device_id)
+        return None if row is None else _device(row)
+
+    def devices(self, location_id=None):
+        if location_id is None:
+            rows = self._all(f"SELECT {_DEVICE_COLUMNS} FROM devices ORDER BY device_id")
+        else:
+            rows = self._all(
+                f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE location_id = ? ORDER BY device_id",
+                location_id,
+            )
+        return [_device(row) for row in rows]
+
+    def device_secret(self, device_id):
+        row = self._one("SELECT secret FROM devices WHERE device_id = ?", device_id)
+        return None if row is None else row[0]
+
+    def put_device(self, device, secret=None):
+        values = (
+            device.device_id,
+            device.name,
+            device.location_id,
+            device.firmware,
+            device.registered_at,
+            device.last_seen,
+            _json(device.last_screen),
+            _json(device.panel),
+        )
+        if secret is None:
+            self._db.execute(
+                "UPDATE devices SET name = ?, location_id = ?, firmware = ?, registered_at = ?, "
+                "last_seen = ?, last_screen = ?, panel = ? WHERE device_id = ?",
+                values[1:] + values[:1],
+            )
+        else:
+            self._db.execute(
+                f"INSERT INTO devices ({_DEVICE_COLUMNS}, secret) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (device_id) DO UPDATE SET name = excluded.name, "
+                "location_id = excluded.location_id, firmware = excluded.firmware, "
+                "registered_at = excluded.registered_at, last_seen = excluded.last_seen, "
+                "last_screen = excluded.last_screen, panel = excluded.panel, "
+                "secret = excluded.secret",
+                values + (secret,),
+            )
+
+    # Links
+
+    def owner(self, device_id):
+        row = self._one("SELECT agent_id FROM links WHERE device_id = ?", device_id)
+        return None if row is None else row[0]
+
+    def linked_devices(self, agent_id):
+        rows = self._all(
+            "SELECT device_id FROM links WHERE agent_id = ? ORDER BY device_id", agent_id
+        )
+        return [row[0] for row in rows]
+
+    def pool_devices(self, location_id):
+        rows = self._all(
+            "SELECT d.device_id FROM devices d LEFT JOIN links l USING (device_id) "
+            "WHERE d.location_id = ? AND l.device_id IS NULL ORDER BY d.device_id",
+            location_id,
+        )
+        return [row[0] for row in rows]
+
+    def put_link(self, device_id, agent_id, at):
+        # A plain INSERT: a second owner would violate the primary key, not replace the first.
+        self._db.execute("INSERT INTO links VALUES (?, ?, ?)", (device_id, agent_id, at))
+
+    def delete_link(self, device_id):
+        self._db.execute("DELETE FROM links WHERE device_id = ?", (device_id,))
+
+    # Pairing codes
+
+    def pairing_code(self, device_id):
+        row = self._one(
+            "SELECT device_id, code, expires_at FROM pairing_codes WHERE device_id = ?", device_id
+        )
+        return None if row is None else PairingCode(*row)
+
+    def put_pairing_code(self, pairing_code):
+        self._db.execute(
+            "INSERT OR REPLACE INTO pairing_codes VALUES (?, ?, ?)",
+            (pairing_code.device_id, pairing_code.code, pairing_code.expires_at),
+        )
+
+    def delete_pairing_code(self, device_id):
+        self._db.execute("DELETE FROM pairing_codes WHERE device_id = ?", (device_id,))
+
+    def delete_expired_pairing_codes(self, now):
+        return self._db.execute("DELETE FROM pairing_codes WHERE expires_at <= ?", (now,)).rowcount
+
+    # Leases
+
+    def lease(self, device_id):
+        row = self._one(
+            "SELECT device_id, server_id, epoch, expires_at FROM leases WHERE device_id = ?",
+            device_id,
+        )
+        return None if row is None else Lease(*row)
+
+    def put_lease(self, lease):
+        self._db.execute(
+            "INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?)",
+            (lease.device_id, lease.server_id, lease.epoch, lease.expires_at),
+        )
+
+    # Reservations
+
+    _RESERVATION = (
+        "SELECT txn_id, device_id, agent_id, server_id, epoch, created_at, expires_at "
+        "FROM reservations"
+    )
+
+    def reservation(self, txn_id):
+        row = self._one(f"{self._RESERVATION} WHERE txn_id = ?", txn_id)
+        return None if row is None else Reservation(*row)
+
+    def reservation_of(self, device_id):
+        row = self._one(f"{self._RESERVATION} WHERE device_id = ?", device_id)
+        return None if row is None else Reservation(*row)
+
+    def reservations(self):
+        return [Reservation(*row) for row in self._all(f"{self._RESERVATION} ORDER BY txn_id")]
+
+    def put_reservation(self, reservation):
+        # A plain INSERT: a second reservation of a device violates the unique constraint.
+        self._db.execute(
+            "INSERT INTO reservations VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                reservation.txn_id,
+                reservation.device_id,
+                reservation.agent_id,
+                reservation.server_id,
+                reservation.epoch,
+                reservation.created_at,
+                reservation.expires_at,
+            ),
+        )
+
+    def delete_reservation(self, txn_id):
+        self._db.execute("DELETE FROM reservations WHERE txn_id = ?", (txn_id,))
+
+    # Wait queue
+
+    _TICKET = "SELECT ticket_id, location_id, agent_id, expires_at FROM wait_queue"
+
+    def tickets(self, location_id=None):
+        if location_id is None:
+            rows = self._all(f"{self._TICKET} ORDER BY seq")
+        else:
+            rows = self._all(f"{self._TICKET} WHERE location_id = ? ORDER BY seq", location_id)
+        return [Ticket(*row) for row in rows]
+
+    def push_ticket(self, ticket):
+        self._db.execute(
+            "INSERT INTO wait_queue (ticket_id, location_id, agent_id, expires_at) "
+            "VALUES (?, ?, ?, ?)",
+            (ticket.ticket_id, ticket.location_id, ticket.agent_id, ticket.expires_at),
+        )
+
+    def delete_ticket(self, ticket_id):
+        self._db.execute("DELETE FROM wait_queue WHERE ticket_id = ?", (ticket_id,))
+
+    # Audit
+
+    def append_audit(
+        self, at, actor, action, device_id=None, agent_id=None, txn_id=None, detail=None
+    ):
+        self._db.execute(
+            "INSERT INTO audit (at, actor, action, device_id, agent_id, txn_id, detail) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (at, actor, action, device_id, agent_id, txn_id, detail),
+        )
+
+    def audit(self, device_id=None, agent_id=None, limit=100):
+        where, args = [], []
+        if device_id is not None:
+            where.append("device_id = ?")
+            args.append(device_id)
+        if agent_id is not None:
+            where.append("agent_id = ?")
+            args.append(agent_id)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._all(
+            "SELECT seq, at, actor, action, device_id, agent_id, txn_id, detail FROM audit "
+            f"{clause} ORDER BY seq DESC LIMIT ?",
+            *args,
+            limit,
+        )
+        return [AuditEntry(*row) for row in reversed(rows)]
+
+
+class SqliteStore(Store):
+    def __init__(self, path):
+        self.path = path
+        self._db = None
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qrfleet-sqlite")
+
+    @classmethod
+    def open(cls, url):
+        """Open (creating and migrating) the database; blocks briefly, call it at startup."""
+        store = cls(path_from_url(url))
+        try:
+            store._worker.submit(store._connect).result()
+        except BaseException:
+            store._worker.submit(store._disconnect).result()
+            store._worker.shutdown()
+            raise
+        return store
+
+    def _connect(self):
+        try:
+            # Created private before SQLite creates it: the file holds unit secrets.
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        except (OSError, sqlite3.Error) as error:
+            raise StoreUnavailable(
+                f"cannot open the registry database {self.path} ({error}); check the path and "
+                "its permissions"
+            ) from error
+        self._db = db
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        mode = self._retrying(lambda: db.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        if mode != "wal":
+            raise StoreUnavailable(
+                f"the registry database {self.path} cannot use WAL journaling (got {mode}); "
+                "put it on a local filesystem"
+            )
+        db.execute("PRAGMA synchronous = FULL")
+        db.execute("PRAGMA foreign_keys = ON")
+        self._retrying(self._migrate)
+
+    def _migrate(self):
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreUnavailable(
+                    f"the registry database {self.path} has schema version {version}, newer than "
+                    f"this qrfleet knows ({SCHEMA_VERSION}); upgrade qrfleet"
+                )
+            for statements in MIGRATIONS[version:]:
+                for statement in statements:
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _retrying(self, attempt):
+        """Run `attempt` until it gets past SQLITE_BUSY, for up to RETRY_S."""
+        deadline = time.monotonic() + RETRY_S
+        pause = 0.001
+        while True:
+            try:
+                return attempt()
+            except sqlite3.OperationalError as error:
+                if not _is_busy(error):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise StoreUnavailable(
+                        f"the registry database {self.path} stayed locked for {RETRY_S:g} s; "
+                        "another process holds a long transaction on it"
+                    ) from error
+            time.sleep(pause * random.uniform(0.5, 1.5))
+            pause = min(pause * 2, 0.05)
+
+    def _transaction(self, begin, fn):
+        db = self._db
+        db.execute(begin)
+        try:
+            result = fn(SqliteTransaction(db))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return result
+
+    def _run(self, begin, fn):
+        return self._retrying(lambda: self._transaction(begin, fn))
+
+    async def write(self, fn):
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._worker, self._run, "BEGIN IMMEDIATE", fn)
+
+    async def read(self, fn):
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._worker, self._run, "BEGIN", fn)
+
+    def _disconnect(self):
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    async def close(self):
+        if self._db is None:
+            return
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._worker, self._disconnect)
+        self._worker.shutdown()

@@ -1,0 +1,152 @@
+"""`qrfleet serve`: one port for units (`/ws/device`) and for the HTTP API (`/api/...`)."""
+
+import asyncio
+import hmac
+import os
+import socket
+
+from host.api import COMMAND_TIMEOUT_S, Api
+from host.devices import CommandFailed, DeviceHub
+from host.http import HttpServer
+from host.log import Log
+from host.registry import NotFound, RegistryError, open_registry
+from host.registry.errors import format_time
+
+DEFAULT_HEARTBEAT_S = 5
+_SWEEP_EVERY_S = 10
+
+
+class QrfleetServer:
+    def __init__(self, store_url, admin_token, server_id=None, heartbeat_s=DEFAULT_HEARTBEAT_S,
+                 log=None):
+        if not admin_token:
+            raise ValueError("an admin token is required: --admin-token or QRFLEET_ADMIN_TOKEN")
+        self.store_url = store_url
+        self.admin_token = admin_token
+        self.server_id = server_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.heartbeat_s = heartbeat_s
+        self.log = (log or Log()).bind(server_id=self.server_id)
+        self.registry = None
+        self.hub = None
+        self.http = None
+        self._sweeper = None
+
+    async def start(self, host="127.0.0.1", port=0):
+        """Open the store and the port; returns the port (useful with port 0)."""
+        self.registry = open_registry(self.store_url)
+        self.hub = DeviceHub(self.registry, self.server_id, self.heartbeat_s, self.log,
+                             on_online=self._greet)
+        self.http = HttpServer(Api(self).router, upgrade=self.hub.accept, log=self.log)
+        port = await self.http.start(host, port)
+        self._sweeper = asyncio.create_task(self._sweep())
+        self.log.info("server_started", host=host, port=port, store=self.store_url.split("?")[0])
+        return port
+
+    async def close(self):
+        if self._sweeper:
+            self._sweeper.cancel()
+        if self.http:
+            await self.http.close()
+        if self.hub:
+            await self.hub.close()
+        if self.registry:
+            await self.registry.close()
+
+    def is_admin_token(self, token):
+        return hmac.compare_digest(token.encode(), self.admin_token.encode())
+
+    async def _sweep(self):
+        while True:
+            await asyncio.sleep(_SWEEP_EVERY_S)
+            try:
+                await self.registry.sweep()
+            except RegistryError as e:
+                self.log.warning("sweep_failed", reason=str(e))
+
+    # -- commands to units
+
+    async def command(self, device_id, kind, timeout_s=COMMAND_TIMEOUT_S, **fields):
+        session = self.hub.session(device_id)
+        if session is None:
+            raise CommandFailed("device_offline", await self._offline_reason(device_id))
+        return await session.command(kind, timeout_s, **fields)
+
+    async def _offline_reason(self, device_id):
+        try:
+            status = await self.registry.get_device(device_id)
+        except NotFound:
+            return f"Unit {device_id} is not registered."
+        seen = format_time(status.device.last_seen)
+        if status.status == "online":
+            return f"Unit {device_id} is held by server {status.server_id}, not this one."
+        return f"Unit {device_id} is offline" + (f" since {seen}." if seen else " (never seen).")
+
+    async def _best_effort(self, device_id, kind, **fields):
+        try:
+            await self.command(device_id, kind, **fields)
+            return True
+        except CommandFailed as e:
+            self.log.info("command_not_shown", device_id=device_id, kind=kind, reason=e.message)
+            return False
+
+    async def show_idle(self, device_id):
+        return await self._best_effort(device_id, "clear")
+
+    async def show_result(self, device_id, result):
+        return await self._best_effort(device_id, "show_result", result=result)
+
+    async def show_pairing(self, device_id):
+        pairing = await self.registry.issue_pairing_code(device_id)
+        return await self._best_effort(device_id, "show_pairing", code=pairing.code)
+
+    async def _greet(self, session):
+        """A unit just came online: an unlinked one shows its pairing QR, a linked one idles."""
+        try:
+            status = await self.registry.get_device(session.device_id)
+            if status.txn_id:
+                return  # it is in the middle of a payment: leave its screen alone
+            if status.agent_id:
+                await self.show_idle(session.device_id)
+            else:
+                await self.show_pairing(session.device_id)
+        except RegistryError as e:
+            self.log.warning("greet_failed", device_id=session.device_id, reason=str(e))
+
+    # -- diagnosis
+
+    async def doctor(self, device_id):
+        """Why a unit can or cannot show a QR right now, as facts and a verdict."""
+        try:
+            status = await self.registry.get_device(device_id)
+        except NotFound:
+            return {"device_id": device_id, "registered": False, "ready": False,
+                    "verdict": f"Unit {device_id} is not registered: provision it first."}
+        session = self.hub.session(device_id)
+        d = status.device
+        facts = {
+            "device_id": device_id,
+            "registered": True,
+            "name": d.name,
+            "location_id": d.location_id,
+            "status": status.status,
+            "last_seen": format_time(d.last_seen),
+            "held_by": status.server_id,
+            "epoch": status.epoch,
+            "connected_here_since": format_time(session.connected_at) if session else None,
+            "agent_id": status.agent_id,
+            "reserved_by_txn": status.txn_id,
+            "firmware": d.firmware,
+            "screen": (d.last_screen or {}).get("screen"),
+            "last_heartbeat": session.last_heartbeat if session else None,
+        }
+        if status.status != "online":
+            verdict = await self._offline_reason(device_id)
+        elif status.txn_id:
+            verdict = f"Unit is busy with transaction {status.txn_id} until it completes."
+        elif not status.agent_id:
+            verdict = "Unit is online but not linked: it can serve its location's pool only."
+        else:
+            verdict = f"Unit is ready to show QRs for agent {status.agent_id}."
+        facts["ready"] = status.status == "online" and not status.txn_id
+        facts["verdict"] = verdict
+        return facts

@@ -1,0 +1,26 @@
+from tools.background import wait_for
+
+
+def pairing_text(unit, timeout=20):
+    """What the unit's pairing QR says, read off its screen as a cashier's phone would."""
+    found = []
+
+    def shows():
+        found[:] = [t for t in unit.screen() if t.startswith("qrfleet://pair?")]
+        return found
+
+    wait_for(shows, timeout, f"{unit.id} to show its pairing QR")
+    return found[0]
+
+
+def link(agent, unit):
+    return agent.link(pairing_text(unit))
+
+
+def on_screen(unit, payload, timeout=10):
+    """True once the unit's screen shows a QR reading exactly `payload`."""
+    try:
+        wait_for(lambda: payload in unit.screen(), timeout, f"{unit.id} to show the QR")
+        return True
+    except TimeoutError:
+        return False

@@ -1,0 +1,76 @@
+"""Harness options: each one resolvable, in this order, from a test's `parametrize(indirect=True)`
+value, the command line, an environment variable, and a default (as pytest-embedded does)."""
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str  # fixture and dest name
+    flag: str
+    env: str
+    default: object
+    help: str
+    multiple: bool = False
+    is_flag: bool = False
+
+
+OPTIONS = (
+    Option("board", "--board", "QRFLEET_BOARD", ["virtual:4"],
+           "a unit: virtual:N for N virtual boards, or a serial port (/dev/ttyUSB0, "
+           "rfc2217://HOST:PORT, id:<usb-serial>); repeatable", multiple=True),
+    Option("flash", "--flash", "QRFLEET_FLASH", False,
+           "flash MicroPython and provision every real unit before the session", is_flag=True),
+    Option("firmware", "--firmware", "QRFLEET_FIRMWARE", None,
+           "MicroPython .bin for --flash"),
+    Option("server", "--server", "QRFLEET_SERVER", None,
+           "test against this server (http://HOST:PORT) instead of starting one"),
+    Option("admin_token", "--admin-token", "QRFLEET_ADMIN_TOKEN", "harness-admin",
+           "admin token of the server"),
+    Option("store", "--store", "QRFLEET_STORE", "sqlite", "registry store: sqlite or redis"),
+    Option("heap", "--heap", "QRFLEET_HEAP", "160K", "MicroPython heap of virtual boards"),
+    Option("report", "--hil-report", "QRFLEET_REPORT", "hil-report",
+           "directory for the run report and the logs of failed scenarios"),
+)
+
+
+def add_options(parser):
+    group = parser.getgroup("qrfleet", "qrfleet hardware-in-the-loop harness")
+    for o in OPTIONS:
+        if o.is_flag:
+            group.addoption(o.flag, action="store_true", default=None, dest=f"qrfleet_{o.name}",
+                            help=f"{o.help} (env {o.env})")
+        else:
+            group.addoption(o.flag, action="append" if o.multiple else "store", default=None,
+                            dest=f"qrfleet_{o.name}", help=f"{o.help} (env {o.env})")
+
+
+def resolve(config, name, request=None):
+    """The option's value: test parameter, command line, environment, default."""
+    option = next(o for o in OPTIONS if o.name == name)
+    if request is not None and hasattr(request, "param"):
+        return request.param
+    value = config.getoption(f"qrfleet_{name}")
+    if value is not None:
+        return value
+    env = os.environ.get(option.env)
+    if env is not None:
+        if option.is_flag:
+            return env.lower() in ("1", "true", "yes")
+        return [v.strip() for v in env.split(",") if v.strip()] if option.multiple else env
+    return option.default
+
+
+def parse_boards(specs):
+    """(virtual count, [real ports]) from --board values."""
+    virtual, ports = 0, []
+    for spec in specs:
+        if spec.startswith("virtual:"):
+            count = spec.split(":", 1)[1]
+            if not count.isdigit() or int(count) < 1:
+                raise ValueError(f"--board {spec}: write virtual:N with N >= 1")
+            virtual += int(count)
+        else:
+            ports.append(spec)
+    return virtual, ports

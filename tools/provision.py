@@ -1,0 +1,324 @@
+"""Provisioning: what turns a blank unit into one the server knows and trusts.
+
+A unit gets a fresh secret and the list of servers in its config; the server gets the unit's
+id and the same secret through its admin API. The pieces at the top are shared by every way a
+unit is provisioned (a virtual board's first boot, or a technician's `qrfleet provision`).
+
+`provision_unit(port, order)` is one technician's run on one unit, in this order:
+
+    1. reset the unit into download mode, read its MAC (its device id) over esptool
+    2. refuse a unit that is already provisioned (config.json on it, or known to the server)
+       unless confirmed or forced: re-provisioning gives it a new secret
+    3. write the filesystem image (firmware compiled for the target + config.json) into the
+       vfs partition, verified by MD5; or, with files_only, copy the files over mpremote to a
+       unit that already runs MicroPython
+    4. register it with the server, link it to the agent if asked
+    5. reboot it and wait until the server reports it online
+
+The target decides how firmware is compiled: "esp32" (xtensawin, the default) for a real unit,
+"virtual" (x64) for a virtual board, which runs the Unix port. A unit that is written but could
+not be registered (server down) raises NotRegistered, whose message is the one command that
+finishes the job: the same command with --register-only, which reads the secret back from
+the unit instead of making a new one.
+"""
+
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from firmware.config import CONFIG_PATH
+from firmware.config import device_id as device_id_from_mac
+from host.client import ApiClient, ApiClientError, ServerUnreachable
+from tools import flash, image
+from tools.vboard import flash as layout
+
+SECRET_BYTES = 32
+DEFAULT_DISPLAY = {"esp32": "ssd1306-i2c", "virtual": "virtual-128x64"}
+_ONLINE_POLL_S = 0.25
+
+
+def new_secret():
+    return secrets.token_hex(SECRET_BYTES)
+
+
+def device_url(server_url):
+    """The units' endpoint for a server's base URL: http(s)://H:P -> ws(s)://H:P/ws/device."""
+    parts = urlsplit(server_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"server URL {server_url!r} must look like http://HOST:PORT")
+    scheme = "wss" if parts.scheme == "https" else "ws"
+    return f"{scheme}://{parts.netloc}/ws/device"
+
+
+def unit_config(secret, servers, name, display, wifi=None):
+    """The config.json a unit boots with (firmware/config.py reads it)."""
+    config = {"secret": secret, "servers": [device_url(s) for s in servers], "name": name,
+              "display": display}
+    if wifi:
+        config["wifi"] = wifi
+    return config
+
+
+def register(server_url, admin_token, device_id, secret, name=None, location_id=None):
+    """Tell the server about the unit (idempotent: re-registering updates it)."""
+    body = {"device_id": device_id, "secret": secret}
+    if name:
+        body["name"] = name
+    if location_id:
+        body["location_id"] = location_id
+    return ApiClient(server_url, admin_token).post("/api/devices", body)
+
+
+class AlreadyProvisioned(Exception):
+    """The unit has a config or the server knows it, and replacing it was not confirmed."""
+
+
+class NotRegistered(Exception):
+    """The unit is written and rebooted, but the server could not be told: the message says
+    which command finishes the job."""
+
+
+@dataclass
+class Order:
+    """What a technician asks for, the same for every unit of one run."""
+
+    servers: list
+    admin_token: str
+    target: str = "esp32"
+    location: str = None
+    agent: str = None
+    name: str = None
+    display: str = None
+    wifi: dict = None
+    force: bool = False
+    files_only: bool = False
+    register_only: bool = False
+    online_timeout_s: float = 60
+
+    def api(self):
+        return ApiClient(self.servers[0], self.admin_token)
+
+
+@dataclass
+class Provisioned:
+    device_id: str
+    status: str  # what the server reports at the end: "online"
+    agent_id: str = None
+    bytes_sent: int = 0  # bytes written to the serial link for the unit's files
+    pairing: str = None  # qrfleet://pair?... when the server hands it to the admin
+
+    def __str__(self):
+        linked = f", linked to {self.agent_id}" if self.agent_id else ""
+        return f"{self.device_id} {self.status}{linked}"
+
+
+def provision_unit(port, order, report=None, confirm=None):
+    """Provision the unit on `port` as `order` says; returns Provisioned.
+
+    report(description, done=None, total=None) follows progress; confirm(question) -> bool is
+    asked before an already provisioned unit is replaced (without it, and without order.force,
+    such a unit is refused).
+    """
+    report = report or (lambda *args, **kwargs: None)
+    report("connecting")
+    with flash.open_unit(port) as unit:
+        device_id = device_id_from_mac(unit.mac)
+        report(f"{device_id}: checking")
+        on_unit = _config_on_unit(unit)
+        if order.register_only:
+            if on_unit is None:
+                raise AlreadyProvisioned(
+                    f"{device_id} on {port} has no config.json to register: provision it "
+                    "without --register-only")
+            secret = on_unit["secret"]
+        else:
+            _check_not_provisioned(port, device_id, on_unit, order, confirm)
+            secret = new_secret()
+        files = _unit_files(device_id, secret, order)
+        bytes_sent = 0
+        if not (order.files_only or order.register_only):
+            bytes_sent = _write_filesystem(unit, files, device_id, report)
+        if not order.files_only:
+            registered = _register(port, device_id, secret, order, report)
+        unit.hard_reset()
+    if order.files_only:
+        bytes_sent = copy_files(port, files, lambda done, total: report(
+            f"{device_id}: copying files", done, total))
+        registered = _register(port, device_id, secret, order, report)
+        _soft_reset(port)
+    if not registered:
+        raise NotRegistered(
+            f"{device_id} is written but the server at {order.servers[0]} could not be reached; "
+            f"once it is up, run: {retry_command(port, order)}")
+    report(f"{device_id}: waiting until online")
+    status = wait_online(order.api(), device_id, order.online_timeout_s)
+    return Provisioned(device_id, status["status"], status.get("agent_id"), bytes_sent,
+                       status.get("pairing"))
+
+
+def _config_on_unit(unit):
+    """The unit's config.json, or None when it has none (or no filesystem yet)."""
+    offset, size = _vfs_partition(unit)
+    try:
+        with unit.filesystem(offset, size).open(CONFIG_PATH, "r") as f:
+            return json.loads(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def _vfs_partition(unit):
+    partitions = unit.partitions()
+    if "vfs" not in partitions:
+        raise flash.FlashError(
+            f"the unit on {unit.port} has no MicroPython partition table: flash MicroPython "
+            f"first, with: qrfleet flash --port {unit.port} --firmware micropython.bin")
+    _, _, offset, size = partitions["vfs"]
+    return offset, size
+
+
+def _check_not_provisioned(port, device_id, on_unit, order, confirm):
+    known = _known_to_server(order.api(), device_id)
+    if (on_unit is None and not known) or order.force:
+        return
+    where = "has a config.json" if on_unit is not None else "is registered with the server"
+    question = f"{device_id} on {port} {where} already; replace it (it gets a new secret)?"
+    if confirm is None or not confirm(question):
+        raise AlreadyProvisioned(f"{device_id} on {port} {where} already: run again with "
+                                 "--force to re-provision it with a new secret")
+
+
+def _known_to_server(api, device_id):
+    try:
+        api.get(f"/api/devices/{device_id}")
+    except ServerUnreachable:
+        return False  # registration will say so, after the unit is written
+    except ApiClientError as e:
+        if e.status == 404:
+            return False
+        raise
+    return True
+
+
+def _unit_files(device_id, secret, order):
+    display = order.display or DEFAULT_DISPLAY[order.target]
+    config = unit_config(secret, order.servers, order.name or device_id, display, order.wifi)
+    return image.board_files(config, target=order.target)
+
+
+def _write_filesystem(unit, files, device_id, report):
+    offset, size = _vfs_partition(unit)
+    fs_image = layout.littlefs_image(files, size)
+    unit.write(offset, fs_image,
+               lambda done, total: report(f"{device_id}: writing files", done, total))
+    return unit.bytes_sent
+
+
+def _register(port, device_id, secret, order, report):
+    """Register and link; False when the server cannot be reached (the unit stays written)."""
+    report(f"{device_id}: registering")
+    api = order.api()
+    try:
+        register(order.servers[0], order.admin_token, device_id, secret, order.name,
+                 order.location)
+        if order.agent:
+            api.post(f"/api/agents/{order.agent}/devices", {"device_id": device_id})
+    except ServerUnreachable:
+        return False
+    return True
+
+
+def retry_command(port, order):
+    """The command that registers (and links) an already written unit."""
+    words = ["qrfleet", "provision", "--port", port]
+    for server in order.servers:
+        words += ["--server", server]
+    for option, value in (("--location", order.location), ("--agent", order.agent),
+                          ("--name", order.name), ("--target", order.target)):
+        if value:
+            words += [option, value]
+    return " ".join(words + ["--register-only"])
+
+
+def wait_online(api, device_id, timeout_s):
+    """Poll the server until it reports the unit online; its device record."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            status = api.get(f"/api/devices/{device_id}")
+            if status["status"] == "online":
+                return status
+        except ServerUnreachable:
+            status = {"status": "server unreachable"}
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"{device_id} was provisioned but is not online after {timeout_s:.0f} s "
+                f"(server says: {status['status']}): check its Wi-Fi settings and the unit's "
+                "serial log")
+        time.sleep(_ONLINE_POLL_S)
+
+
+def copy_files(port, files, on_progress=None):
+    """Copy {path: bytes} over mpremote to a unit running MicroPython; bytes sent on the link."""
+    from mpremote.transport_serial import SerialTransport
+
+    transport = SerialTransport(port)
+    sent = [0]
+    write = transport.serial.write
+
+    def counting_write(data):
+        sent[0] += len(data)
+        return write(data)
+
+    transport.serial.write = counting_write
+    total, done = sum(len(d) for d in files.values()), 0
+    try:
+        transport.enter_raw_repl(soft_reset=False)
+        for directory in _directories(files):
+            if not transport.fs_exists(directory):
+                transport.fs_mkdir(directory)
+        for path, data in sorted(files.items()):
+            transport.fs_writefile(path, data, chunk_size=1024)
+            done += len(data)
+            if on_progress:
+                on_progress(done, total)
+        transport.exit_raw_repl()
+    finally:
+        transport.close()
+    return sent[0]
+
+
+def _directories(paths):
+    """Every directory the paths need, parents first: a/b/c.mpy -> a, a/b."""
+    found = set()
+    for path in paths:
+        parts = path.split("/")[:-1]
+        found.update("/".join(parts[: i + 1]) for i in range(len(parts)))
+    return sorted(found)
+
+
+def _soft_reset(port):
+    """Ctrl-D at the friendly REPL: MicroPython restarts and runs main.py with the new files."""
+    import serial
+
+    with serial.serial_for_url(port, timeout=1) as link:
+        link.write(b"\r\x03\x03\x04")
+
+
+def terminal_qr(text):
+    """A QR code as lines of Unicode half blocks (two modules per character), quiet zone kept."""
+    from firmware import qr
+
+    code = qr.encode(text)
+    quiet = 2
+    span = range(-quiet, code.size + quiet)
+
+    def dark(x, y):
+        return 0 <= x < code.size and 0 <= y < code.size and code.module(x, y)
+
+    # Light modules print as ink so the code reads on a dark terminal: inverted on purpose.
+    glyphs = {(False, False): "\u2588", (False, True): "\u2580", (True, False): "\u2584",
+              (True, True): " "}
+    return "\n".join("".join(glyphs[dark(x, y), dark(x, y + 1)] for x in span)
+                     for y in span[::2])
