@@ -6,6 +6,7 @@ an integrator can branch on, and a refused request changes nothing (each registr
 one transaction).
 """
 
+import asyncio
 import time
 import uuid
 
@@ -122,6 +123,7 @@ class Api:
         add("GET", "/api/devices/{device_id}", self.get_device)
         add("GET", "/api/devices/{device_id}/doctor", self.doctor)
         add("POST", "/api/devices/{device_id}/transfer", self.transfer)
+        add("POST", "/api/devices/{device_id}/pairing", self.pairing)
         add("POST", "/api/agents/{agent_id}/devices", self.link)
         add("DELETE", "/api/agents/{agent_id}/devices/{device_id}", self.unlink)
         add("POST", "/api/agents/{agent_id}/qr", self.show_qr)
@@ -129,6 +131,7 @@ class Api:
         add("POST", "/api/txns/{txn_id}/complete", self.complete)
         add("POST", "/api/txns/{txn_id}/cancel", self.cancel)
         add("GET", "/api/audit", self.audit)
+        add("GET", "/api/metrics", self.metrics)
 
     # -- who is asking
 
@@ -244,8 +247,16 @@ class Api:
         agent_id, device_id = req.params["agent_id"], req.params["device_id"]
         actor = await self._acting_for(req, agent_id)
         await self._call(self.registry.unlink(agent_id, device_id, actor))
-        await self.server.show_pairing(device_id)
-        return 200, {"device_id": device_id, "agent_id": None}
+        pairing, shown = await self.server.show_pairing(device_id)
+        return 200, {"device_id": device_id, "agent_id": None, "pairing": pairing,
+                     "shown": shown}
+
+    async def pairing(self, req):
+        """Show a fresh pairing QR on an unlinked unit (e.g. after its code expired)."""
+        await self._admin(req)
+        device_id = req.params["device_id"]
+        pairing, shown = await self._call(self.server.show_pairing(device_id))
+        return 200, {"device_id": device_id, "pairing": pairing, "shown": shown}
 
     async def transfer(self, req):
         actor = await self._admin(req)
@@ -310,6 +321,7 @@ class Api:
                            f"Transaction {txn_id} belongs to agent {reservation.agent_id}.")
         shown = await self.server.show_result(reservation.device_id, result)
         await self._call(outcome(txn_id, actor))
+        asyncio.create_task(self.server.home_after(reservation.device_id))
         return 200, {"txn_id": txn_id, "device_id": reservation.device_id, "result": result,
                      "shown": shown}
 
@@ -327,6 +339,16 @@ class Api:
         return 200, {"audit": [{"at": format_time(e.at), "actor": e.actor, "action": e.action,
                                 "device_id": e.device_id, "agent_id": e.agent_id,
                                 "txn_id": e.txn_id, "detail": e.detail} for e in entries]}
+
+    async def metrics(self, req):
+        await self._admin(req)
+        doc = {"server_id": self.server.server_id, "sessions": len(self.hub.sessions),
+               **self.hub.metrics}
+        if self.server.cluster:
+            doc.update(routed_out=self.server.cluster.routed_out,
+                       routed_in=self.server.cluster.routed_in,
+                       instances=await self.server.cluster.instances())
+        return 200, doc
 
     async def doctor(self, req):
         await self._admin(req)

@@ -26,6 +26,7 @@ from firmware.proto.websocket import ServerProtocol
 from host.registry import RegistryError
 
 SILENT_HEARTBEATS = 3
+ACCEPT_PER_S = 200
 _HELLO_TIMEOUT_S = 10
 CLOSE_REPLACED = messages.CLOSE_REPLACED
 CLOSE_POLICY = 1008
@@ -60,6 +61,7 @@ class DeviceSession:
         if self.closed:
             raise CommandFailed("device_offline", f"Unit {self.device_id} has just disconnected.")
         if not await self.hub.registry.holds_device(self.device_id, self.epoch):
+            self.hub.metrics["fenced_commands"] += 1
             raise CommandFailed("device_offline",
                                 f"Unit {self.device_id} is now held by a newer session.")
         command_id = self._next_id
@@ -68,6 +70,7 @@ class DeviceSession:
         self._pending[command_id] = future
         try:
             await self.ws.send(messages.encode(kind, id=command_id, **fields))
+            self.hub.metrics["commands_sent"] += 1
             return await asyncio.wait_for(future, timeout_s)
         except (asyncio.TimeoutError, TimeoutError):
             raise CommandFailed(
@@ -131,14 +134,39 @@ class HeartbeatBatch:
                 future.set_result(ok)
 
 
+class AcceptRate:
+    """Token bucket for new sessions: a reconnect storm is admitted at `per_s`, so the
+    heartbeats of units already online keep being served."""
+
+    def __init__(self, per_s):
+        self.per_s = per_s
+        self.tokens = per_s
+        self.stamp = time.monotonic()
+
+    async def admit(self):
+        while True:
+            now = time.monotonic()
+            self.tokens = min(self.per_s, self.tokens + (now - self.stamp) * self.per_s)
+            self.stamp = now
+            if self.tokens >= 1:
+                self.tokens -= 1
+                return
+            await asyncio.sleep((1 - self.tokens) / self.per_s)
+
+
 class DeviceHub:
-    def __init__(self, registry, server_id, heartbeat_s, log, on_online=None):
+    def __init__(self, registry, server_id, heartbeat_s, log, on_online=None,
+                 accept_per_s=ACCEPT_PER_S):
         self.registry = registry
         self.server_id = server_id
         self.heartbeat_s = heartbeat_s
         self.log = log
         self.on_online = on_online
         self.sessions = {}
+        self.accept_rate = AcceptRate(accept_per_s)
+        # Fenced: a write or command refused because a newer session holds the unit.
+        self.metrics = {"commands_sent": 0, "fenced_commands": 0, "fenced_writes": 0,
+                        "sessions_accepted": 0, "auth_refused": 0}
         self.heartbeats = HeartbeatBatch(registry, server_id, self.lease_ttl_s)
 
     @property
@@ -150,6 +178,7 @@ class DeviceHub:
 
     async def accept(self, head, leftover, reader, writer):
         """Take over a connection whose head asked for the `/ws/device` upgrade."""
+        await self.accept_rate.admit()
         proto = ServerProtocol()
         ws = WebSocket(reader, writer, proto)
         try:
@@ -206,6 +235,7 @@ class DeviceHub:
             await self._replace(old)
         await ws.send(messages.encode("welcome", heartbeat_s=self.heartbeat_s,
                                       server_id=self.server_id))
+        self.metrics["sessions_accepted"] += 1
         self.log.info("device_online", device_id=device_id, epoch=epoch, fw=hello["fw"],
                       peer=str(peer))
         if self.on_online:
@@ -214,6 +244,7 @@ class DeviceHub:
 
     async def _refuse(self, ws, reason, peer, device_id=None):
         """The log says why; the peer only learns that authentication failed."""
+        self.metrics["auth_refused"] += 1
         self.log.warning("device_auth_refused", device_id=device_id, reason=reason, peer=str(peer))
         try:
             await ws.send(messages.encode("error", code=messages.AUTH_FAILED,
@@ -245,6 +276,7 @@ class DeviceHub:
             kind = msg["type"]
             if kind == "heartbeat":
                 if not await self._heartbeat(session, msg):
+                    self.metrics["fenced_writes"] += 1
                     await ws.close(CLOSE_REPLACED, "replaced by a newer session of this unit")
                     return
                 await ws.send(_HEARTBEAT_ACK)
@@ -268,6 +300,12 @@ class DeviceHub:
         except Exception:  # noqa: BLE001 - the lease expires by itself anyway
             self.log.exception("device_release_failed", device_id=session.device_id)
         self.log.info("device_offline", device_id=session.device_id, epoch=session.epoch)
+
+    async def drop_older(self, device_id, epoch):
+        """Another instance took the unit with `epoch`: close our older session of it."""
+        session = self.sessions.get(device_id)
+        if session is not None and session.epoch < epoch:
+            await self._replace(session)
 
     async def close(self):
         for session in list(self.sessions.values()):

@@ -6,6 +6,7 @@ import os
 import socket
 
 from host.api import COMMAND_TIMEOUT_S, Api
+from host.cluster import HolderChanged
 from host.devices import CommandFailed, DeviceHub
 from host.http import HttpServer
 from host.log import Log
@@ -13,6 +14,9 @@ from host.registry import NotFound, RegistryError, open_registry
 from host.registry.errors import format_time
 
 DEFAULT_HEARTBEAT_S = 5
+RESULT_SHOWN_S = 4.0  # how long "PAID" / "CANCELLED" stays before the home screen
+_ROUTE_ATTEMPTS = 6
+_FOLLOW_S = 0.25
 _SWEEP_EVERY_S = 10
 
 
@@ -30,12 +34,18 @@ class QrfleetServer:
         self.hub = None
         self.http = None
         self._sweeper = None
+        self.cluster = None  # several instances on one Valkey/Redis (host/cluster.py)
 
     async def start(self, host="127.0.0.1", port=0):
         """Open the store and the port; returns the port (useful with port 0)."""
         self.registry = open_registry(self.store_url)
         self.hub = DeviceHub(self.registry, self.server_id, self.heartbeat_s, self.log,
                              on_online=self._greet)
+        if self.store_url.startswith("redis://"):
+            from host.cluster import Cluster
+
+            self.cluster = Cluster(self.store_url, self.server_id, self.hub, self.log)
+            await self.cluster.start()
         self.http = HttpServer(Api(self).router, upgrade=self.hub.accept, log=self.log)
         port = await self.http.start(host, port)
         self._sweeper = asyncio.create_task(self._sweep())
@@ -49,6 +59,8 @@ class QrfleetServer:
             await self.http.close()
         if self.hub:
             await self.hub.close()
+        if self.cluster:
+            await self.cluster.close()
         if self.registry:
             await self.registry.close()
 
@@ -66,10 +78,23 @@ class QrfleetServer:
     # -- commands to units
 
     async def command(self, device_id, kind, timeout_s=COMMAND_TIMEOUT_S, **fields):
-        session = self.hub.session(device_id)
-        if session is None:
-            raise CommandFailed("device_offline", await self._offline_reason(device_id))
-        return await session.command(kind, timeout_s, **fields)
+        """Run a command on a unit, here or, through the cluster, on the instance holding it."""
+        for attempt in range(_ROUTE_ATTEMPTS):
+            session = self.hub.session(device_id)
+            if session is not None:
+                return await session.command(kind, timeout_s, **fields)
+            if self.cluster:
+                status = await self.registry.get_device(device_id)
+                if status.status == "online" and status.server_id != self.server_id:
+                    try:
+                        return await self.cluster.command(status.server_id, device_id,
+                                                          status.epoch, kind, timeout_s, **fields)
+                    except HolderChanged:
+                        # The unit is moving to a live instance: follow it.
+                        await asyncio.sleep(_FOLLOW_S * (attempt + 1))
+                        continue
+            break
+        raise CommandFailed("device_offline", await self._offline_reason(device_id))
 
     async def _offline_reason(self, device_id):
         try:
@@ -77,7 +102,7 @@ class QrfleetServer:
         except NotFound:
             return f"Unit {device_id} is not registered."
         seen = format_time(status.device.last_seen)
-        if status.status == "online":
+        if status.status == "online" and not self.cluster:
             return f"Unit {device_id} is held by server {status.server_id}, not this one."
         return f"Unit {device_id} is offline" + (f" since {seen}." if seen else " (never seen).")
 
@@ -96,19 +121,35 @@ class QrfleetServer:
         return await self._best_effort(device_id, "show_result", result=result)
 
     async def show_pairing(self, device_id):
+        """A fresh pairing code on the unit's screen -> (pairing URI, whether it was shown)."""
         pairing = await self.registry.issue_pairing_code(device_id)
-        return await self._best_effort(device_id, "show_pairing", code=pairing.code)
+        return pairing.uri, await self._best_effort(device_id, "show_pairing", code=pairing.code)
+
+    async def show_home(self, device_id):
+        """The screen a unit rests on: its pairing QR while unlinked, else the idle screen.
+        Left alone while a transaction holds the unit."""
+        status = await self.registry.get_device(device_id)
+        if status.txn_id:
+            return
+        if status.agent_id:
+            await self.show_idle(device_id)
+        else:
+            await self.show_pairing(device_id)
+
+    async def home_after(self, device_id, delay_s=RESULT_SHOWN_S):
+        """After a result has been on screen for a while, back to the home screen."""
+        await asyncio.sleep(delay_s)
+        try:
+            await self.show_home(device_id)
+        except RegistryError as e:
+            self.log.warning("home_failed", device_id=device_id, reason=str(e))
 
     async def _greet(self, session):
-        """A unit just came online: an unlinked one shows its pairing QR, a linked one idles."""
+        """A unit just came online: it shows its home screen."""
+        if self.cluster:
+            await self.cluster.announce_takeover(session.device_id, session.epoch)
         try:
-            status = await self.registry.get_device(session.device_id)
-            if status.txn_id:
-                return  # it is in the middle of a payment: leave its screen alone
-            if status.agent_id:
-                await self.show_idle(session.device_id)
-            else:
-                await self.show_pairing(session.device_id)
+            await self.show_home(session.device_id)
         except RegistryError as e:
             self.log.warning("greet_failed", device_id=session.device_id, reason=str(e))
 

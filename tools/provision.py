@@ -22,12 +22,14 @@ finishes the job: the same command with --register-only, which reads the secret 
 the unit instead of making a new one.
 """
 
+import functools
 import json
 import secrets
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from firmware import config as config_file
 from firmware.config import CONFIG_PATH
 from firmware.config import device_id as device_id_from_mac
 from host.client import ApiClient, ApiClientError, ServerUnreachable
@@ -160,9 +162,9 @@ def provision_unit(port, order, report=None, confirm=None):
 
 def _config_on_unit(unit):
     """The unit's config.json, or None when it has none (or no filesystem yet)."""
-    offset, size = _vfs_partition(unit)
+    fs = unit.filesystem(*_vfs_partition(unit))  # held: an open file does not keep it alive
     try:
-        with unit.filesystem(offset, size).open(CONFIG_PATH, "r") as f:
+        with fs.open(CONFIG_PATH, "r") as f:
             return json.loads(f.read())
     except (OSError, ValueError):
         return None
@@ -204,7 +206,13 @@ def _known_to_server(api, device_id):
 def _unit_files(device_id, secret, order):
     display = order.display or DEFAULT_DISPLAY[order.target]
     config = unit_config(secret, order.servers, order.name or device_id, display, order.wifi)
-    return image.board_files(config, target=order.target)
+    return {**_firmware_files(order.target), CONFIG_PATH: config_file.dumps(config).encode()}
+
+
+@functools.cache
+def _firmware_files(target):
+    """The firmware compiled once per run, not once per unit: only config.json differs."""
+    return image.board_files(target=target)
 
 
 def _write_filesystem(unit, files, device_id, report):
@@ -274,7 +282,7 @@ def copy_files(port, files, on_progress=None):
     transport.serial.write = counting_write
     total, done = sum(len(d) for d in files.values()), 0
     try:
-        transport.enter_raw_repl(soft_reset=False)
+        transport.enter_raw_repl()  # with a soft reset: the copy starts on a fresh heap
         for directory in _directories(files):
             if not transport.fs_exists(directory):
                 transport.fs_mkdir(directory)

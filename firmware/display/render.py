@@ -28,6 +28,7 @@ import framebuf
 
 from firmware import qr
 from firmware.display import INK, PAPER
+from firmware.proto.messages import pairing_uri
 
 MIN_QUIET = 2  # modules of light margin a scanner needs at the least (the spec asks 4)
 _GAP = 2  # pixels between text lines
@@ -57,10 +58,6 @@ class Drawn:
         self.screen = screen
         self.qr = symbol
         self.scale = scale
-
-
-def pairing_payload(device_id, code):
-    return "qrfleet://pair?device=%s&code=%s" % (device_id, code)
 
 
 def module_scale(size, width, height):
@@ -129,7 +126,7 @@ class Renderer:
 
     def pairing(self, device_id, code, ecc="M"):
         """The pairing QR an unlinked unit shows, with its device id in text."""
-        return self._qr_screen("pairing", pairing_payload(device_id, code), device_id, ecc)
+        return self._qr_screen("pairing", pairing_uri(device_id, code), device_id, ecc)
 
     def status(self, state, detail=None):
         """unprovisioned / booting / wifi / connecting / offline / ready, with a detail such

@@ -6,8 +6,9 @@ out, so no listing can leak it.
 """
 
 from dataclasses import asdict, dataclass
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
+from firmware.proto.messages import pairing_uri
 from host.registry.errors import InvalidInput
 
 STRICT = "strict"
@@ -94,7 +95,7 @@ class PairingCode:
     @property
     def uri(self):
         """What the unit's pairing QR encodes."""
-        return f"qrfleet://pair?device={quote(self.device_id)}&code={quote(self.code)}"
+        return pairing_uri(self.device_id, self.code)
 
 
 def parse_pairing_uri(uri):

@@ -87,9 +87,9 @@ def _hil_server(request, tmp_path_factory):
     if store == "redis":
         from tools.valkey import ValkeyServer
 
-        valkey = ValkeyServer(directory / "valkey")
+        valkey = ValkeyServer()
         valkey.start()
-        store_url = valkey.url
+        store_url = valkey.url()
     elif store != "sqlite":
         raise pytest.UsageError(f"--store {store}: use sqlite or redis")
     try:
@@ -159,12 +159,13 @@ def location(request, server):
 def boards(_bench, server, location, tmp_path):
     """The units, unlinked, idle, registered at this test's location."""
     admin = server.admin()
+    wait_online(admin, _bench)
     for unit in _bench:
         _release(admin, unit)
         admin.post("/api/devices", {"device_id": unit.id, "secret": unit.secret,
                                     "location_id": location})
+        admin.post(f"/api/devices/{unit.id}/pairing")  # every test starts on the home screen
         unit.begin_test(tmp_path)
-    wait_online(admin, _bench)
     yield _bench
     for unit in _bench:
         unit.end_test()

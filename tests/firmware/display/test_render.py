@@ -6,8 +6,9 @@ import zxingcpp
 from PIL import Image, ImageOps
 
 from firmware import qr
-from firmware.display.render import PayloadTooLarge, Renderer, max_version, pairing_payload
+from firmware.display.render import PayloadTooLarge, Renderer, max_version
 from firmware.display.virtual import PBMFile, VirtualDisplay
+from firmware.proto.messages import pairing_uri
 from tests.firmware.display.payloads import payload
 
 PANELS = [(128, 64), (135, 240), (240, 240), (320, 240)]
@@ -143,7 +144,7 @@ def test_pairing_qr_carries_the_device_and_code(screen, panel):
     drawn = renderer.pairing("qf-a1b2c3d4e5f6", "483920")
     assert drawn.screen == "pairing"
     expected = "qrfleet://pair?device=qf-a1b2c3d4e5f6&code=483920"
-    assert pairing_payload("qf-a1b2c3d4e5f6", "483920") == expected
+    assert pairing_uri("qf-a1b2c3d4e5f6", "483920") == expected
     assert decode(renderer.display.publish.path, drawn.scale) == [(expected, "M")]
 
 

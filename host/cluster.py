@@ -1,0 +1,202 @@
+"""Several `qrfleet serve` instances on one Valkey/Redis: presence, command routing, takeover.
+
+Every instance holding units announces itself with a key that expires unless renewed (its
+lease, with its load); an instance that stops renewing is gone for everyone after the TTL.
+
+A command for a unit held by another instance goes to that instance over pub/sub, with the
+epoch of the holder's session as the caller saw it; the holder runs it only if that session
+is still the unit's newest (fencing) and answers on the caller's reply channel. The caller
+waits up to a deadline; if the holder's presence key is gone it answers "offline" at once.
+
+When an instance takes a unit's session, it announces the new epoch; the instance that held the
+older session closes it with 4001 at once (it would also learn it at its next heartbeat, when
+the registry refuses its stale renewal).
+
+Channels and keys carry the store's prefix and database, so clusters sharing one Valkey stay
+apart:  {prefix}{db}:instance:{server_id}  {prefix}{db}:cmd:{server_id}
+        {prefix}{db}:reply:{server_id}     {prefix}{db}:takeover
+"""
+
+import asyncio
+import itertools
+import json
+from urllib.parse import urlsplit
+
+import valkey.asyncio as valkey
+
+from host.devices import CommandFailed
+
+PRESENCE_TTL_S = 3
+_WATCH_S = 0.25  # how often a routed command checks that its holder still holds the unit
+
+
+class HolderChanged(CommandFailed):
+    """The instance a command was routed to died or lost the unit before answering."""
+
+    def __init__(self, device_id, server_id):
+        super().__init__("device_offline", f"Unit {device_id} left server {server_id} while a "
+                         "command was on its way; it is reconnecting to another server.")
+
+
+def _namespace(store_url):
+    parts = urlsplit(store_url)
+    db = parts.path.strip("/") or "0"
+    prefix = "qrfleet:"
+    if parts.query.startswith("prefix="):
+        prefix = parts.query[len("prefix="):]
+    return f"{prefix}{db}:"
+
+
+class Cluster:
+    def __init__(self, store_url, server_id, hub, log, presence_ttl_s=PRESENCE_TTL_S):
+        self.url = store_url.split("?", 1)[0]
+        self.server_id = server_id
+        self.hub = hub
+        self.log = log
+        self.ttl_s = presence_ttl_s
+        ns = _namespace(store_url)
+        self._instance_key = ns + "instance:"
+        self._cmd = ns + "cmd:"
+        self._reply = ns + "reply:"
+        self._takeover = ns + "takeover"
+        self._pending = {}
+        self._ids = itertools.count(1)
+        self._tasks = []
+        self.routed_out = 0
+        self.routed_in = 0
+
+    async def start(self):
+        self.redis = valkey.from_url(self.url)
+        self.pubsub = self.redis.pubsub()
+        await self.pubsub.subscribe(self._cmd + self.server_id, self._reply + self.server_id,
+                                    self._takeover)
+        await self._announce()
+        self._tasks = [asyncio.create_task(self._presence()), asyncio.create_task(self._listen())]
+
+    async def close(self):
+        for task in self._tasks:
+            task.cancel()
+        try:
+            await self.redis.delete(self._instance_key + self.server_id)
+        except Exception:  # noqa: BLE001 - the key expires by itself
+            pass
+        await self.pubsub.aclose()
+        await self.redis.aclose()
+
+    async def _announce(self):
+        load = json.dumps({"units": len(self.hub.sessions)})
+        await self.redis.set(self._instance_key + self.server_id, load, ex=self.ttl_s)
+
+    async def _presence(self):
+        while True:
+            await asyncio.sleep(self.ttl_s / 3)
+            try:
+                await self._announce()
+            except Exception as e:  # noqa: BLE001 - Valkey restarting: try again next tick
+                self.log.warning("presence_renew_failed", reason=str(e))
+
+    async def instances(self):
+        """{server_id: load} of the instances alive now."""
+        keys = [k async for k in self.redis.scan_iter(match=self._instance_key + "*")]
+        values = await self.redis.mget(keys) if keys else []
+        return {k.decode()[len(self._instance_key):]: json.loads(v) for k, v in zip(keys, values)
+                if v is not None}
+
+    async def alive(self, server_id):
+        return bool(await self.redis.exists(self._instance_key + server_id))
+
+    # -- routing
+
+    async def command(self, server_id, device_id, epoch, kind, timeout_s, **fields):
+        """Run a command on a unit held by `server_id` -> the unit's ack fields."""
+        if not await self.alive(server_id):
+            raise CommandFailed("device_offline",
+                                f"Unit {device_id} was held by server {server_id}, which is down; "
+                                "it reconnects to a live server by itself within seconds.")
+        request_id = f"{self.server_id}:{next(self._ids)}"
+        future = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        request = {"id": request_id, "reply_to": self.server_id, "device_id": device_id,
+                   "epoch": epoch, "kind": kind, "fields": fields, "timeout_s": timeout_s}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s + 1
+        try:
+            self.routed_out += 1
+            await self.redis.publish(self._cmd + server_id, json.dumps(request))
+            while True:
+                try:
+                    reply = await asyncio.wait_for(asyncio.shield(future), _WATCH_S)
+                    break
+                except (asyncio.TimeoutError, TimeoutError):
+                    pass
+                if loop.time() > deadline:
+                    raise CommandFailed(
+                        "device_timeout", f"Server {server_id} holding unit {device_id} did not "
+                        f"answer within {int((timeout_s + 1) * 1000)} ms.") from None
+                # Do not wait out the deadline on a holder that died or lost the unit.
+                if not await self._still_held(server_id, device_id, epoch):
+                    raise HolderChanged(device_id, server_id)
+        finally:
+            self._pending.pop(request_id, None)
+        if "error" in reply:
+            raise CommandFailed(reply["error"], reply["message"])
+        return reply["ack"]
+
+    async def _still_held(self, server_id, device_id, epoch):
+        if not await self.alive(server_id):
+            return False
+        status = await self.hub.registry.get_device(device_id)
+        return status.server_id == server_id and status.epoch == epoch
+
+    async def announce_takeover(self, device_id, epoch):
+        await self.redis.publish(self._takeover, json.dumps(
+            {"device_id": device_id, "epoch": epoch, "server_id": self.server_id}))
+
+    async def _listen(self):
+        """Deliver routed commands, replies and takeovers; after a lost connection (Valkey
+        restarting), subscribe again on a fresh one."""
+        while True:
+            try:
+                async for message in self.pubsub.listen():
+                    if message["type"] == "message":
+                        self._dispatch(message["channel"].decode(), json.loads(message["data"]))
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001
+                self.log.warning("cluster_listen_failed", reason=str(e))
+            await asyncio.sleep(0.5)
+            try:
+                await self.pubsub.aclose()
+                self.pubsub = self.redis.pubsub()
+                await self.pubsub.subscribe(self._cmd + self.server_id,
+                                            self._reply + self.server_id, self._takeover)
+            except Exception as e:  # noqa: BLE001 - not back yet: try again
+                self.log.warning("cluster_resubscribe_failed", reason=str(e))
+
+    def _dispatch(self, channel, msg):
+        if channel == self._takeover:
+            if msg["server_id"] != self.server_id:
+                asyncio.create_task(self.hub.drop_older(msg["device_id"], msg["epoch"]))
+        elif channel.startswith(self._reply):
+            future = self._pending.get(msg["id"])
+            if future and not future.done():
+                future.set_result(msg)
+        else:
+            asyncio.create_task(self._serve(msg))
+
+    async def _serve(self, msg):
+        """Run a routed command here, if the caller's epoch is still this unit's session."""
+        self.routed_in += 1
+        reply = {"id": msg["id"]}
+        session = self.hub.session(msg["device_id"])
+        if session is None or session.epoch != msg["epoch"]:
+            reply.update(error="device_offline",
+                         message=f"Unit {msg['device_id']} is no longer held by server "
+                                 f"{self.server_id}.")
+        else:
+            try:
+                reply["ack"] = await session.command(msg["kind"], msg["timeout_s"],
+                                                     **msg["fields"])
+            except CommandFailed as e:
+                reply.update(error=e.code, message=e.message)
+        await self.redis.publish(self._reply + msg["reply_to"], json.dumps(reply))
