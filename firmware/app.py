@@ -56,7 +56,7 @@ class Unit:
             try:
                 drawn = self.renderer.payment(msg["payload"], msg["caption"] or None, msg["ecc"])
             except PayloadTooLarge as e:
-                raise CommandError(messages.PAYLOAD_TOO_LARGE, str(e))
+                raise CommandError(messages.PAYLOAD_TOO_LARGE, str(e)) from None
             return self._qr_ack(self.draw(drawn))
         if kind == "show_pairing":
             return self._qr_ack(self.draw(self.renderer.pairing(self.device_id, msg["code"])))
@@ -133,8 +133,10 @@ async def _run(unit, session):
 
 def main():
     device_id = config.device_id(hal.unique_id())
-    print("qrfleet %s on %s, boot %d (%s)"
-          % (FIRMWARE_VERSION, device_id, hal.boot_count(), hal.reset_cause()))
+    print(
+        "qrfleet %s on %s, boot %d (%s)"
+        % (FIRMWARE_VERSION, device_id, hal.boot_count(), hal.reset_cause())
+    )
     if hal.safe_mode():
         print("qrfleet: safe mode, application skipped; the REPL is yours")
         return
@@ -151,8 +153,15 @@ def main():
         return
     unit = Unit(device_id, cfg, Renderer(display))
     unit.draw(unit.renderer.status("booting", device_id))
-    session = Session(device_id, cfg["secret"], cfg["servers"], unit, unit.status,
-                      FIRMWARE_VERSION)
+    session = Session(
+        device_id,
+        cfg["secret"],
+        cfg["servers"],
+        unit,
+        unit.status,
+        FIRMWARE_VERSION,
+        opener=hal.open_connection,
+    )
     try:
         asyncio.run(_run(unit, session))
     except Exception as e:  # noqa: BLE001 - an unattended unit must come back by itself

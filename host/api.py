@@ -46,6 +46,7 @@ _STATUS = (
 )
 _COMMAND_STATUS = {
     "device_offline": 503,
+    "store_unavailable": 503,
     "device_timeout": 504,
     messages.PAYLOAD_TOO_LARGE: 422,
     messages.BAD_MESSAGE: 422,
@@ -74,13 +75,29 @@ def _field(doc, name, kind, required=True, default=None, check=None, what=""):
 
 
 def _text(doc, name, limit=200, required=True, default=None):
-    return _field(doc, name, str, required, default, lambda v: 0 < len(v) <= limit,
-                  f"a string of 1 to {limit} characters")
+    return _field(
+        doc,
+        name,
+        str,
+        required,
+        default,
+        lambda v: 0 < len(v) <= limit,
+        f"a string of 1 to {limit} characters",
+    )
 
 
 def _seconds(doc, name, default, limit):
-    return float(_field(doc, name, (int, float), False, default,
-                        lambda v: 0 <= v <= limit, f"a number of seconds from 0 to {limit:g}"))
+    return float(
+        _field(
+            doc,
+            name,
+            (int, float),
+            False,
+            default,
+            lambda v: 0 <= v <= limit,
+            f"a number of seconds from 0 to {limit:g}",
+        )
+    )
 
 
 def device_json(status, session=None):
@@ -112,7 +129,9 @@ class Api:
         self.registry = server.registry
         self.hub = server.hub
         self.router = Router()
-        add = self.router.add
+        def add(method, pattern, handler):
+            self.router.add(method, pattern, self._refusals_as_answers(handler))
+
         add("GET", "/api/health", self.health)
         add("POST", "/api/locations", self.create_location)
         add("GET", "/api/locations", self.list_locations)
@@ -133,13 +152,29 @@ class Api:
         add("GET", "/api/audit", self.audit)
         add("GET", "/api/metrics", self.metrics)
 
+    @staticmethod
+    def _refusals_as_answers(handler):
+        """A registry refusal from anywhere below a handler (e.g. the store going away in the
+        middle of a command) is answered like one from the handler itself."""
+
+        async def guarded(req):
+            try:
+                return await handler(req)
+            except RegistryError as e:
+                raise registry_error(e) from None
+
+        return guarded
+
     # -- who is asking
 
     async def _caller(self, req):
         token = req.bearer()
         if not token:
-            raise ApiError(401, "unauthorized",
-                           "Send 'Authorization: Bearer <token>' with an admin or agent token.")
+            raise ApiError(
+                401,
+                "unauthorized",
+                "Send 'Authorization: Bearer <token>' with an admin or agent token.",
+            )
         if self.server.is_admin_token(token):
             return ADMIN
         try:
@@ -158,8 +193,11 @@ class Api:
         """The caller, if it may act for `agent_id` (that agent itself or the admin)."""
         actor = await self._caller(req)
         if not actor.is_admin and actor.id != agent_id:
-            raise ApiError(403, "forbidden",
-                           f"This token belongs to agent {actor.id}; it cannot act for {agent_id}.")
+            raise ApiError(
+                403,
+                "forbidden",
+                f"This token belongs to agent {actor.id}; it cannot act for {agent_id}.",
+            )
         return actor
 
     async def _call(self, operation):
@@ -171,43 +209,65 @@ class Api:
     # -- endpoints
 
     async def health(self, req):
-        return 200, {"ok": True, "server_id": self.server.server_id,
-                     "devices_connected": len(self.hub.sessions)}
+        return 200, {
+            "ok": True,
+            "server_id": self.server.server_id,
+            "devices_connected": len(self.hub.sessions),
+        }
 
     async def create_location(self, req):
         await self._admin(req)
         doc = req.json()
-        loc = await self._call(self.registry.create_location(
-            _text(doc, "location_id", 64), _text(doc, "name", 200),
-            _text(doc, "policy", 16, required=False, default="hybrid")))
+        loc = await self._call(
+            self.registry.create_location(
+                _text(doc, "location_id", 64),
+                _text(doc, "name", 200),
+                _text(doc, "policy", 16, required=False, default="hybrid"),
+            )
+        )
         return 201, {"location_id": loc.location_id, "name": loc.name, "policy": loc.policy}
 
     async def list_locations(self, req):
         await self._caller(req)
         locs = await self._call(self.registry.list_locations())
-        return 200, {"locations": [{"location_id": x.location_id, "name": x.name,
-                                    "policy": x.policy} for x in locs]}
+        return 200, {
+            "locations": [
+                {"location_id": x.location_id, "name": x.name, "policy": x.policy} for x in locs
+            ]
+        }
 
     async def create_agent(self, req):
         await self._admin(req)
         doc = req.json()
-        agent, token = await self._call(self.registry.create_agent(
-            _text(doc, "agent_id", 64), _text(doc, "name", 200), _text(doc, "location_id", 64)))
+        agent, token = await self._call(
+            self.registry.create_agent(
+                _text(doc, "agent_id", 64), _text(doc, "name", 200), _text(doc, "location_id", 64)
+            )
+        )
         return 201, {"agent_id": agent.agent_id, "location_id": agent.location_id, "token": token}
 
     async def list_agents(self, req):
         await self._admin(req)
         agents = await self._call(self.registry.list_agents())
-        return 200, {"agents": [{"agent_id": a.agent_id, "name": a.name,
-                                 "location_id": a.location_id} for a in agents]}
+        return 200, {
+            "agents": [
+                {"agent_id": a.agent_id, "name": a.name, "location_id": a.location_id}
+                for a in agents
+            ]
+        }
 
     async def register_device(self, req):
         await self._admin(req)
         doc = req.json()
         device_id = _text(doc, "device_id", 64)
-        await self._call(self.registry.register_device(
-            device_id, _text(doc, "secret", 128), _text(doc, "name", 200, required=False),
-            _text(doc, "location_id", 64, required=False)))
+        await self._call(
+            self.registry.register_device(
+                device_id,
+                _text(doc, "secret", 128),
+                _text(doc, "name", 200, required=False),
+                _text(doc, "location_id", 64, required=False),
+            )
+        )
         status = await self._call(self.registry.get_device(device_id))
         return 201, device_json(status)
 
@@ -217,8 +277,7 @@ class Api:
         if not actor.is_admin:
             location = (await self._call(self.registry.get_agent(actor.id))).location_id
         statuses = await self._call(self.registry.list_devices(location))
-        return 200, {"devices": [device_json(s, self.hub.session(s.device_id))
-                                 for s in statuses]}
+        return 200, {"devices": [device_json(s, self.hub.session(s.device_id)) for s in statuses]}
 
     async def get_device(self, req):
         await self._caller(req)
@@ -248,8 +307,7 @@ class Api:
         actor = await self._acting_for(req, agent_id)
         await self._call(self.registry.unlink(agent_id, device_id, actor))
         pairing, shown = await self.server.show_pairing(device_id)
-        return 200, {"device_id": device_id, "agent_id": None, "pairing": pairing,
-                     "shown": shown}
+        return 200, {"device_id": device_id, "agent_id": None, "pairing": pairing, "shown": shown}
 
     async def pairing(self, req):
         """Show a fresh pairing QR on an unlinked unit (e.g. after its code expired)."""
@@ -272,8 +330,9 @@ class Api:
         doc = req.json()
         payload = _text(doc, "payload", 4096)
         caption = _text(doc, "caption", 64, required=False) or ""
-        ecc = _field(doc, "ecc", str, False, "M", lambda v: v in messages.ECC_LEVELS,
-                     "one of L, M, Q, H")
+        ecc = _field(
+            doc, "ecc", str, False, "M", lambda v: v in messages.ECC_LEVELS, "one of L, M, Q, H"
+        )
         wait_s = _seconds(doc, "wait_s", 0, MAX_WAIT_S)
         ttl_s = _seconds(doc, "ttl_s", 120, MAX_TTL_S) or 120
         try:
@@ -283,20 +342,28 @@ class Api:
         started = time.monotonic()
         txn_id = uuid.uuid4().hex
         reservation = await self._call(
-            self.registry.reserve_for_agent(agent_id, txn_id, ttl_s, wait_s))
+            self.registry.reserve_for_agent(agent_id, txn_id, ttl_s, wait_s)
+        )
         try:
-            ack = await self.server.command(reservation.device_id, "show_qr",
-                                            payload=payload, caption=caption, ecc=ecc)
+            ack = await self.server.command(
+                reservation.device_id, "show_qr", payload=payload, caption=caption, ecc=ecc
+            )
         except CommandFailed as e:
             await self._call(self.registry.cancel(txn_id, actor))
             raise ApiError(_COMMAND_STATUS.get(e.code, 502), e.code, e.message) from None
         digest = messages.matrix_digest(expected)
         if (ack.get("version"), ack.get("mask"), ack.get("sha256")) != (
-                expected.version, expected.mask, digest):
+            expected.version,
+            expected.mask,
+            digest,
+        ):
             await self._call(self.registry.cancel(txn_id, actor))
-            raise ApiError(502, "render_mismatch",
-                           f"Unit {reservation.device_id} drew a different symbol than the "
-                           "payload encodes; the transaction was cancelled.")
+            raise ApiError(
+                502,
+                "render_mismatch",
+                f"Unit {reservation.device_id} drew a different symbol than the "
+                "payload encodes; the transaction was cancelled.",
+            )
         return 201, {
             "txn_id": txn_id,
             "device_id": reservation.device_id,
@@ -309,21 +376,30 @@ class Api:
     async def get_txn(self, req):
         await self._caller(req)
         r = await self._call(self.registry.get_reservation(req.params["txn_id"]))
-        return 200, {"txn_id": r.txn_id, "device_id": r.device_id, "agent_id": r.agent_id,
-                     "expires_at": format_time(r.expires_at)}
+        return 200, {
+            "txn_id": r.txn_id,
+            "device_id": r.device_id,
+            "agent_id": r.agent_id,
+            "expires_at": format_time(r.expires_at),
+        }
 
     async def _finish(self, req, outcome, result):
         actor = await self._caller(req)
         txn_id = req.params["txn_id"]
         reservation = await self._call(self.registry.get_reservation(txn_id))
         if not actor.is_admin and actor.id != reservation.agent_id:
-            raise ApiError(403, "forbidden",
-                           f"Transaction {txn_id} belongs to agent {reservation.agent_id}.")
+            raise ApiError(
+                403, "forbidden", f"Transaction {txn_id} belongs to agent {reservation.agent_id}."
+            )
         shown = await self.server.show_result(reservation.device_id, result)
         await self._call(outcome(txn_id, actor))
         asyncio.create_task(self.server.home_after(reservation.device_id))
-        return 200, {"txn_id": txn_id, "device_id": reservation.device_id, "result": result,
-                     "shown": shown}
+        return 200, {
+            "txn_id": txn_id,
+            "device_id": reservation.device_id,
+            "result": result,
+            "shown": shown,
+        }
 
     async def complete(self, req):
         return await self._finish(req, self.registry.complete, "paid")
@@ -334,20 +410,37 @@ class Api:
     async def audit(self, req):
         await self._admin(req)
         query = dict(p.split("=", 1) for p in req.path.partition("?")[2].split("&") if "=" in p)
-        entries = await self._call(self.registry.audit(query.get("device_id"),
-                                                       query.get("agent_id")))
-        return 200, {"audit": [{"at": format_time(e.at), "actor": e.actor, "action": e.action,
-                                "device_id": e.device_id, "agent_id": e.agent_id,
-                                "txn_id": e.txn_id, "detail": e.detail} for e in entries]}
+        entries = await self._call(
+            self.registry.audit(query.get("device_id"), query.get("agent_id"))
+        )
+        return 200, {
+            "audit": [
+                {
+                    "at": format_time(e.at),
+                    "actor": e.actor,
+                    "action": e.action,
+                    "device_id": e.device_id,
+                    "agent_id": e.agent_id,
+                    "txn_id": e.txn_id,
+                    "detail": e.detail,
+                }
+                for e in entries
+            ]
+        }
 
     async def metrics(self, req):
         await self._admin(req)
-        doc = {"server_id": self.server.server_id, "sessions": len(self.hub.sessions),
-               **self.hub.metrics}
+        doc = {
+            "server_id": self.server.server_id,
+            "sessions": len(self.hub.sessions),
+            **self.hub.metrics,
+        }
         if self.server.cluster:
-            doc.update(routed_out=self.server.cluster.routed_out,
-                       routed_in=self.server.cluster.routed_in,
-                       instances=await self.server.cluster.instances())
+            doc.update(
+                routed_out=self.server.cluster.routed_out,
+                routed_in=self.server.cluster.routed_in,
+                instances=await self.server.cluster.instances(),
+            )
         return 200, doc
 
     async def doctor(self, req):

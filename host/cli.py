@@ -67,8 +67,13 @@ def _serve(args):
 def _client(args, token=None):
     from host.client import ApiClient
 
-    return ApiClient(args.url, token or args.token or os.environ.get("QRFLEET_TOKEN")
-                     or os.environ.get("QRFLEET_ADMIN_TOKEN"))
+    return ApiClient(
+        args.url,
+        token
+        or args.token
+        or os.environ.get("QRFLEET_TOKEN")
+        or os.environ.get("QRFLEET_ADMIN_TOKEN"),
+    )
 
 
 def _print_json(doc):
@@ -86,14 +91,24 @@ def _devices(args):
     for column in ("device", "status", "agent", "location", "server", "last seen", "screen"):
         table.add_column(column)
     for d in devices:
-        table.add_row(d["device_id"], d["status"], d["agent_id"] or "-", d["location_id"] or "-",
-                      d["server_id"] or "-", d["last_seen"] or "-", d["screen"] or "-")
+        table.add_row(
+            d["device_id"],
+            d["status"],
+            d["agent_id"] or "-",
+            d["location_id"] or "-",
+            d["server_id"] or "-",
+            d["last_seen"] or "-",
+            d["screen"] or "-",
+        )
     Console().print(table)
 
 
 def _link(args):
-    body = {"pairing": args.pairing} if args.pairing.startswith("qrfleet://") else {
-        "device_id": args.pairing, **({"code": args.code} if args.code else {})}
+    body = (
+        {"pairing": args.pairing}
+        if args.pairing.startswith("qrfleet://")
+        else {"device_id": args.pairing, **({"code": args.code} if args.code else {})}
+    )
     _print_json(_client(args).post(f"/api/agents/{args.agent}/devices", body))
 
 
@@ -127,9 +142,11 @@ def _unit_ports(args):
 
     ports = args.port or (gang.detect_ports() if args.all else [])
     if not ports:
-        raise SystemExit("qrfleet: no serial port to work on: give --port PORT (repeatable), or "
-                         "--all with units plugged in (none of the USB serial devices found is a "
-                         "CP210x, CH340, FTDI or Espressif USB port)")
+        raise SystemExit(
+            "qrfleet: no serial port to work on: give --port PORT (repeatable), or "
+            "--all with units plugged in (none of the USB serial devices found is a "
+            "CP210x, CH340, FTDI or Espressif USB port)"
+        )
     return ports
 
 
@@ -138,17 +155,20 @@ def _flash(args):
     from tools import flash, gang, image
     from tools.vboard.flash import littlefs_image
 
-    with open(args.firmware, "rb") as f:
-        firmware = f.read()
     try:
+        with open(args.firmware, "rb") as f:
+            firmware = f.read()
         flash.check_firmware(firmware, args.firmware)
+    except OSError as e:
+        raise SystemExit(f"qrfleet: cannot read the firmware: {e}") from None
     except flash.FlashError as e:
         raise SystemExit(f"qrfleet: {e}") from None
     vfs = littlefs_image(image.board_files(target=args.target), flash.VFS_SIZE)
 
     def job(port, report):
-        mac = flash.flash_firmware(port, firmware, vfs, lambda stage, done, total: report(
-            f"writing {stage}", done, total))
+        mac = flash.flash_firmware(
+            port, firmware, vfs, lambda stage, done, total: report(f"writing {stage}", done, total)
+        )
         return device_id(mac)
 
     outcomes = gang.run(_unit_ports(args), job)
@@ -162,18 +182,32 @@ def _provision(args):
 
     wifi = {"ssid": args.wifi_ssid, "password": args.wifi_password} if args.wifi_ssid else None
     order = provision.Order(
-        args.server, _admin_token(args), target=args.target, location=args.location,
-        agent=args.agent, name=args.name, display=args.display, wifi=wifi, force=args.force,
-        files_only=args.files_only, register_only=args.register_only)
+        args.server,
+        _admin_token(args),
+        target=args.target,
+        location=args.location,
+        agent=args.agent,
+        name=args.name,
+        display=args.display,
+        wifi=wifi,
+        force=args.force,
+        files_only=args.files_only,
+        register_only=args.register_only,
+    )
     ports = _unit_ports(args)
     interactive = sys.stdin.isatty()
     console = Console()
-    outcomes = gang.run(ports, lambda port, report: provision.provision_unit(
-        port, order, report, report.confirm if interactive else None), console)
+    outcomes = gang.run(
+        ports,
+        lambda port, report: provision.provision_unit(
+            port, order, report, report.confirm if interactive else None
+        ),
+        console,
+    )
     for o in outcomes:
         if o.ok and o.result.pairing:
             console.print(f"{o.result.device_id}: scan to pair ({o.result.pairing})")
-            console.print(provision.terminal_qr(o.result.pairing))
+            console.print(provision.terminal_qr(o.result.pairing), soft_wrap=True)
     return 0 if all(o.ok for o in outcomes) else 1
 
 
@@ -204,13 +238,20 @@ def build_parser():
         default=micropython.DEFAULT_HEAP,
         help="MicroPython heap per board (default %(default)s, about an ESP32's free heap)",
     )
-    p.add_argument("--server", action="append", default=[],
-                   help="provision new boards for this server (http://HOST:PORT); repeatable: "
-                   "units spread over the list")
+    p.add_argument(
+        "--server",
+        action="append",
+        default=[],
+        help="provision new boards for this server (http://HOST:PORT); repeatable: "
+        "units spread over the list",
+    )
     p.add_argument("--admin-token", help="the server's admin token (or QRFLEET_ADMIN_TOKEN)")
     p.add_argument("--location", help="location new boards are registered at")
-    p.add_argument("--display", default="virtual-128x64",
-                   help="display profile of new boards (default %(default)s)")
+    p.add_argument(
+        "--display",
+        default="virtual-128x64",
+        help="display profile of new boards (default %(default)s)",
+    )
     p.set_defaults(func=_vboard)
 
     p = sub.add_parser(
@@ -221,8 +262,11 @@ def build_parser():
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, default=8000, help="port; 0 picks a free one")
-    p.add_argument("--store", default="sqlite:///qrfleet.db",
-                   help="registry store: sqlite:///PATH (default) or redis://HOST:PORT/DB")
+    p.add_argument(
+        "--store",
+        default="sqlite:///qrfleet.db",
+        help="registry store: sqlite:///PATH (default) or redis://HOST:PORT/DB",
+    )
     p.add_argument("--admin-token", help="admin bearer token (or QRFLEET_ADMIN_TOKEN)")
     p.add_argument("--server-id", help="this instance's name in a cluster")
     p.add_argument("--heartbeat", type=int, default=5, help="unit heartbeat period, seconds")
@@ -230,8 +274,11 @@ def build_parser():
     p.set_defaults(func=_serve)
 
     def client_args(p):
-        p.add_argument("--url", default=os.environ.get("QRFLEET_URL", "http://127.0.0.1:8000"),
-                       help="server URL (or QRFLEET_URL)")
+        p.add_argument(
+            "--url",
+            default=os.environ.get("QRFLEET_URL", "http://127.0.0.1:8000"),
+            help="server URL (or QRFLEET_URL)",
+        )
         p.add_argument("--token", help="admin or agent token (or QRFLEET_TOKEN)")
 
     p = sub.add_parser("devices", help="list units with status, owner, server and screen")
@@ -262,15 +309,26 @@ def build_parser():
     p.set_defaults(func=_doctor)
 
     def unit_args(p):
-        p.add_argument("--port", action="append", default=[],
-                       help="the unit's serial port (/dev/ttyUSB0, rfc2217://HOST:PORT); "
-                       "repeatable: units are done in parallel")
-        p.add_argument("--all", action="store_true",
-                       help="every plugged-in Espressif USB serial device (CP210x, CH340, FTDI, "
-                       "ESP32 native USB)")
-        p.add_argument("--target", default="esp32", choices=["esp32", "virtual"],
-                       help="what the firmware is compiled for: esp32 (default) or virtual "
-                       "(a `qrfleet vboard` board, which runs the x86-64 Unix port)")
+        p.add_argument(
+            "--port",
+            action="append",
+            default=[],
+            help="the unit's serial port (/dev/ttyUSB0, rfc2217://HOST:PORT); "
+            "repeatable: units are done in parallel",
+        )
+        p.add_argument(
+            "--all",
+            action="store_true",
+            help="every plugged-in Espressif USB serial device (CP210x, CH340, FTDI, "
+            "ESP32 native USB)",
+        )
+        p.add_argument(
+            "--target",
+            default="esp32",
+            choices=["esp32", "virtual"],
+            help="what the firmware is compiled for: esp32 (default) or virtual "
+            "(a `qrfleet vboard` board, which runs the x86-64 Unix port)",
+        )
 
     p = sub.add_parser(
         "flash",
@@ -280,8 +338,9 @@ def build_parser():
         "per-unit results; one unit failing does not stop the others.",
     )
     unit_args(p)
-    p.add_argument("--firmware", required=True,
-                   help="MicroPython .bin for ESP32 (written at 0x1000)")
+    p.add_argument(
+        "--firmware", required=True, help="MicroPython .bin for ESP32 (written at 0x1000)"
+    )
     p.set_defaults(func=_flash)
 
     p = sub.add_parser(
@@ -294,22 +353,38 @@ def build_parser():
         "server cannot be reached, the unit stays written and the command to finish is printed.",
     )
     unit_args(p)
-    p.add_argument("--server", action="append", required=True,
-                   help="server URL, http://HOST:PORT; repeatable: units spread over the list")
+    p.add_argument(
+        "--server",
+        action="append",
+        required=True,
+        help="server URL, http://HOST:PORT; repeatable: units spread over the list",
+    )
     p.add_argument("--admin-token", help="the server's admin token (or QRFLEET_ADMIN_TOKEN)")
     p.add_argument("--location", help="location the units are registered at")
     p.add_argument("--agent", help="link the units to this agent")
     p.add_argument("--name", help="the unit's name (default: its device id)")
-    p.add_argument("--display", help="display profile (default: ssd1306-i2c on esp32, "
-                   "virtual-128x64 on virtual)")
+    p.add_argument(
+        "--display",
+        help="display profile (default: ssd1306-i2c on esp32, virtual-128x64 on virtual)",
+    )
     p.add_argument("--wifi-ssid", help="Wi-Fi network the unit joins")
     p.add_argument("--wifi-password", help="its password")
-    p.add_argument("--force", action="store_true",
-                   help="re-provision units that already are, without asking (new secret)")
-    p.add_argument("--files-only", action="store_true",
-                   help="copy the files over mpremote to a unit that already runs MicroPython")
-    p.add_argument("--register-only", action="store_true",
-                   help="only register (and link) a unit already written, with the secret on it")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="re-provision units that already are, without asking (new secret)",
+    )
+    only = p.add_mutually_exclusive_group()
+    only.add_argument(
+        "--files-only",
+        action="store_true",
+        help="copy the files over mpremote to a unit that already runs MicroPython",
+    )
+    only.add_argument(
+        "--register-only",
+        action="store_true",
+        help="only register (and link) a unit already written, with the secret on it",
+    )
     p.set_defaults(func=_provision)
 
     p = sub.add_parser(

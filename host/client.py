@@ -39,7 +39,9 @@ class ApiClient:
             raw = e.read()
             try:
                 doc = json.loads(raw)
-                raise ApiClientError(e.code, doc.get("error", "?"), doc.get("message", "")) from None
+                raise ApiClientError(
+                    e.code, doc.get("error", "?"), doc.get("message", "")
+                ) from None
             except ValueError:
                 raise ApiClientError(e.code, "http", raw.decode(errors="replace")) from None
         except (urllib.error.URLError, OSError) as e:

@@ -23,6 +23,7 @@ import json
 from urllib.parse import urlsplit
 
 import valkey.asyncio as valkey
+from valkey.exceptions import ValkeyError
 
 from host.devices import CommandFailed
 
@@ -34,8 +35,11 @@ class HolderChanged(CommandFailed):
     """The instance a command was routed to died or lost the unit before answering."""
 
     def __init__(self, device_id, server_id):
-        super().__init__("device_offline", f"Unit {device_id} left server {server_id} while a "
-                         "command was on its way; it is reconnecting to another server.")
+        super().__init__(
+            "device_offline",
+            f"Unit {device_id} left server {server_id} while a "
+            "command was on its way; it is reconnecting to another server.",
+        )
 
 
 def _namespace(store_url):
@@ -43,7 +47,7 @@ def _namespace(store_url):
     db = parts.path.strip("/") or "0"
     prefix = "qrfleet:"
     if parts.query.startswith("prefix="):
-        prefix = parts.query[len("prefix="):]
+        prefix = parts.query[len("prefix=") :]
     return f"{prefix}{db}:"
 
 
@@ -68,8 +72,9 @@ class Cluster:
     async def start(self):
         self.redis = valkey.from_url(self.url)
         self.pubsub = self.redis.pubsub()
-        await self.pubsub.subscribe(self._cmd + self.server_id, self._reply + self.server_id,
-                                    self._takeover)
+        await self.pubsub.subscribe(
+            self._cmd + self.server_id, self._reply + self.server_id, self._takeover
+        )
         await self._announce()
         self._tasks = [asyncio.create_task(self._presence()), asyncio.create_task(self._listen())]
 
@@ -99,8 +104,11 @@ class Cluster:
         """{server_id: load} of the instances alive now."""
         keys = [k async for k in self.redis.scan_iter(match=self._instance_key + "*")]
         values = await self.redis.mget(keys) if keys else []
-        return {k.decode()[len(self._instance_key):]: json.loads(v) for k, v in zip(keys, values)
-                if v is not None}
+        return {
+            k.decode()[len(self._instance_key) :]: json.loads(v)
+            for k, v in zip(keys, values, strict=True)
+            if v is not None
+        }
 
     async def alive(self, server_id):
         return bool(await self.redis.exists(self._instance_key + server_id))
@@ -109,15 +117,33 @@ class Cluster:
 
     async def command(self, server_id, device_id, epoch, kind, timeout_s, **fields):
         """Run a command on a unit held by `server_id` -> the unit's ack fields."""
+        try:
+            return await self._command(server_id, device_id, epoch, kind, timeout_s, fields)
+        except ValkeyError as e:
+            raise CommandFailed(
+                "store_unavailable",
+                f"The cluster's Valkey cannot be reached ({e}); retry in a few seconds.",
+            ) from None
+
+    async def _command(self, server_id, device_id, epoch, kind, timeout_s, fields):
         if not await self.alive(server_id):
-            raise CommandFailed("device_offline",
-                                f"Unit {device_id} was held by server {server_id}, which is down; "
-                                "it reconnects to a live server by itself within seconds.")
+            raise CommandFailed(
+                "device_offline",
+                f"Unit {device_id} was held by server {server_id}, which is down; "
+                "it reconnects to a live server by itself within seconds.",
+            )
         request_id = f"{self.server_id}:{next(self._ids)}"
         future = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
-        request = {"id": request_id, "reply_to": self.server_id, "device_id": device_id,
-                   "epoch": epoch, "kind": kind, "fields": fields, "timeout_s": timeout_s}
+        request = {
+            "id": request_id,
+            "reply_to": self.server_id,
+            "device_id": device_id,
+            "epoch": epoch,
+            "kind": kind,
+            "fields": fields,
+            "timeout_s": timeout_s,
+        }
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s + 1
         try:
@@ -131,8 +157,10 @@ class Cluster:
                     pass
                 if loop.time() > deadline:
                     raise CommandFailed(
-                        "device_timeout", f"Server {server_id} holding unit {device_id} did not "
-                        f"answer within {int((timeout_s + 1) * 1000)} ms.") from None
+                        "device_timeout",
+                        f"Server {server_id} holding unit {device_id} did not "
+                        f"answer within {int((timeout_s + 1) * 1000)} ms.",
+                    ) from None
                 # Do not wait out the deadline on a holder that died or lost the unit.
                 if not await self._still_held(server_id, device_id, epoch):
                     raise HolderChanged(device_id, server_id)
@@ -149,8 +177,10 @@ class Cluster:
         return status.server_id == server_id and status.epoch == epoch
 
     async def announce_takeover(self, device_id, epoch):
-        await self.redis.publish(self._takeover, json.dumps(
-            {"device_id": device_id, "epoch": epoch, "server_id": self.server_id}))
+        await self.redis.publish(
+            self._takeover,
+            json.dumps({"device_id": device_id, "epoch": epoch, "server_id": self.server_id}),
+        )
 
     async def _listen(self):
         """Deliver routed commands, replies and takeovers; after a lost connection (Valkey
@@ -168,8 +198,9 @@ class Cluster:
             try:
                 await self.pubsub.aclose()
                 self.pubsub = self.redis.pubsub()
-                await self.pubsub.subscribe(self._cmd + self.server_id,
-                                            self._reply + self.server_id, self._takeover)
+                await self.pubsub.subscribe(
+                    self._cmd + self.server_id, self._reply + self.server_id, self._takeover
+                )
             except Exception as e:  # noqa: BLE001 - not back yet: try again
                 self.log.warning("cluster_resubscribe_failed", reason=str(e))
 
@@ -190,13 +221,13 @@ class Cluster:
         reply = {"id": msg["id"]}
         session = self.hub.session(msg["device_id"])
         if session is None or session.epoch != msg["epoch"]:
-            reply.update(error="device_offline",
-                         message=f"Unit {msg['device_id']} is no longer held by server "
-                                 f"{self.server_id}.")
+            reply.update(
+                error="device_offline",
+                message=f"Unit {msg['device_id']} is no longer held by server {self.server_id}.",
+            )
         else:
             try:
-                reply["ack"] = await session.command(msg["kind"], msg["timeout_s"],
-                                                     **msg["fields"])
+                reply["ack"] = await session.command(msg["kind"], msg["timeout_s"], **msg["fields"])
             except CommandFailed as e:
                 reply.update(error=e.code, message=e.message)
         await self.redis.publish(self._reply + msg["reply_to"], json.dumps(reply))

@@ -76,8 +76,11 @@ class Router:
                     return handler, m.groupdict()
                 allowed.append(route_method)
         if allowed:
-            raise ApiError(405, "method_not_allowed",
-                           f"{method} is not allowed on {path}; use {', '.join(allowed)}.")
+            raise ApiError(
+                405,
+                "method_not_allowed",
+                f"{method} is not allowed on {path}; use {', '.join(allowed)}.",
+            )
         raise ApiError(404, "not_found", f"There is no endpoint at {path}.")
 
 
@@ -129,16 +132,27 @@ class HttpServer:
                 response = await self._answer(head, buf, reader, peer)
                 if response is None:
                     keep_alive = False
-                    response = json_response(413, error_body(ApiError(
-                        413, "body_too_large",
-                        f"The request body is larger than {MAX_BODY} bytes.")), keep_alive)
+                    response = json_response(
+                        413,
+                        error_body(
+                            ApiError(
+                                413,
+                                "body_too_large",
+                                f"The request body is larger than {MAX_BODY} bytes.",
+                            )
+                        ),
+                        keep_alive,
+                    )
                 writer.write(response)
                 await writer.drain()
                 if not keep_alive:
                     return
         except HeadError as e:
-            writer.write(json_response(e.status, {"error": "bad_request", "message": str(e)},
-                                       keep_alive=False))
+            writer.write(
+                json_response(
+                    e.status, {"error": "bad_request", "message": str(e)}, keep_alive=False
+                )
+            )
         except ConnectionError:
             pass
         finally:

@@ -23,8 +23,13 @@ class Log:
     def _write(self, level, event, fields):
         if LEVELS[level] < self.threshold:
             return
-        line = {"ts": round(time.time(), 3), "level": level, "event": event,
-                **self.context, **fields}
+        line = {
+            "ts": round(time.time(), 3),
+            "level": level,
+            "event": event,
+            **self.context,
+            **fields,
+        }
         self.stream.write(json.dumps(line, default=str) + "\n")
         self.stream.flush()
 

@@ -21,8 +21,9 @@ _SWEEP_EVERY_S = 10
 
 
 class QrfleetServer:
-    def __init__(self, store_url, admin_token, server_id=None, heartbeat_s=DEFAULT_HEARTBEAT_S,
-                 log=None):
+    def __init__(
+        self, store_url, admin_token, server_id=None, heartbeat_s=DEFAULT_HEARTBEAT_S, log=None
+    ):
         if not admin_token:
             raise ValueError("an admin token is required: --admin-token or QRFLEET_ADMIN_TOKEN")
         self.store_url = store_url
@@ -39,8 +40,9 @@ class QrfleetServer:
     async def start(self, host="127.0.0.1", port=0):
         """Open the store and the port; returns the port (useful with port 0)."""
         self.registry = open_registry(self.store_url)
-        self.hub = DeviceHub(self.registry, self.server_id, self.heartbeat_s, self.log,
-                             on_online=self._greet)
+        self.hub = DeviceHub(
+            self.registry, self.server_id, self.heartbeat_s, self.log, on_online=self._greet
+        )
         if self.store_url.startswith("redis://"):
             from host.cluster import Cluster
 
@@ -87,8 +89,9 @@ class QrfleetServer:
                 status = await self.registry.get_device(device_id)
                 if status.status == "online" and status.server_id != self.server_id:
                     try:
-                        return await self.cluster.command(status.server_id, device_id,
-                                                          status.epoch, kind, timeout_s, **fields)
+                        return await self.cluster.command(
+                            status.server_id, device_id, status.epoch, kind, timeout_s, **fields
+                        )
                     except HolderChanged:
                         # The unit is moving to a live instance: follow it.
                         await asyncio.sleep(_FOLLOW_S * (attempt + 1))
@@ -160,8 +163,12 @@ class QrfleetServer:
         try:
             status = await self.registry.get_device(device_id)
         except NotFound:
-            return {"device_id": device_id, "registered": False, "ready": False,
-                    "verdict": f"Unit {device_id} is not registered: provision it first."}
+            return {
+                "device_id": device_id,
+                "registered": False,
+                "ready": False,
+                "verdict": f"Unit {device_id} is not registered: provision it first.",
+            }
         session = self.hub.session(device_id)
         d = status.device
         facts = {

@@ -44,8 +44,15 @@ class Demo:
     def wait_online(self, admin, boards, online=True, timeout=30):
         ids = {b.device_id for b in boards}
         wanted = "online" if online else "offline"
-        wait_for(lambda: all(d["status"] == wanted for d in admin.get("/api/devices")["devices"]
-                             if d["device_id"] in ids), timeout, f"units {wanted}")
+        wait_for(
+            lambda: all(
+                d["status"] == wanted
+                for d in admin.get("/api/devices")["devices"]
+                if d["device_id"] in ids
+            ),
+            timeout,
+            f"units {wanted}",
+        )
 
     def screen_payload(self, board, prefix, timeout=10):
         """The text of the QR on the board's screen, once it starts with `prefix`."""
@@ -59,10 +66,13 @@ class Demo:
         return found[0]
 
     def sale(self, agent, agent_id, boards_by_id, n):
-        payload = (f"upi://pay?pa=demo-shop@bank&pn=Demo%20Shop&am={n + 1}.50&cu=INR"
-                   f"&tn={agent_id}-sale-{n}")
-        shown = agent.post(f"/api/agents/{agent_id}/qr", {"payload": payload,
-                                                          "caption": f"{n + 1}.50 INR"})
+        payload = (
+            f"upi://pay?pa=demo-shop@bank&pn=Demo%20Shop&am={n + 1}.50&cu=INR"
+            f"&tn={agent_id}-sale-{n}"
+        )
+        shown = agent.post(
+            f"/api/agents/{agent_id}/qr", {"payload": payload, "caption": f"{n + 1}.50 INR"}
+        )
         board = boards_by_id[shown["device_id"]]
         on_screen = self.screen_payload(board, payload)
         if n in (0, 100):  # the first sale, and the first one during the outage
@@ -74,29 +84,32 @@ class Demo:
         with running_server(self.workdir, heartbeat_s=2) as server:
             self.say(f"Server on SQLite at {server.url}")
             admin = server.admin()
-            admin.post("/api/locations", {"location_id": LOCATION, "name": "Demo shop",
-                                          "policy": "hybrid"})
+            admin.post(
+                "/api/locations", {"location_id": LOCATION, "name": "Demo shop", "policy": "hybrid"}
+            )
             agents = {}
             for agent_id in ("till-1", "till-2"):
-                doc = admin.post("/api/agents", {"agent_id": agent_id, "name": agent_id,
-                                                 "location_id": LOCATION})
+                doc = admin.post(
+                    "/api/agents", {"agent_id": agent_id, "name": agent_id, "location_id": LOCATION}
+                )
                 agents[agent_id] = server.client(doc["token"])
             self.say("Agents till-1 and till-2 created at location demo-shop (policy hybrid)")
 
             loop = BackgroundLoop()
             provisioning = fleet.Provisioning([server.url], server.admin_token, LOCATION)
-            boards = loop.run(fleet.start_boards(self.workdir / "boards", 3,
-                                                 provisioning=provisioning), timeout=120)
+            boards = loop.run(
+                fleet.start_boards(self.workdir / "boards", 3, provisioning=provisioning),
+                timeout=120,
+            )
             by_id = {b.device_id: b for b in boards}
             try:
                 self.wait_online(admin, boards)
-                self.say("3 virtual boards provisioned, registered and online: "
-                         + ", ".join(by_id))
+                self.say("3 virtual boards provisioned, registered and online: " + ", ".join(by_id))
                 for board in boards:
                     self.screen_payload(board, "qrfleet://pair")
                     self.picture(board, f"pairing-{board.device_id}")
 
-                for agent_id, board in zip(agents, boards):
+                for agent_id, board in zip(agents, boards, strict=False):
                     pairing = self.screen_payload(board, "qrfleet://pair")
                     agents[agent_id].post(f"/api/agents/{agent_id}/devices", {"pairing": pairing})
                     self.say(f"{agent_id} scanned {board.device_id}'s pairing QR and linked it")
@@ -140,25 +153,37 @@ class Demo:
         from host.client import ApiClientError
 
         try:
-            agents["till-2"].post("/api/agents/till-2/devices",
-                                  {"device_id": boards[0].device_id, "code": "ANYCODE1"})
+            agents["till-2"].post(
+                "/api/agents/till-2/devices", {"device_id": boards[0].device_id, "code": "ANYCODE1"}
+            )
             self.say("[red]till-2 took till-1's unit: this must never happen[/]")
         except ApiClientError as e:
             self.say(f"till-2 tried to take till-1's unit: refused ({e.status} {e.code})")
 
     def _summary(self, results, by_id):
         table = Table(title="qrfleet demo: payment QRs")
-        for column in ("agent", "unit", "QRs", "verified + read off the screen", "p50 ms",
-                       "max ms"):
+        for column in (
+            "agent",
+            "unit",
+            "QRs",
+            "verified + read off the screen",
+            "p50 ms",
+            "max ms",
+        ):
             table.add_column(column)
         groups = {}
         for agent_id, device_id, latency, seen in results:
             groups.setdefault((agent_id, device_id), []).append((latency, seen))
         for (agent_id, device_id), rows in sorted(groups.items()):
             latencies = [r[0] for r in rows]
-            table.add_row(agent_id, device_id, str(len(rows)),
-                          f"{sum(r[1] for r in rows)}/{len(rows)}",
-                          f"{statistics.median(latencies):.1f}", f"{max(latencies):.1f}")
+            table.add_row(
+                agent_id,
+                device_id,
+                str(len(rows)),
+                f"{sum(r[1] for r in rows)}/{len(rows)}",
+                f"{statistics.median(latencies):.1f}",
+                f"{max(latencies):.1f}",
+            )
         self.console.print(table)
 
 
@@ -172,6 +197,7 @@ def main(out):
     with tempfile.TemporaryDirectory(prefix="qrfleet-demo-") as tmp:
         demo = Demo(out, Path(tmp), console)
         demo.run()
-    console.print(f"{len(demo.pictures)} screens saved in {out}/ "
-                  f"({time.monotonic() - started:.0f} s)")
+    console.print(
+        f"{len(demo.pictures)} screens saved in {out}/ ({time.monotonic() - started:.0f} s)"
+    )
     return 0

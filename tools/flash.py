@@ -45,6 +45,7 @@ FAST_BAUD = 460800  # what CP210x/CH340 bridges on dev boards sustain
 _CONNECT_ATTEMPTS = 3
 _BLOCK_ATTEMPTS = 2  # a block is sent again once after a lost answer, then the unit fails
 _COMPRESS_LEVEL = 9
+_READ_CHUNK = 256  # reads cost by the byte: serial time, or pyserial RFC 2217 per-byte queueing
 _IMAGE_MAGIC = 0xE9
 _IMAGE_CHIP_ID = struct.Struct("<H")  # bytes 12-13 of an ESP image: the chip it was built for
 _IMAGE_CHIP_ID_AT = 12
@@ -152,10 +153,6 @@ class Unit:
         self.bytes_sent = 0  # bytes written to the serial link for flash data
 
     @property
-    def chip(self):
-        return self.esp.CHIP_NAME
-
-    @property
     def mac(self):
         return bytes(self.esp.read_mac())
 
@@ -185,6 +182,9 @@ class Unit:
             done += len(inflate.decompress(block))
             if on_progress:
                 on_progress(done, len(data))
+        # The stub acknowledges a block before writing it; its answer to the end of the write
+        # comes once the last block is in flash, so the MD5 below sees all of it.
+        self._call("finish the write", self.esp.flash_defl_finish, False)
         self.verify(offset, data)
 
     def _send_block(self, block, seq, offset):
@@ -218,7 +218,8 @@ class Unit:
     def filesystem(self, offset=VFS_OFFSET, size=VFS_SIZE):
         """The LittleFS in the vfs partition, read block by block only as files are opened."""
         return LittleFS(context=_RemoteBlocks(self, offset), block_size=layout.SECTOR,
-                        block_count=size // layout.SECTOR)
+                        block_count=size // layout.SECTOR, read_size=16, prog_size=16,
+                        cache_size=_READ_CHUNK, lookahead_size=16)
 
     def hard_reset(self):
         """Leave download mode and boot what is in the flash."""
@@ -233,17 +234,23 @@ class Unit:
 
 
 class _RemoteBlocks(UserContext):
-    """LittleFS blocks read from the unit's flash on demand (a few blocks, not the partition)."""
+    """LittleFS read from the unit's flash on demand, in small chunks: mounting walks every
+    directory's metadata, but only the start of each block holds any."""
 
     def __init__(self, unit, offset):
         super().__init__(buffsize=0)
-        self._unit, self._offset, self._cache = unit, offset, {}
+        self._unit, self._offset, self._chunks = unit, offset, {}
 
     def read(self, cfg, block, off, size):
-        if block not in self._cache:
-            self._cache[block] = self._unit.read(self._offset + block * cfg.block_size,
-                                                 cfg.block_size)
-        return bytearray(self._cache[block][off : off + size])
+        start = block * cfg.block_size + off
+        out = bytearray()
+        for chunk in range(start // _READ_CHUNK, (start + size - 1) // _READ_CHUNK + 1):
+            if chunk not in self._chunks:
+                self._chunks[chunk] = self._unit.read(self._offset + chunk * _READ_CHUNK,
+                                                      _READ_CHUNK)
+            out += self._chunks[chunk]
+        skip = start % _READ_CHUNK
+        return out[skip : skip + size]
 
     def prog(self, cfg, block, off, data):
         raise OSError("the unit's filesystem is read here, never written")

@@ -73,11 +73,16 @@ def register(server_url, admin_token, device_id, secret, name=None, location_id=
     return ApiClient(server_url, admin_token).post("/api/devices", body)
 
 
-class AlreadyProvisioned(Exception):
+class ProvisionError(Exception):
+    """A unit could not be provisioned; the message says what to do. (Writing it can also
+    raise tools.flash.FlashError.)"""
+
+
+class AlreadyProvisioned(ProvisionError):
     """The unit has a config or the server knows it, and replacing it was not confirmed."""
 
 
-class NotRegistered(Exception):
+class NotRegistered(ProvisionError):
     """The unit is written and rebooted, but the server could not be told: the message says
     which command finishes the job."""
 
@@ -129,33 +134,34 @@ def provision_unit(port, order, report=None, confirm=None):
         device_id = device_id_from_mac(unit.mac)
         report(f"{device_id}: checking")
         on_unit = _config_on_unit(unit)
+        bytes_sent = 0
         if order.register_only:
             if on_unit is None:
-                raise AlreadyProvisioned(
-                    f"{device_id} on {port} has no config.json to register: provision it "
-                    "without --register-only")
+                raise ProvisionError(f"{device_id} on {port} has no config.json to register: "
+                                     "provision it without --register-only")
             secret = on_unit["secret"]
         else:
             _check_not_provisioned(port, device_id, on_unit, order, confirm)
             secret = new_secret()
-        files = _unit_files(device_id, secret, order)
-        bytes_sent = 0
-        if not (order.files_only or order.register_only):
-            bytes_sent = _write_filesystem(unit, files, device_id, report)
+            files = _unit_files(device_id, secret, order)
+            if not order.files_only:
+                bytes_sent = _write_filesystem(unit, files, device_id, report)
         if not order.files_only:
             registered = _register(port, device_id, secret, order, report)
+            old_session = _session_epoch(order.api(), device_id)
         unit.hard_reset()
     if order.files_only:
         bytes_sent = copy_files(port, files, lambda done, total: report(
             f"{device_id}: copying files", done, total))
         registered = _register(port, device_id, secret, order, report)
+        old_session = _session_epoch(order.api(), device_id)
         _soft_reset(port)
     if not registered:
         raise NotRegistered(
             f"{device_id} is written but the server at {order.servers[0]} could not be reached; "
             f"once it is up, run: {retry_command(port, order)}")
     report(f"{device_id}: waiting until online")
-    status = wait_online(order.api(), device_id, order.online_timeout_s)
+    status = wait_online(order.api(), device_id, order.online_timeout_s, old_session)
     return Provisioned(device_id, status["status"], status.get("agent_id"), bytes_sent,
                        status.get("pairing"))
 
@@ -249,13 +255,22 @@ def retry_command(port, order):
     return " ".join(words + ["--register-only"])
 
 
-def wait_online(api, device_id, timeout_s):
-    """Poll the server until it reports the unit online; its device record."""
+def _session_epoch(api, device_id):
+    """The fencing epoch of the unit's latest session (every new session gets a larger one)."""
+    try:
+        return api.get(f"/api/devices/{device_id}").get("epoch")
+    except ApiClientError:
+        return None
+
+
+def wait_online(api, device_id, timeout_s, old_session=None):
+    """Poll the server until it reports the unit online in a session newer than the epoch
+    `old_session` (the one from before its reboot, which may not have been seen to end yet)."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             status = api.get(f"/api/devices/{device_id}")
-            if status["status"] == "online":
+            if status["status"] == "online" and status.get("epoch") != old_session:
                 return status
         except ServerUnreachable:
             status = {"status": "server unreachable"}

@@ -14,11 +14,11 @@ from tools.micropython import REPO_ROOT
 
 
 @dataclass
-class ServerProcess:
+class Server:
+    """Where a server is and how to talk to it as its admin or as an agent."""
+
     url: str
     admin_token: str
-    process: subprocess.Popen
-    log_path: str
 
     def admin(self):
         return ApiClient(self.url, self.admin_token)
@@ -31,15 +31,38 @@ class ServerProcess:
         return self.url.replace("http://", "ws://") + "/ws/device"
 
 
+@dataclass
+class ServerProcess(Server):
+    process: subprocess.Popen = None
+    log_path: str = None
+
+
 def spawn(store, admin_token, log_path, server_id=None, heartbeat_s=5, port=0, extra=()):
-    argv = [sys.executable, "-m", "host.cli", "serve", "--port", str(port), "--store", store,
-            "--heartbeat", str(heartbeat_s), *extra]
+    argv = [
+        sys.executable,
+        "-m",
+        "host.cli",
+        "serve",
+        "--port",
+        str(port),
+        "--store",
+        store,
+        "--heartbeat",
+        str(heartbeat_s),
+        *extra,
+    ]
     if server_id:
         argv += ["--server-id", server_id]
     env = dict(os.environ, QRFLEET_ADMIN_TOKEN=admin_token)
-    log = open(log_path, "ab")
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
-                            cwd=REPO_ROOT, env=env)
+    with open(log_path, "ab") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            cwd=REPO_ROOT,
+            env=env,
+        )
 
 
 def read_url(proc, timeout=30):

@@ -19,12 +19,18 @@ class SimulatedUnit:
         self.device_id = device_id
         self.screen = "booting"
         self.shown = []  # (kind, payload) of every QR "drawn", for tests to inspect
-        self.session = Session(device_id, secret, urls, self, self.status, FIRMWARE,
-                               log=lambda line: None)
+        self.session = Session(
+            device_id, secret, urls, self, self.status, FIRMWARE, log=lambda line: None
+        )
 
     def status(self):
-        return {"uptime_s": 0, "free_heap": 100000, "rssi": -50, "fw": FIRMWARE,
-                "screen": self.screen}
+        return {
+            "uptime_s": 0,
+            "free_heap": 100000,
+            "rssi": -50,
+            "fw": FIRMWARE,
+            "screen": self.screen,
+        }
 
     def handle(self, msg):
         kind = msg["type"]
@@ -37,7 +43,7 @@ class SimulatedUnit:
         elif kind == "clear":
             self.screen = "status"
         elif kind not in ("info", "reboot"):
-            raise CommandError(messages.UNKNOWN_COMMAND, "unit cannot %s" % kind)
+            raise CommandError(messages.UNKNOWN_COMMAND, f"unit cannot {kind}")
         return {"screen": self.screen}
 
     def _draw(self, screen, payload, ecc):
@@ -47,8 +53,13 @@ class SimulatedUnit:
             raise CommandError(messages.PAYLOAD_TOO_LARGE, str(e)) from None
         self.screen = screen
         self.shown.append((screen, payload))
-        return {"version": symbol.version, "mask": symbol.mask, "ecc": ecc,
-                "sha256": messages.matrix_digest(symbol), "screen": screen}
+        return {
+            "version": symbol.version,
+            "mask": symbol.mask,
+            "ecc": ecc,
+            "sha256": messages.matrix_digest(symbol),
+            "screen": screen,
+        }
 
     @property
     def online(self):

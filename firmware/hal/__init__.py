@@ -7,6 +7,7 @@ Nothing else in the firmware knows which board it runs on. Both modules provide:
     reset_cause() -> str        "power-on", "hard", "soft", "watchdog", "panic" or "deep-sleep"
     boot_count() -> int         boots since the flash was written
     wlan() -> WLAN              connect(ssid, password), isconnected(), rssi()
+    open_connection(h, p, ssl)  the asyncio streams of a TCP/TLS connection over Wi-Fi
     Watchdog(timeout_ms)        feed(); resets the board when not fed in time
     safe_mode() -> bool         skip the application (a held button, or a flag file)
     i2c(...), spi(...), pin(n)  buses and pins for the display profiles (ESP32 only)

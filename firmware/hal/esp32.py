@@ -77,14 +77,29 @@ def Watchdog(timeout_ms):
     return machine.WDT(timeout=timeout_ms)
 
 
+def open_connection(host, port, ssl=None):
+    """A TCP (or TLS) stream over the Wi-Fi interface."""
+    import asyncio
+
+    if ssl is None:
+        return asyncio.open_connection(host, port)
+    return asyncio.open_connection(host, port, ssl=ssl)
+
+
 # Buses and pins for firmware/display/profiles.py.
 def i2c(bus, scl, sda, freq):
     return machine.I2C(bus, scl=machine.Pin(scl), sda=machine.Pin(sda), freq=freq)
 
 
 def spi(bus, baudrate, polarity, phase, sck, mosi):
-    return machine.SPI(bus, baudrate=baudrate, polarity=polarity, phase=phase,
-                       sck=machine.Pin(sck), mosi=machine.Pin(mosi))
+    return machine.SPI(
+        bus,
+        baudrate=baudrate,
+        polarity=polarity,
+        phase=phase,
+        sck=machine.Pin(sck),
+        mosi=machine.Pin(mosi),
+    )
 
 
 def pin(number):

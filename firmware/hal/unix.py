@@ -1,8 +1,11 @@
 """The virtual board: the MicroPython Unix port run by tools/vboard.
 
 The supervisor passes the board's identity in the environment. There is no radio and no
-watchdog peripheral here: the Wi-Fi interface is a stand-in that is always associated (the
-harness cuts connectivity at the socket level instead), and the watchdog only counts feeds.
+watchdog peripheral here: the Wi-Fi interface is a stand-in that is always associated, and the
+watchdog only counts feeds. The radio's behaviour is the supervisor's: plain TCP connections
+go through its "radio" relay (QRFLEET_RADIO), which the harness can switch off to take the
+board's Wi-Fi down (existing connections drop, new ones fail). TLS connections go direct,
+since MicroPython cannot start TLS on a stream that is already open.
 """
 
 import os
@@ -44,6 +47,24 @@ def safe_mode():
         return True
     except OSError:
         return False
+
+
+async def open_connection(host, port, ssl=None):
+    import asyncio
+
+    radio = os.getenv("QRFLEET_RADIO")
+    if ssl is not None or not radio:
+        if ssl is None:
+            return await asyncio.open_connection(host, port)
+        return await asyncio.open_connection(host, port, ssl=ssl)
+    relay_host, relay_port = radio.split(":")
+    reader, writer = await asyncio.open_connection(relay_host, int(relay_port))
+    writer.write(b"%s %d\n" % (host.encode(), port))
+    await writer.drain()
+    if await reader.readline() != b"OK\n":
+        writer.close()
+        raise OSError(113, "no Wi-Fi: %s:%d unreachable" % (host, port))  # EHOSTUNREACH
+    return reader, writer
 
 
 class WLAN:

@@ -53,7 +53,9 @@ def backoff_ms(attempt, base_ms=BACKOFF_BASE_MS, cap_ms=BACKOFF_CAP_MS):
 
 
 class Session:
-    def __init__(self, device_id, secret, urls, commands, status, fw, log=print):
+    def __init__(
+        self, device_id, secret, urls, commands, status, fw, log=print, opener=ws.open_tcp
+    ):
         self.device_id = device_id
         self.secret = secret
         self.urls = urls
@@ -61,6 +63,7 @@ class Session:
         self.status = status
         self.fw = fw
         self.log = log
+        self.opener = opener
         self.server_id = None
         self.connected = False
         self.connects = 0
@@ -70,9 +73,9 @@ class Session:
         attempt = 0
         while True:
             url = self.urls[self._index]
+            connects = self.connects
             try:
                 await self.run_once(url)
-                attempt = 0  # a session that got going resets the backoff
             except AuthRefused as e:
                 self.log("qrfleet: %s refused us: %s" % (url, e))
             except (OSError, asyncio.TimeoutError, ProtocolError, ws.ConnectionClosed) as e:
@@ -81,6 +84,8 @@ class Session:
                 # Out of heap mid-message: the connection's state is unknown, so start afresh.
                 self.log("qrfleet: %s: out of memory; reconnecting" % url)
             self.connected = False
+            if self.connects != connects:
+                attempt = 0  # that session got going: start the backoff afresh
             self._index = (self._index + 1) % len(self.urls)
             delay = backoff_ms(attempt)
             attempt += 1
@@ -89,7 +94,7 @@ class Session:
 
     async def run_once(self, url):
         """One session with one server, until it ends; raises what ended it."""
-        conn = await ws.connect(url)
+        conn = await ws.connect(url, opener=self.opener)
         try:
             heartbeat_s = await self._authenticate(conn)
             self.connected = True
@@ -101,11 +106,15 @@ class Session:
             await conn.close(1001, "unit going away")
 
     async def _authenticate(self, conn):
-        await conn.send(messages.encode("hello", device_id=self.device_id, fw=self.fw,
-                                        proto=messages.PROTOCOL_VERSION))
+        await conn.send(
+            messages.encode(
+                "hello", device_id=self.device_id, fw=self.fw, proto=messages.PROTOCOL_VERSION
+            )
+        )
         msg = await self._expect(conn, "challenge")
-        await conn.send(messages.encode("auth", mac=auth.answer(self.secret, msg["nonce"],
-                                                                self.device_id)))
+        await conn.send(
+            messages.encode("auth", mac=auth.answer(self.secret, msg["nonce"], self.device_id))
+        )
         msg = await self._expect(conn, "welcome")
         self.server_id = msg["server_id"]
         return msg["heartbeat_s"]
@@ -125,8 +134,9 @@ class Session:
         while True:
             now = ticks_ms()
             if ticks_diff(now, last_heard) > SILENT_HEARTBEATS * period_ms:
-                raise ws.ConnectionClosed(1006, "server silent for %d heartbeats"
-                                          % SILENT_HEARTBEATS)
+                raise ws.ConnectionClosed(
+                    1006, "server silent for %d heartbeats" % SILENT_HEARTBEATS
+                )
             if ticks_diff(next_beat, now) <= 0:
                 await conn.send(messages.encode("heartbeat", **self.status()))
                 next_beat = ticks_add(now, period_ms)
@@ -153,13 +163,21 @@ class Session:
             fields = self.commands.handle(msg) or {}
         except MemoryError:
             gc.collect()
-            return messages.encode("error", id=msg["id"], code=messages.BUSY,
-                                   message="unit is out of memory; try again")
+            return messages.encode(
+                "error",
+                id=msg["id"],
+                code=messages.BUSY,
+                message="unit is out of memory; try again",
+            )
         except CommandError as e:
             return messages.encode("error", id=msg["id"], code=e.code, message=_short(e.message))
         except Exception as e:  # noqa: BLE001 - a failing command must not end the session
-            return messages.encode("error", id=msg["id"], code=messages.RENDER_FAILED,
-                                   message=_short("%s: %s" % (type(e).__name__, e)))
+            return messages.encode(
+                "error",
+                id=msg["id"],
+                code=messages.RENDER_FAILED,
+                message=_short("%s: %s" % (type(e).__name__, e)),
+            )
         return messages.encode("ack", id=msg["id"], **fields)
 
 

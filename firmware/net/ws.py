@@ -59,19 +59,23 @@ def _tls_context():
     return context
 
 
-async def connect(url, timeout_s=10, ssl_context=None, max_size=None):
+def open_tcp(host, port, ssl=None):
+    """asyncio.open_connection, with `ssl` passed only when there is one (as the port wants)."""
+    if ssl is None:
+        return asyncio.open_connection(host, port)
+    return asyncio.open_connection(host, port, ssl=ssl)
+
+
+async def connect(url, timeout_s=10, ssl_context=None, max_size=None, opener=open_tcp):
     """Open the connection and complete the opening handshake; returns a WebSocket.
 
-    Raises OSError / asyncio.TimeoutError when the server cannot be reached and
-    ProtocolError (HandshakeError) when it answers but not as a WebSocket server should.
+    `opener(host, port, ssl)` opens the byte stream (the HAL's, on a board). Raises OSError /
+    asyncio.TimeoutError when the server cannot be reached and ProtocolError
+    (HandshakeError) when it answers but not as a WebSocket server should.
     """
     secure, host, port, path = parse_url(url)
     context = (ssl_context or _tls_context()) if secure else None
-    if context is not None:
-        opening = asyncio.open_connection(host, port, ssl=context)
-    else:
-        opening = asyncio.open_connection(host, port)
-    reader, writer = await asyncio.wait_for(opening, timeout_s)
+    reader, writer = await asyncio.wait_for(opener(host, port, context), timeout_s)
     hostname = host if port == (443 if secure else 80) else "%s:%d" % (host, port)
     if max_size:
         proto = ClientProtocol(hostname, path, max_size=max_size)
@@ -133,10 +137,10 @@ class WebSocket:
                 await self._feed()
             except ProtocolError as e:
                 self.abort()
-                raise ConnectionClosed(self.proto.close_code or 1002, str(e))
+                raise ConnectionClosed(self.proto.close_code or 1002, str(e)) from None
             except OSError as e:
                 self.abort()
-                raise ConnectionClosed(1006, "connection lost: %s" % e)
+                raise ConnectionClosed(1006, "connection lost: %s" % e) from None
 
     async def send(self, text):
         if self.proto.state == CLOSED:
@@ -146,7 +150,7 @@ class WebSocket:
             await self._flush()
         except OSError as e:
             self.abort()
-            raise ConnectionClosed(1006, "connection lost: %s" % e)
+            raise ConnectionClosed(1006, "connection lost: %s" % e) from None
 
     async def close(self, code=1000, reason=""):
         """Close handshake, bounded in time; the socket is closed in every case."""

@@ -242,7 +242,8 @@ def _check(kind, msg, spec, command_id):
             if not _valid(check, msg[name]):
                 raise MessageError(
                     BAD_MESSAGE,
-                    "%s field %r must be %s, got %s" % (kind, name, _describe(check), _short(msg[name])),
+                    "%s field %r must be %s, got %s"
+                    % (kind, name, _describe(check), _short(msg[name])),
                     command_id,
                 )
         elif default is _REQUIRED:

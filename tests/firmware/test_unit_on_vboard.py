@@ -1,6 +1,5 @@
 """The firmware on a virtual board (160K heap) against a real `websockets` server."""
 
-import asyncio
 import time
 
 import pytest
@@ -9,7 +8,7 @@ from firmware import qr
 from firmware.proto import messages
 from tests.conftest import wait_for
 from tests.firmware.unit_server import UnitServer
-from tools import image, provision
+from tools import image
 from tools.vboard.board import VirtualBoard
 from tools.vboard.screen import decode_qr
 
@@ -37,8 +36,13 @@ def board(background, unit_server, tmp_path):
     boards = []
 
     def make(servers=None, secret=SECRET, **kwargs):
-        b = boot_board(background, tmp_path / f"board-{len(boards)}",
-                       servers or [unit_server.url], secret, **kwargs)
+        b = boot_board(
+            background,
+            tmp_path / f"board-{len(boards)}",
+            servers or [unit_server.url],
+            secret,
+            **kwargs,
+        )
         unit_server.secrets[b.device_id] = SECRET
         boards.append(b)
         return b
@@ -60,12 +64,16 @@ def test_unit_authenticates_heartbeats_and_shows_a_verified_qr(background, unit_
     assert beat["fw"] == "0.1.0" and 0 < beat["free_heap"] < 160 * 1024
 
     payload = "upi://pay?pa=cafe@bank&pn=Cafe&am=4.20&cu=INR"
-    ack = background.run(unit_server.command(unit.device_id, "show_qr", payload=payload,
-                                             caption="4.20 INR", ecc="M"))
+    ack = background.run(
+        unit_server.command(unit.device_id, "show_qr", payload=payload, caption="4.20 INR", ecc="M")
+    )
     expected = qr.encode(payload, "M")
     assert ack["type"] == "ack"
     assert (ack["version"], ack["mask"], ack["sha256"]) == (
-        expected.version, expected.mask, messages.matrix_digest(expected))
+        expected.version,
+        expected.mask,
+        messages.matrix_digest(expected),
+    )
     assert decode_qr(unit.dir / "display.pbm") == [payload]
 
 
@@ -73,15 +81,18 @@ def test_bad_commands_get_errors_and_the_session_goes_on(background, unit_server
     unit = board()
     wait_for(lambda: unit.device_id in unit_server.sessions, 20, "the unit to authenticate")
     # 500 bytes at ECC H: a 128x64 panel shows at most 119.
-    too_big = background.run(unit_server.command(unit.device_id, "show_qr", payload="x" * 500,
-                                                 ecc="H"))
+    too_big = background.run(
+        unit_server.command(unit.device_id, "show_qr", payload="x" * 500, ecc="H")
+    )
     assert (too_big["type"], too_big["code"]) == ("error", messages.PAYLOAD_TOO_LARGE)
     assert "shorten the payload" in too_big["message"]
-    unknown = background.run(unit_server.raw_command(unit.device_id, 900,
-                                                     '{"type": "dance", "id": 900}'))
+    unknown = background.run(
+        unit_server.raw_command(unit.device_id, 900, '{"type": "dance", "id": 900}')
+    )
     assert unknown["code"] == messages.UNKNOWN_COMMAND
-    malformed = background.run(unit_server.raw_command(unit.device_id, 901,
-                                                       '{"type": "show_qr", "id": 901}'))
+    malformed = background.run(
+        unit_server.raw_command(unit.device_id, 901, '{"type": "show_qr", "id": 901}')
+    )
     assert malformed["code"] == messages.BAD_MESSAGE and "payload" in malformed["message"]
     background.run(unit_server.send_raw(unit.device_id, "{not json"))
     info = background.run(unit_server.command(unit.device_id, "info"))
@@ -133,8 +144,9 @@ def test_free_heap_stays_flat_over_1000_show_qr(background, unit_server, board):
     async def run():
         heap = []
         for i in range(1000):
-            ack = await unit_server.command(unit.device_id, "show_qr",
-                                            payload=f"upi://pay?pa=shop@bank&am={i}.00&tn=sale{i}")
+            ack = await unit_server.command(
+                unit.device_id, "show_qr", payload=f"upi://pay?pa=shop@bank&am={i}.00&tn=sale{i}"
+            )
             assert ack["type"] == "ack", ack
             if i % 100 == 99:
                 heap.append((await unit_server.command(unit.device_id, "info"))["free_heap"])

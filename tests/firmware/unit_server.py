@@ -25,9 +25,14 @@ class UnitServer:
         self.port = 0
 
     async def start(self, port=0):
-        self._server = await serve(self._handler, "127.0.0.1", port, compression=None,
-                                   ping_interval=None,
-                                   process_response=self.process_response)
+        self._server = await serve(
+            self._handler,
+            "127.0.0.1",
+            port,
+            compression=None,
+            ping_interval=None,
+            process_response=self.process_response,
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 
@@ -49,12 +54,14 @@ class UnitServer:
         secret = self.secrets.get(device_id)
         if not secret or not auth.check_answer(secret, nonce, device_id, reply["mac"]):
             self.refused += 1
-            await conn.send(messages.encode("error", code=messages.AUTH_FAILED,
-                                            message="authentication failed"))
+            await conn.send(
+                messages.encode("error", code=messages.AUTH_FAILED, message="authentication failed")
+            )
             await conn.close(1008, "authentication failed")
             return
-        await conn.send(messages.encode("welcome", heartbeat_s=self.heartbeat_s,
-                                        server_id="test-server"))
+        await conn.send(
+            messages.encode("welcome", heartbeat_s=self.heartbeat_s, server_id="test-server")
+        )
         self.authenticated += 1
         self.sessions[device_id] = conn
         try:
@@ -73,8 +80,9 @@ class UnitServer:
 
     async def command(self, device_id, kind, timeout=10, **fields):
         command_id = next(self._ids)
-        return await self.raw_command(device_id, command_id,
-                                      messages.encode(kind, id=command_id, **fields), timeout)
+        return await self.raw_command(
+            device_id, command_id, messages.encode(kind, id=command_id, **fields), timeout
+        )
 
     async def raw_command(self, device_id, command_id, text, timeout=10):
         """Send any text as a command and wait for the reply carrying `command_id`."""

@@ -6,7 +6,8 @@ from tests.hil.conftest import link, on_screen
 
 
 def test_own_unit_goes_offline_mid_shift_and_its_qrs_move_to_the_pool_and_back(
-        boards, agents, server, record):
+    boards, agents, server, record
+):
     (till,) = agents(1)
     own, pool = boards[0], boards[1]
     link(till, own)
@@ -23,8 +24,7 @@ def test_own_unit_goes_offline_mid_shift_and_its_qrs_move_to_the_pool_and_back(
     record("offline_noticed_s", round(time.monotonic() - started, 2))
     during = till.show("during the outage")
     assert during["device_id"] in {u.id for u in boards[1:]}
-    assert on_screen(next(u for u in boards if u.id == during["device_id"]),
-                     "during the outage")
+    assert on_screen(next(u for u in boards if u.id == during["device_id"]), "during the outage")
     till.api.post(f"/api/txns/{during['txn_id']}/complete")
 
     own.power_on()

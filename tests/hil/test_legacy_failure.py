@@ -16,13 +16,21 @@ SOAK_S = float(os.environ.get("QRFLEET_SOAK_S", "30"))
 
 
 def test_two_cashiers_keep_their_units_under_concurrent_sales_and_steal_attempts(
-        boards, agents, server, record):
+    boards, agents, server, record
+):
     till1, till2 = agents(2)
     unit1, unit2 = boards[0], boards[1]
     link(till1, unit1)
     link(till2, unit2)
-    counts = {"qr": 0, "verified": 0, "on_screen": 0, "no_device": 0, "steal_refused": 0,
-              "stolen": 0, "other_errors": []}
+    counts = {
+        "qr": 0,
+        "verified": 0,
+        "on_screen": 0,
+        "no_device": 0,
+        "steal_refused": 0,
+        "stolen": 0,
+        "other_errors": [],
+    }
     lock = threading.Lock()
 
     def cashier(me, mine, other_unit):
@@ -42,15 +50,19 @@ def test_two_cashiers_keep_their_units_under_concurrent_sales_and_steal_attempts
                     counts["on_screen"] += seen
             except ApiClientError as e:
                 with lock:
-                    key = "no_device" if e.code in ("not_linked", "device_offline",
-                                                    "all_busy") else None
+                    key = (
+                        "no_device"
+                        if e.code in ("not_linked", "device_offline", "all_busy")
+                        else None
+                    )
                     if key:
                         counts[key] += 1
                     else:
                         counts["other_errors"].append(str(e))
             try:
-                me.api.post(f"/api/agents/{me.id}/devices", {"device_id": other_unit.id,
-                                                             "code": "GUESSED1"})
+                me.api.post(
+                    f"/api/agents/{me.id}/devices", {"device_id": other_unit.id, "code": "GUESSED1"}
+                )
                 with lock:
                     counts["stolen"] += 1
             except ApiClientError as e:
@@ -60,8 +72,10 @@ def test_two_cashiers_keep_their_units_under_concurrent_sales_and_steal_attempts
                     else:
                         counts["other_errors"].append(str(e))
 
-    threads = [threading.Thread(target=cashier, args=(till1, unit1, unit2)),
-               threading.Thread(target=cashier, args=(till2, unit2, unit1))]
+    threads = [
+        threading.Thread(target=cashier, args=(till1, unit1, unit2)),
+        threading.Thread(target=cashier, args=(till2, unit2, unit1)),
+    ]
     for t in threads:
         t.start()
     for t in threads:

@@ -7,8 +7,7 @@ import pytest
 
 
 @pytest.mark.parametrize("location", ["pool"], indirect=True)
-def test_pool_reservations_are_exclusive_and_waiters_are_served_in_order(
-        boards, agents, record):
+def test_pool_reservations_are_exclusive_and_waiters_are_served_in_order(boards, agents, record):
     units = boards[:2]
     for extra in boards[2:]:  # only two units in this shop
         extra.power_off()
@@ -30,7 +29,7 @@ def test_pool_reservations_are_exclusive_and_waiters_are_served_in_order(
             t.start()
             threads.append(t)
             time.sleep(0.3)
-        for r, agent in zip(first, holders):
+        for r, agent in zip(first, holders, strict=True):
             time.sleep(0.3)
             agent.api.post(f"/api/txns/{r['txn_id']}/complete")
         time.sleep(0.5)

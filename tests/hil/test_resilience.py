@@ -12,16 +12,22 @@ def online(admin, ids):
 
 
 def epochs(admin, ids):
-    return {d["device_id"]: d["epoch"] for d in admin.get("/api/devices")["devices"]
-            if d["device_id"] in ids}
+    return {
+        d["device_id"]: d["epoch"]
+        for d in admin.get("/api/devices")["devices"]
+        if d["device_id"] in ids
+    }
 
 
 def wait_online(admin, ids, timeout, after=None):
     """Seconds until every unit is online again, in a new session when `after` gives the
     epochs they had before."""
     started = time.monotonic()
-    while not online(admin, ids) or after and any(
-            e is None or e <= after[i] for i, e in epochs(admin, ids).items()):
+    while (
+        not online(admin, ids)
+        or after
+        and any(e is None or e <= after[i] for i, e in epochs(admin, ids).items())
+    ):
         assert time.monotonic() - started < timeout, f"not back online within {timeout} s"
         time.sleep(0.1)
     return time.monotonic() - started
@@ -50,8 +56,7 @@ def test_power_cut_during_config_writes_never_leaves_a_unit_unbootable(boards, s
         time.sleep(rng.uniform(0.05, 0.4))  # somewhere in the middle of a write
         before = epochs(admin, [unit.id])
         unit.power_cut()
-        record(f"back_after_cut_{cut}_s",
-               round(wait_online(admin, [unit.id], 30, after=before), 2))
+        record(f"back_after_cut_{cut}_s", round(wait_online(admin, [unit.id], 30, after=before), 2))
     assert "not provisioned" not in unit.log_path.read_text(errors="replace")
 
 
@@ -71,7 +76,8 @@ def test_every_unit_reconnecting_at_once_is_back_and_serving(boards, agents, ser
 
 
 def test_a_rogue_client_with_a_units_id_but_not_its_secret_changes_nothing(
-        boards, agents, server, background, record):
+    boards, agents, server, background, record
+):
     admin = server.admin()
     real = boards[0]
     before = admin.get(f"/api/devices/{real.id}")
@@ -82,7 +88,24 @@ def test_a_rogue_client_with_a_units_id_but_not_its_secret_changes_nothing(
     after = admin.get(f"/api/devices/{real.id}")
     assert not rogue.shown and not rogue.online
     assert (after["status"], after["epoch"], after["server_id"]) == (
-        before["status"], before["epoch"], before["server_id"])
+        before["status"],
+        before["epoch"],
+        before["server_id"],
+    )
     (till,) = agents(1)
     assert till.show("still the real one")["device_id"] in {u.id for u in boards}
     record("rogue_sessions", 0)
+
+
+def test_wifi_flapping_units_come_back_each_time_and_serve(boards, agents, server, record):
+    admin = server.admin()
+    unit = boards[0]
+    (till,) = agents(1)
+    for flap in range(3):
+        before = epochs(admin, [unit.id])
+        unit.wifi_down(2)
+        took = wait_online(admin, [unit.id], 30, after=before)
+        record(f"back_after_flap_{flap}_s", round(took, 2))
+        shown = till.show(f"after flap {flap}")
+        assert shown["verified"]
+        till.api.post(f"/api/txns/{shown['txn_id']}/complete")

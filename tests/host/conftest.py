@@ -20,20 +20,23 @@ class Shop:
         self.background = background
         self.admin = server.admin()
         self.location = location
-        self.admin.post("/api/locations", {"location_id": location, "name": "Shop",
-                                           "policy": policy})
+        self.admin.post(
+            "/api/locations", {"location_id": location, "name": "Shop", "policy": policy}
+        )
         self.units = []
 
     def agent(self, agent_id):
-        doc = self.admin.post("/api/agents", {"agent_id": agent_id, "name": agent_id,
-                                              "location_id": self.location})
+        doc = self.admin.post(
+            "/api/agents", {"agent_id": agent_id, "name": agent_id, "location_id": self.location}
+        )
         return self.server.client(doc["token"])
 
     def unit(self, n, online=True):
         device_id = f"qrf-00000000{n:04x}"
         secret = provision.new_secret()
-        self.admin.post("/api/devices", {"device_id": device_id, "secret": secret,
-                                         "location_id": self.location})
+        self.admin.post(
+            "/api/devices", {"device_id": device_id, "secret": secret, "location_id": self.location}
+        )
         unit = SimulatedUnit(device_id, secret, [self.server.device_url])
         self.units.append(unit)
         if online:
@@ -42,15 +45,19 @@ class Shop:
 
     def start(self, unit):
         self.background.call(unit.start)
-        wait_for(lambda: unit.shown or unit.online and unit.screen != "booting",
-                 what=f"{unit.device_id} to come online")
+        wait_for(
+            lambda: unit.shown or unit.online and unit.screen != "booting",
+            what=f"{unit.device_id} to come online",
+        )
 
     def stop(self, unit):
         self.background.run(unit.stop())
 
     def link(self, agent, agent_id, unit):
-        wait_for(lambda: unit.shown and unit.shown[-1][0] == "pairing",
-                 what=f"{unit.device_id} to show its pairing QR")
+        wait_for(
+            lambda: unit.shown and unit.shown[-1][0] == "pairing",
+            what=f"{unit.device_id} to show its pairing QR",
+        )
         return agent.post(f"/api/agents/{agent_id}/devices", {"pairing": unit.shown[-1][1]})
 
 

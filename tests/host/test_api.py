@@ -29,15 +29,20 @@ def test_a_linked_unit_shows_a_verified_qr_and_the_result(shop):
     linked = shop.link(till, "till-1", unit)
     assert linked["agent_id"] == "till-1"
 
-    shown = till.post("/api/agents/till-1/qr", {"payload": "upi://pay?pa=shop@bank&am=12.50",
-                                                "caption": "12.50"})
+    shown = till.post(
+        "/api/agents/till-1/qr", {"payload": "upi://pay?pa=shop@bank&am=12.50", "caption": "12.50"}
+    )
     assert shown["device_id"] == unit.device_id and shown["verified"] is True
     assert shown["version"] >= 1 and shown["latency_ms"] < 1000
     assert unit.shown[-1] == ("payment", "upi://pay?pa=shop@bank&am=12.50")
 
     done = till.post(f"/api/txns/{shown['txn_id']}/complete")
-    assert done == {"txn_id": shown["txn_id"], "device_id": unit.device_id, "result": "paid",
-                    "shown": True}
+    assert done == {
+        "txn_id": shown["txn_id"],
+        "device_id": unit.device_id,
+        "result": "paid",
+        "shown": True,
+    }
     assert unit.screen == "result"
     again = till.post("/api/agents/till-1/qr", {"payload": "next sale"})
     assert again["device_id"] == unit.device_id  # released: free for the next sale
@@ -61,10 +66,12 @@ def test_stealing_a_linked_unit_is_refused_and_the_owner_stays(shop):
     wait_for(lambda: unit.shown)
     pairing = unit.shown[-1][1]
     shop.link(till1, "till-1", unit)
-    refused(lambda: till2.post("/api/agents/till-2/devices", {"pairing": pairing}), 409,
-            "conflict")
-    refused(lambda: shop.admin.post("/api/agents/till-2/devices",
-                                    {"device_id": unit.device_id}), 409, "conflict")
+    refused(lambda: till2.post("/api/agents/till-2/devices", {"pairing": pairing}), 409, "conflict")
+    refused(
+        lambda: shop.admin.post("/api/agents/till-2/devices", {"device_id": unit.device_id}),
+        409,
+        "conflict",
+    )
     assert shop.admin.get(f"/api/devices/{unit.device_id}")["agent_id"] == "till-1"
     till1.post("/api/agents/till-1/qr", {"payload": "still mine"})
 
@@ -73,8 +80,7 @@ def test_an_agent_cannot_act_on_another_agents_unit(shop):
     till1, till2 = shop.agent("till-1"), shop.agent("till-2")
     unit = shop.unit(1)
     shop.link(till1, "till-1", unit)
-    refused(lambda: till2.delete(f"/api/agents/till-1/devices/{unit.device_id}"), 403,
-            "forbidden")
+    refused(lambda: till2.delete(f"/api/agents/till-1/devices/{unit.device_id}"), 403, "forbidden")
     refused(lambda: till2.post("/api/agents/till-1/qr", {"payload": "x"}), 403, "forbidden")
     shown = till1.post("/api/agents/till-1/qr", {"payload": "sale"})
     refused(lambda: till2.post(f"/api/txns/{shown['txn_id']}/cancel"), 403, "forbidden")
@@ -82,11 +88,13 @@ def test_an_agent_cannot_act_on_another_agents_unit(shop):
 
 
 def test_refusals_say_why(shop):
-    strict = shop.admin.post("/api/locations", {"location_id": "kiosk", "name": "Kiosk",
-                                                "policy": "strict"})
+    strict = shop.admin.post(
+        "/api/locations", {"location_id": "kiosk", "name": "Kiosk", "policy": "strict"}
+    )
     assert strict["policy"] == "strict"
-    doc = shop.admin.post("/api/agents", {"agent_id": "kiosk-1", "name": "K",
-                                          "location_id": "kiosk"})
+    doc = shop.admin.post(
+        "/api/agents", {"agent_id": "kiosk-1", "name": "K", "location_id": "kiosk"}
+    )
     kiosk = shop.server.client(doc["token"])
     e = refused(lambda: kiosk.post("/api/agents/kiosk-1/qr", {"payload": "x"}), 409, "not_linked")
     assert "kiosk-1" in e.message
@@ -96,15 +104,15 @@ def test_refusals_say_why(shop):
     shop.link(till, "till-1", unit)
     shop.stop(unit)
     wait_for(lambda: shop.admin.get(f"/api/devices/{unit.device_id}")["status"] == "offline")
-    e = refused(lambda: till.post("/api/agents/till-1/qr", {"payload": "x"}), 503,
-                "device_offline")
+    e = refused(lambda: till.post("/api/agents/till-1/qr", {"payload": "x"}), 503, "device_offline")
     assert "since" in e.message
 
-    e = refused(lambda: till.post("/api/agents/till-1/qr", {"payload": "9" * 8000}), 400,
-                "invalid")
-    e = refused(lambda: till.post("/api/agents/till-1/qr", {"payload": "A" * 4000,
-                                                            "ecc": "H"}), 422,
-                "payload_too_large")
+    e = refused(lambda: till.post("/api/agents/till-1/qr", {"payload": "9" * 8000}), 400, "invalid")
+    e = refused(
+        lambda: till.post("/api/agents/till-1/qr", {"payload": "A" * 4000, "ecc": "H"}),
+        422,
+        "payload_too_large",
+    )
     assert "1852" in e.message or "capacity" in e.message.lower() or "fit" in e.message
 
 
@@ -124,12 +132,16 @@ def test_bad_tokens_malformed_json_and_oversized_bodies_change_nothing(shop):
     refused(lambda: ApiClient(shop.server.url).get("/api/devices"), 401, "unauthorized")
     refused(lambda: ApiClient(shop.server.url, "nope").get("/api/devices"), 401, "unauthorized")
     till = shop.agent("till-1")
-    refused(lambda: till.post("/api/agents", {"agent_id": "x", "name": "x",
-                                              "location_id": "shop-1"}), 403, "forbidden")
+    refused(
+        lambda: till.post("/api/agents", {"agent_id": "x", "name": "x", "location_id": "shop-1"}),
+        403,
+        "forbidden",
+    )
 
     def raw(body, headers=None):
-        req = urllib.request.Request(shop.server.url + f"/api/agents/till-1/devices",
-                                     data=body, method="POST")
+        req = urllib.request.Request(
+            shop.server.url + "/api/agents/till-1/devices", data=body, method="POST"
+        )
         req.add_header("Authorization", f"Bearer {shop.server.admin_token}")
         for k, v in (headers or {}).items():
             req.add_header(k, v)
@@ -151,7 +163,7 @@ def test_bad_tokens_malformed_json_and_oversized_bodies_change_nothing(shop):
 
 
 def test_a_malformed_http_head_gets_a_json_400(server):
-    host, port = server.url[len("http://"):].split(":")
+    host, port = server.url[len("http://") :].split(":")
     with socket.create_connection((host, int(port)), timeout=5) as s:
         s.sendall(b"GET /api/health HTTP/1.0\r\n\r\n")
         reply = s.recv(4096)

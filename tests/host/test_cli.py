@@ -11,8 +11,14 @@ from tools.micropython import REPO_ROOT
 
 def qrfleet(*args, token):
     env = dict(os.environ, QRFLEET_TOKEN=token)
-    return subprocess.run([sys.executable, "-m", "host.cli", *args], capture_output=True,
-                          text=True, env=env, cwd=REPO_ROOT, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "host.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO_ROOT,
+        timeout=60,
+    )
 
 
 def test_devices_link_show_and_doctor(shop):
@@ -26,13 +32,20 @@ def test_devices_link_show_and_doctor(shop):
     assert done.returncode == 0, done.stderr
     assert "online but not linked" in done.stdout
 
-    done = qrfleet("link", "till-1", unit.shown[-1][1], "--url", server.url,
-                   token=till.token)
+    done = qrfleet("link", "till-1", unit.shown[-1][1], "--url", server.url, token=till.token)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["agent_id"] == "till-1"
 
-    done = qrfleet("show", "till-1", "upi://pay?pa=a@b&am=1", "--caption", "1.00",
-                   "--url", server.url, token=till.token)
+    done = qrfleet(
+        "show",
+        "till-1",
+        "upi://pay?pa=a@b&am=1",
+        "--caption",
+        "1.00",
+        "--url",
+        server.url,
+        token=till.token,
+    )
     shown = json.loads(done.stdout)
     assert shown["verified"] is True and shown["device_id"] == unit.device_id
 

@@ -15,7 +15,6 @@ own cashier. The script reports, side by side:
 import argparse
 import random
 import signal
-import statistics
 import tempfile
 import threading
 import time
@@ -38,8 +37,10 @@ def percentile(values, p):
 
 
 def line(name, values, unit="ms"):
-    return (f"{name:<44} p50 {percentile(values, 50):8.1f} {unit}   "
-            f"p99 {percentile(values, 99):8.1f} {unit}   max {max(values):8.1f} {unit}")
+    return (
+        f"{name:<44} p50 {percentile(values, 50):8.1f} {unit}   "
+        f"p99 {percentile(values, 99):8.1f} {unit}   max {max(values):8.1f} {unit}"
+    )
 
 
 def main(argv=None):
@@ -57,9 +58,15 @@ def main(argv=None):
         servers = {}
         for n in (1, 2, 3):
             (tmp / f"s{n}").mkdir()
-            servers[f"s{n}"] = stack.enter_context(running_server(
-                tmp / f"s{n}", TOKEN, store=valkey.url(), server_id=f"s{n}",
-                heartbeat_s=args.heartbeat))
+            servers[f"s{n}"] = stack.enter_context(
+                running_server(
+                    tmp / f"s{n}",
+                    TOKEN,
+                    store=valkey.url(),
+                    server_id=f"s{n}",
+                    heartbeat_s=args.heartbeat,
+                )
+            )
         admin = ApiClient(servers["s1"].url, TOKEN)
         admin.post("/api/locations", {"location_id": "shop", "name": "Shop", "policy": "strict"})
         loop = BackgroundLoop()
@@ -69,14 +76,16 @@ def main(argv=None):
         for i in range(args.units):
             device_id = f"qrf-bench{i:07x}"
             secret = provision.new_secret()
-            admin.post("/api/devices", {"device_id": device_id, "secret": secret,
-                                        "location_id": "shop"})
+            admin.post(
+                "/api/devices", {"device_id": device_id, "secret": secret, "location_id": "shop"}
+            )
             unit = SimulatedUnit(device_id, secret, urls)
             loop.call(unit.start)
             units.append(unit)
             agent = f"till-{i}"
-            tokens[agent] = admin.post("/api/agents", {"agent_id": agent, "name": agent,
-                                                       "location_id": "shop"})["token"]
+            tokens[agent] = admin.post(
+                "/api/agents", {"agent_id": agent, "name": agent, "location_id": "shop"}
+            )["token"]
             admin.post(f"/api/agents/{agent}/devices", {"device_id": device_id})
         stack.callback(lambda: [loop.run(u.stop()) for u in units])
         wait_for(lambda: all(u.online for u in units), 60, "units online")
@@ -131,12 +140,15 @@ def main(argv=None):
     print(line("QR latency, request at the holding instance", direct))
     print(line("QR latency, request routed via another one", routed))
     times = list(recovered.values())
-    print(f"SIGKILL of {victim}, holding {len(victims_units)} units: "
-          f"{len(times)} recovered within 60 s")
+    print(
+        f"SIGKILL of {victim}, holding {len(victims_units)} units: "
+        f"{len(times)} recovered within 60 s"
+    )
     if times:
         print(line("recovery: kill -> the unit's next verified QR", times, "s"))
-        print(f"{'target':<44} every unit within 3.0 s: "
-              f"{'met' if max(times) <= 3.0 else 'not met'}")
+        print(
+            f"{'target':<44} every unit within 3.0 s: {'met' if max(times) <= 3.0 else 'not met'}"
+        )
 
 
 if __name__ == "__main__":

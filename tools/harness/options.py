@@ -17,21 +17,47 @@ class Option:
 
 
 OPTIONS = (
-    Option("board", "--board", "QRFLEET_BOARD", ["virtual:4"],
-           "a unit: virtual:N for N virtual boards, or a serial port (/dev/ttyUSB0, "
-           "rfc2217://HOST:PORT, id:<usb-serial>); repeatable", multiple=True),
-    Option("flash", "--flash", "QRFLEET_FLASH", False,
-           "flash MicroPython and provision every real unit before the session", is_flag=True),
-    Option("firmware", "--firmware", "QRFLEET_FIRMWARE", None,
-           "MicroPython .bin for --flash"),
-    Option("server", "--server", "QRFLEET_SERVER", None,
-           "test against this server (http://HOST:PORT) instead of starting one"),
-    Option("admin_token", "--admin-token", "QRFLEET_ADMIN_TOKEN", "harness-admin",
-           "admin token of the server"),
+    Option(
+        "board",
+        "--board",
+        "QRFLEET_BOARD",
+        ["virtual:4"],
+        "a unit: virtual:N for N virtual boards, or a serial port (/dev/ttyUSB0, "
+        "rfc2217://HOST:PORT, id:<usb-serial>); repeatable",
+        multiple=True,
+    ),
+    Option(
+        "flash",
+        "--flash",
+        "QRFLEET_FLASH",
+        False,
+        "flash MicroPython and provision every real unit before the session",
+        is_flag=True,
+    ),
+    Option("firmware", "--firmware", "QRFLEET_FIRMWARE", None, "MicroPython .bin for --flash"),
+    Option(
+        "server",
+        "--server",
+        "QRFLEET_SERVER",
+        None,
+        "test against this server (http://HOST:PORT) instead of starting one",
+    ),
+    Option(
+        "admin_token",
+        "--admin-token",
+        "QRFLEET_ADMIN_TOKEN",
+        "harness-admin",
+        "admin token of the server",
+    ),
     Option("store", "--store", "QRFLEET_STORE", "sqlite", "registry store: sqlite or redis"),
     Option("heap", "--heap", "QRFLEET_HEAP", "160K", "MicroPython heap of virtual boards"),
-    Option("report", "--hil-report", "QRFLEET_REPORT", "hil-report",
-           "directory for the run report and the logs of failed scenarios"),
+    Option(
+        "report",
+        "--hil-report",
+        "QRFLEET_REPORT",
+        "hil-report",
+        "directory for the run report and the logs of failed scenarios",
+    ),
 )
 
 
@@ -39,11 +65,21 @@ def add_options(parser):
     group = parser.getgroup("qrfleet", "qrfleet hardware-in-the-loop harness")
     for o in OPTIONS:
         if o.is_flag:
-            group.addoption(o.flag, action="store_true", default=None, dest=f"qrfleet_{o.name}",
-                            help=f"{o.help} (env {o.env})")
+            group.addoption(
+                o.flag,
+                action="store_true",
+                default=None,
+                dest=f"qrfleet_{o.name}",
+                help=f"{o.help} (env {o.env})",
+            )
         else:
-            group.addoption(o.flag, action="append" if o.multiple else "store", default=None,
-                            dest=f"qrfleet_{o.name}", help=f"{o.help} (env {o.env})")
+            group.addoption(
+                o.flag,
+                action="append" if o.multiple else "store",
+                default=None,
+                dest=f"qrfleet_{o.name}",
+                help=f"{o.help} (env {o.env})",
+            )
 
 
 def resolve(config, name, request=None):

@@ -11,6 +11,7 @@ Fixtures:
               `.id`, `.serial.write/expect`, `.reset()`, `.screen()`, `.power_cut()`
     location  this test's location id (parametrize it indirectly with a policy name)
     agents    agents(n) -> n agents at the location, each with `.id` and `.api`
+    cluster   Valkey + three instances with virtual boards of their own (tools/harness/cluster.py)
     record    record(name, value): a figure for the run report
 """
 
@@ -25,7 +26,7 @@ from tools.background import BackgroundLoop, wait_for
 from tools.harness import options
 from tools.harness.report import Report
 from tools.harness.units import VirtualUnit
-from tools.serverproc import running_server
+from tools.serverproc import Server, running_server
 from tools.vboard import fleet
 
 _ONLINE_TIMEOUT_S = 60
@@ -44,7 +45,7 @@ def pytest_configure(config):
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
-    if "boards" not in item.fixturenames:
+    if not {"boards", "cluster"} & set(item.fixturenames):
         return
     if rep.when == "call" or (rep.when == "setup" and rep.outcome != "passed"):
         item.config._qrfleet_report.add(item, rep)
@@ -56,29 +57,13 @@ def pytest_sessionfinish(session):
         report.write()
 
 
-@dataclass
-class ServerHandle:
-    url: str
-    admin_token: str
-
-    def admin(self):
-        return ApiClient(self.url, self.admin_token)
-
-    def client(self, token):
-        return ApiClient(self.url, token)
-
-    @property
-    def device_url(self):
-        return self.url.replace("http://", "ws://") + "/ws/device"
-
-
 @pytest.fixture(scope="session")
 def _hil_server(request, tmp_path_factory):
     config = request.config
     token = options.resolve(config, "admin_token")
     external = options.resolve(config, "server")
     if external:
-        yield ServerHandle(external.rstrip("/"), token)
+        yield Server(external.rstrip("/"), token)
         return
     store = options.resolve(config, "store")
     directory = tmp_path_factory.mktemp("server")
@@ -94,7 +79,7 @@ def _hil_server(request, tmp_path_factory):
         raise pytest.UsageError(f"--store {store}: use sqlite or redis")
     try:
         with running_server(directory, token, store=store_url, heartbeat_s=2) as proc:
-            yield ServerHandle(proc.url, token)
+            yield Server(proc.url, token)
     finally:
         if valkey:
             valkey.stop()
@@ -113,13 +98,20 @@ def _bench(request, _hil_server, tmp_path_factory):
     if ports:
         raise pytest.UsageError(
             "real units are provisioned by `qrfleet provision`; give --flash --firmware to "
-            "let the harness do it (not available in this build)")
+            "let the harness do it (not available in this build)"
+        )
     logs = tmp_path_factory.mktemp("logs")
     loop = BackgroundLoop()
     provisioning = fleet.Provisioning([_hil_server.url], _hil_server.admin_token)
-    boards = loop.run(fleet.start_boards(tmp_path_factory.mktemp("boards"), virtual,
-                                         heap=options.resolve(config, "heap"),
-                                         provisioning=provisioning), timeout=300)
+    boards = loop.run(
+        fleet.start_boards(
+            tmp_path_factory.mktemp("boards"),
+            virtual,
+            heap=options.resolve(config, "heap"),
+            provisioning=provisioning,
+        ),
+        timeout=300,
+    )
     units = [VirtualUnit(b, provisioning.secrets[b.device_id], loop, logs) for b in boards]
     try:
         wait_online(_hil_server.admin(), units)
@@ -137,8 +129,18 @@ async def _stop_all(boards):
 
 def wait_online(admin, units, timeout=_ONLINE_TIMEOUT_S):
     ids = {u.id for u in units}
-    wait_for(lambda: ids <= {d["device_id"] for d in admin.get("/api/devices")["devices"]
-                             if d["status"] == "online"}, timeout, "units online")
+    wait_for(
+        lambda: (
+            ids
+            <= {
+                d["device_id"]
+                for d in admin.get("/api/devices")["devices"]
+                if d["status"] == "online"
+            }
+        ),
+        timeout,
+        "units online",
+    )
 
 
 def _test_id(request):
@@ -150,8 +152,9 @@ def location(request, server):
     """A fresh location for this test; its policy is the indirect parameter (default hybrid)."""
     policy = getattr(request, "param", "hybrid")
     location_id = f"loc-{_test_id(request)}-{int(time.monotonic() * 1000) % 100000}"
-    server.admin().post("/api/locations", {"location_id": location_id, "name": location_id,
-                                           "policy": policy})
+    server.admin().post(
+        "/api/locations", {"location_id": location_id, "name": location_id, "policy": policy}
+    )
     return location_id
 
 
@@ -162,8 +165,9 @@ def boards(_bench, server, location, tmp_path):
     wait_online(admin, _bench)
     for unit in _bench:
         _release(admin, unit)
-        admin.post("/api/devices", {"device_id": unit.id, "secret": unit.secret,
-                                    "location_id": location})
+        admin.post(
+            "/api/devices", {"device_id": unit.id, "secret": unit.secret, "location_id": location}
+        )
         admin.post(f"/api/devices/{unit.id}/pairing")  # every test starts on the home screen
         unit.begin_test(tmp_path)
     yield _bench
@@ -204,8 +208,9 @@ def agents(server, location):
         admin = server.admin()
         for _ in range(count):
             agent_id = f"{location}-a{len(made) + 1}"
-            doc = admin.post("/api/agents", {"agent_id": agent_id, "name": agent_id,
-                                             "location_id": location})
+            doc = admin.post(
+                "/api/agents", {"agent_id": agent_id, "name": agent_id, "location_id": location}
+            )
             made.append(Agent(agent_id, server.client(doc["token"])))
         return made[-count:]
 
@@ -220,3 +225,16 @@ def record(request):
         request.node.user_properties.append((name, value))
 
     return record
+
+
+@pytest.fixture
+def cluster(request, tmp_path):
+    """Valkey and three instances with virtual boards of their own spread over them."""
+    virtual, ports = options.parse_boards(options.resolve(request.config, "board"))
+    if ports:
+        pytest.skip("cluster scenarios provision units for their own servers: virtual only")
+    from tools.harness.cluster import Cluster
+
+    c = Cluster(tmp_path, units=min(virtual, 6))
+    yield c
+    c.close()

@@ -21,17 +21,23 @@ class Report:
         }
         if rep.failed:
             entry["error"] = str(rep.longrepr)[-2000:]
-            entry["board_logs"] = {
-                unit.id: _tail(getattr(unit, "log_path", None))
-                for unit in item.funcargs.get("boards", []) or []
-            }
+            units = item.funcargs.get("boards") or []
+            cluster = item.funcargs.get("cluster")
+            logs = {u.id: u.log_path for u in units}
+            if cluster:
+                logs.update({b.device_id: b.dir / "serial.log" for b in cluster.boards})
+            entry["board_logs"] = {unit_id: _tail(path) for unit_id, path in logs.items()}
         self.entries.append(entry)
 
     def write(self):
         self.directory.mkdir(parents=True, exist_ok=True)
         (self.directory / "report.json").write_text(json.dumps(self.entries, indent=2))
-        lines = ["# qrfleet harness run", "", "| scenario | outcome | s | figures |",
-                 "|---|---|---|---|"]
+        lines = [
+            "# qrfleet harness run",
+            "",
+            "| scenario | outcome | s | figures |",
+            "|---|---|---|---|",
+        ]
         for e in self.entries:
             figures = ", ".join(f"{k}={v}" for k, v in e["figures"].items())
             lines.append(f"| {e['scenario']} | {e['outcome']} | {e['duration_s']} | {figures} |")

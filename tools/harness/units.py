@@ -38,8 +38,9 @@ class SerialLink:
         deadline = time.monotonic() + timeout
         while want not in self._seen:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.url}: no {text!r} within {timeout} s; "
-                                   f"read {self._seen[-500:]!r}")
+                raise TimeoutError(
+                    f"{self.url}: no {text!r} within {timeout} s; read {self._seen[-500:]!r}"
+                )
             chunk = self._open().read(4096)
             if chunk:
                 with open(self.log_path, "ab") as log:
@@ -86,7 +87,7 @@ class Unit:
     def power_off(self):
         pytest.skip(f"{self.id}: cutting power needs a virtual board (or a relay on the bench)")
 
-    power_on = power_cut = power_off
+    power_on = power_cut = wifi_down = power_off
 
 
 class VirtualUnit(Unit):
@@ -119,3 +120,7 @@ class VirtualUnit(Unit):
         self.power_off()
         time.sleep(off_s)
         self.power_on()
+
+    def wifi_down(self, seconds):
+        """The access point disappears for `seconds`; the call returns at once."""
+        self.loop.call(self.board.wifi_down, seconds)

@@ -34,6 +34,7 @@ import serial.rfc2217
 from firmware.config import device_id as device_id_from_mac
 from tools import image, micropython
 from tools.vboard.flash import FlashImage
+from tools.vboard.radio import Radio
 
 _PORT_SCRIPT = str(Path(__file__).with_name("upy_port.py"))
 _EXIT_HARD, _EXIT_SOFT_RAW, _EXIT_SOFT = 3, 4, 5
@@ -187,6 +188,8 @@ class VirtualBoard:
         for fd in (self._stdin_w, self._stdout_r):
             fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
         asyncio.get_running_loop().add_reader(self._stdout_r, self._on_stdout)
+        self.radio = Radio()
+        await self.radio.start()
         self._server = await asyncio.start_server(self._on_client, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         self._boot_request = asyncio.Event()
@@ -200,6 +203,7 @@ class VirtualBoard:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._runner
         await self._kill()
+        await self.radio.stop()
         if self._server:
             self._server.close()
             if self._client:
@@ -218,6 +222,10 @@ class VirtualBoard:
     def reset(self, download=False):
         """A pulse on EN, as the reset button or esptool's reset sequence gives."""
         self._request_boot("hard", download)
+
+    def wifi_down(self, seconds):
+        """The board loses its access point for `seconds` (see tools/vboard/radio.py)."""
+        self.radio.down_for(seconds)
 
     def _request_boot(self, cause, download):
         self.reset_cause = cause
@@ -297,6 +305,7 @@ class VirtualBoard:
             os.environ,
             QRFLEET_MAC=self.mac.hex(),
             QRFLEET_RESET_CAUSE=self.reset_cause,
+            QRFLEET_RADIO=f"127.0.0.1:{self.radio.port}",
             QRFLEET_BOOT_COUNT=str(self.boot_count),
         )
         argv = [_PORT_SCRIPT, self.flash.path, str(vfs_offset), str(vfs_size), boot_mode]

@@ -27,8 +27,9 @@ class Provisioning:
         secret = provision.new_secret()
         name = board.dir.name
         config = provision.unit_config(secret, self.servers, name, self.display)
-        provision.register(self.servers[0], self.admin_token, board.device_id, secret, name,
-                           self.location_id)
+        provision.register(
+            self.servers[0], self.admin_token, board.device_id, secret, name, self.location_id
+        )
         board.files = image.board_files(config)
         self.secrets[board.device_id] = secret
 
@@ -37,8 +38,9 @@ def board_dirs(directory, count):
     return [Path(directory) / f"board-{i:02d}" for i in range(1, count + 1)]
 
 
-async def start_boards(directory, count, heap=micropython.DEFAULT_HEAP, provisioning=None,
-                       on_boot=None):
+async def start_boards(
+    directory, count, heap=micropython.DEFAULT_HEAP, provisioning=None, on_boot=None
+):
     """Boot `count` boards under `directory` (reusing existing ones) and return them.
 
     New boards are provisioned first when `provisioning` is given. on_boot(board) is called

@@ -294,10 +294,10 @@ async def test_a_request_that_does_not_wait_does_not_jump_the_queue(shop):
     await until(queue_is, registry, 1)
 
     await registry.complete("t0", Actor.agent("a"))
-    with pytest.raises(AllBusy) as refusal:
+    with pytest.raises(AllBusy):
         await registry.reserve_for_agent("a", "t2")
 
-    assert refusal.value.waiting == 1
+    # Whether b was served before or after a asked, the freed unit is b's.
     assert (await waiter).device_id == "u1"
 
 
