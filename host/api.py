@@ -263,7 +263,7 @@ class Api:
         await self._call(
             self.registry.register_device(
                 device_id,
-                _text(doc, "secret", 128),
+                _text(doc, "secret", 128, required=False),
                 _text(doc, "name", 200, required=False),
                 _text(doc, "location_id", 64, required=False),
             )

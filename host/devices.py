@@ -52,6 +52,7 @@ class DeviceSession:
         self.fw = fw
         self.connected_at = time.time()
         self.last_heartbeat = None
+        self.last_heard = time.monotonic()
         self._pending = {}
         self._next_id = 1
         self.closed = False
@@ -168,6 +169,7 @@ class DeviceHub:
         self.metrics = {"commands_sent": 0, "fenced_commands": 0, "fenced_writes": 0,
                         "sessions_accepted": 0, "auth_refused": 0}
         self.heartbeats = HeartbeatBatch(registry, server_id, self.lease_ttl_s)
+        self._watchdog = None
 
     @property
     def lease_ttl_s(self):
@@ -179,6 +181,8 @@ class DeviceHub:
     async def accept(self, head, leftover, reader, writer):
         """Take over a connection whose head asked for the `/ws/device` upgrade."""
         await self.accept_rate.admit()
+        if self._watchdog is None:
+            self._watchdog = asyncio.create_task(self._close_silent())
         proto = ServerProtocol()
         ws = WebSocket(reader, writer, proto)
         try:
@@ -261,12 +265,8 @@ class DeviceHub:
     async def _serve(self, session):
         ws = session.ws
         while True:
-            try:
-                text = await asyncio.wait_for(ws.recv(), SILENT_HEARTBEATS * self.heartbeat_s)
-            except (asyncio.TimeoutError, TimeoutError):
-                self.log.warning("device_silent", device_id=session.device_id)
-                await ws.close(1001, "unit silent for 3 heartbeats")
-                return
+            text = await ws.recv()  # a silent unit is closed by _close_silent
+            session.last_heard = time.monotonic()
             try:
                 msg = messages.from_device(text)
             except MessageError as e:
@@ -301,6 +301,18 @@ class DeviceHub:
             self.log.exception("device_release_failed", device_id=session.device_id)
         self.log.info("device_offline", device_id=session.device_id, epoch=session.epoch)
 
+    async def _close_silent(self):
+        """Close sessions silent for 3 heartbeats. One watchdog for all, every half period: a
+        timeout on each receive would cost a task per message, at thousands of units."""
+        while True:
+            await asyncio.sleep(self.heartbeat_s / 2)
+            heard_since = time.monotonic() - SILENT_HEARTBEATS * self.heartbeat_s
+            silent = [s for s in self.sessions.values() if s.last_heard < heard_since]
+            for session in silent:
+                self.log.warning("device_silent", device_id=session.device_id)
+            await asyncio.gather(
+                *(s.ws.close(1001, "unit silent for 3 heartbeats") for s in silent))
+
     async def drop_older(self, device_id, epoch):
         """Another instance took the unit with `epoch`: close our older session of it."""
         session = self.sessions.get(device_id)
@@ -308,5 +320,7 @@ class DeviceHub:
             await self._replace(session)
 
     async def close(self):
+        if self._watchdog:
+            self._watchdog.cancel()
         for session in list(self.sessions.values()):
             await session.ws.close(1001, "server shutting down")

@@ -114,7 +114,7 @@ class Provisioned:
     status: str  # what the server reports at the end: "online"
     agent_id: str = None
     bytes_sent: int = 0  # bytes written to the serial link for the unit's files
-    pairing: str = None  # qrfleet://pair?... when the server hands it to the admin
+    pairing: str = None  # qrfleet://pair?... of an unlinked unit, as its screen shows it
 
     def __str__(self):
         linked = f", linked to {self.agent_id}" if self.agent_id else ""
@@ -133,7 +133,8 @@ def provision_unit(port, order, report=None, confirm=None):
     with flash.open_unit(port) as unit:
         device_id = device_id_from_mac(unit.mac)
         report(f"{device_id}: checking")
-        on_unit = _config_on_unit(unit)
+        # --force replaces whatever is there: no need to read it
+        on_unit = None if order.force and not order.register_only else _config_on_unit(unit)
         bytes_sent = 0
         if order.register_only:
             if on_unit is None:
@@ -162,8 +163,11 @@ def provision_unit(port, order, report=None, confirm=None):
             f"once it is up, run: {retry_command(port, order)}")
     report(f"{device_id}: waiting until online")
     status = wait_online(order.api(), device_id, order.online_timeout_s, old_session)
-    return Provisioned(device_id, status["status"], status.get("agent_id"), bytes_sent,
-                       status.get("pairing"))
+    pairing = None
+    if not status.get("agent_id"):
+        # A fresh code, shown on the unit and printed for the technician alike.
+        pairing = order.api().post(f"/api/devices/{device_id}/pairing")["pairing"]
+    return Provisioned(device_id, status["status"], status.get("agent_id"), bytes_sent, pairing)
 
 
 def _config_on_unit(unit):

@@ -100,7 +100,8 @@ class Registry:
     # Devices and links
 
     async def register_device(self, device_id, secret, name=None, location_id=None):
-        """Add a unit (admin; provisioning), or update a known one's secret, name, location."""
+        """Add a unit (admin; provisioning), or update a known one's secret, name, location
+        (secret=None keeps a known unit's secret)."""
         return await self._write_and_wake(
             rules.register_device, ADMIN, device_id, secret, name, location_id
         )

@@ -185,7 +185,9 @@ def register_device(tx, now, actor, device_id, secret, name, location_id):
     """Add a unit, or update a known unit's secret, name and location (re-provisioning)."""
     check_id("device", device_id)
     lo, hi = _SECRET_LENGTHS
-    if not isinstance(secret, str) or not lo <= len(secret) <= hi:
+    # A known unit may be updated without its secret (None keeps the stored one).
+    if (secret is not None or tx.device(device_id) is None) and (
+            not isinstance(secret, str) or not lo <= len(secret) <= hi):
         raise InvalidInput(f"a unit's secret must be a string of {lo} to {hi} characters")
     if name is not None:
         _check_name("unit", name)

@@ -168,3 +168,13 @@ def test_a_malformed_http_head_gets_a_json_400(server):
         s.sendall(b"GET /api/health HTTP/1.0\r\n\r\n")
         reply = s.recv(4096)
     assert reply.startswith(b"HTTP/1.1 505") and b'"error"' in reply
+
+
+def test_a_known_unit_moves_location_without_resending_its_secret(shop):
+    unit = shop.unit(1)
+    shop.admin.post("/api/locations", {"location_id": "shop-2", "name": "Shop 2"})
+    moved = shop.admin.post("/api/devices", {"device_id": unit.device_id,
+                                             "location_id": "shop-2"})
+    assert moved["location_id"] == "shop-2" and moved["status"] == "online"
+    refused(lambda: shop.admin.post("/api/devices", {"device_id": "qrf-0000000000ff"}), 400,
+            "invalid")

@@ -52,6 +52,14 @@ OPTIONS = (
     Option("store", "--store", "QRFLEET_STORE", "sqlite", "registry store: sqlite or redis"),
     Option("heap", "--heap", "QRFLEET_HEAP", "160K", "MicroPython heap of virtual boards"),
     Option(
+        "wifi_ssid",
+        "--wifi-ssid",
+        "QRFLEET_WIFI_SSID",
+        None,
+        "Wi-Fi network real units join when --flash provisions them",
+    ),
+    Option("wifi_password", "--wifi-password", "QRFLEET_WIFI_PASSWORD", None, "its password"),
+    Option(
         "report",
         "--hil-report",
         "QRFLEET_REPORT",
@@ -110,3 +118,16 @@ def parse_boards(specs):
         else:
             ports.append(spec)
     return virtual, ports
+
+
+def resolve_port(spec):
+    """A serial URL for --board: a device path, an rfc2217:// URL, or id:<usb-serial>."""
+    if not spec.startswith("id:"):
+        return spec
+    from serial.tools import list_ports
+
+    wanted = spec[3:]
+    for port in list_ports.comports():
+        if port.serial_number == wanted:
+            return port.device
+    raise ValueError(f"--board {spec}: no USB serial device with serial number {wanted}")

@@ -25,7 +25,7 @@ from host.client import ApiClient, ApiClientError
 from tools.background import BackgroundLoop, wait_for
 from tools.harness import options
 from tools.harness.report import Report
-from tools.harness.units import VirtualUnit
+from tools.harness.units import Unit, VirtualUnit
 from tools.serverproc import Server, running_server
 from tools.vboard import fleet
 
@@ -95,30 +95,61 @@ def _bench(request, _hil_server, tmp_path_factory):
     """Every unit of the session, provisioned for the session's server and online."""
     config = request.config
     virtual, ports = options.parse_boards(options.resolve(config, "board"))
-    if ports:
-        raise pytest.UsageError(
-            "real units are provisioned by `qrfleet provision`; give --flash --firmware to "
-            "let the harness do it (not available in this build)"
-        )
     logs = tmp_path_factory.mktemp("logs")
+    units = [
+        Unit(device_id, port, logs) for device_id, port in _real_units(config, _hil_server, ports)
+    ]
     loop = BackgroundLoop()
-    provisioning = fleet.Provisioning([_hil_server.url], _hil_server.admin_token)
-    boards = loop.run(
-        fleet.start_boards(
-            tmp_path_factory.mktemp("boards"),
-            virtual,
-            heap=options.resolve(config, "heap"),
-            provisioning=provisioning,
-        ),
-        timeout=300,
-    )
-    units = [VirtualUnit(b, provisioning.secrets[b.device_id], loop, logs) for b in boards]
+    boards = []
     try:
+        if virtual:
+            provisioning = fleet.Provisioning([_hil_server.url], _hil_server.admin_token)
+            boards = loop.run(
+                fleet.start_boards(
+                    tmp_path_factory.mktemp("boards"),
+                    virtual,
+                    heap=options.resolve(config, "heap"),
+                    provisioning=provisioning,
+                ),
+                timeout=300,
+            )
+            units += [VirtualUnit(b, loop, logs) for b in boards]
         wait_online(_hil_server.admin(), units)
         yield units
     finally:
         loop.run(_stop_all(boards), timeout=120)
         loop.close()
+
+
+def _real_units(config, server, ports):
+    """(device id, serial URL) of each real unit; with --flash, flashed and provisioned for
+    this session's server first (tools/flash.py, tools/provision.py)."""
+    from firmware.config import device_id
+    from tools import flash, image, provision
+    from tools.vboard.flash import littlefs_image
+
+    found = []
+    firmware = options.resolve(config, "firmware")
+    wifi = None
+    if options.resolve(config, "wifi_ssid"):
+        wifi = {
+            "ssid": options.resolve(config, "wifi_ssid"),
+            "password": options.resolve(config, "wifi_password") or "",
+        }
+    for spec in ports:
+        port = options.resolve_port(spec)
+        if options.resolve(config, "flash"):
+            if firmware:
+                with open(firmware, "rb") as f:
+                    vfs = littlefs_image(image.board_files(target="esp32"), flash.VFS_SIZE)
+                    flash.flash_firmware(port, f.read(), vfs)
+            order = provision.Order([server.url], server.admin_token, wifi=wifi, force=True)
+            found.append((provision.provision_unit(port, order).device_id, port))
+        else:
+            with flash.open_unit(port) as unit:
+                found.append((device_id(unit.mac), port))
+                unit.hard_reset()
+    return found
 
 
 async def _stop_all(boards):
@@ -165,9 +196,7 @@ def boards(_bench, server, location, tmp_path):
     wait_online(admin, _bench)
     for unit in _bench:
         _release(admin, unit)
-        admin.post(
-            "/api/devices", {"device_id": unit.id, "secret": unit.secret, "location_id": location}
-        )
+        admin.post("/api/devices", {"device_id": unit.id, "location_id": location})
         admin.post(f"/api/devices/{unit.id}/pairing")  # every test starts on the home screen
         unit.begin_test(tmp_path)
     yield _bench

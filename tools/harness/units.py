@@ -58,11 +58,17 @@ class SerialLink:
 
 
 class Unit:
-    def __init__(self, device_id, secret, serial_url, log_dir):
+    """A unit on a serial port: a real one on the bench."""
+
+    def __init__(self, device_id, serial_url, log_dir):
         self.id = device_id
-        self.secret = secret
         self.serial_url = serial_url
         self.serial = SerialLink(serial_url, Path(log_dir) / f"{device_id}.log")
+
+    @property
+    def log_path(self):
+        """What the harness read from the unit's serial port (a virtual board logs it all)."""
+        return self.serial.log_path
 
     def begin_test(self, log_dir):
         self.serial.close()
@@ -91,8 +97,8 @@ class Unit:
 
 
 class VirtualUnit(Unit):
-    def __init__(self, board, secret, loop, log_dir):
-        super().__init__(board.device_id, secret, board.serial_url, log_dir)
+    def __init__(self, board, loop, log_dir):
+        super().__init__(board.device_id, board.serial_url, log_dir)
         self.board = board
         self.loop = loop
 

@@ -69,10 +69,12 @@ def esp_image_header(chip_id=CHIP_ID_ESP32, note=b""):
     """A minimal ESP image header (no segments) that marks a region as holding an image.
 
     Bytes 0-7: magic, segment count, SPI mode (DIO), size/frequency (4MB, 40 MHz), entry point;
-    bytes 8-23: the extended header, whose chip id tells esptool which chip it was built for.
+    bytes 8-23: the extended header, whose chip id (bytes 12-13) tells esptool which chip the
+    image was built for.
     """
     header = struct.pack("<BBBBI", ESP_IMAGE_MAGIC, 0, 2, 0x20, 0x40080000)
-    extended = struct.pack("<BHHB", 0xEE, 0, 0, 0).ljust(4, b"\x00") + struct.pack("<H", chip_id)
+    # Extended header: WP pin (0xEE: none), 3 bytes of SPI drive settings, then the chip id.
+    extended = struct.pack("<BBBBH", 0xEE, 0, 0, 0, chip_id)
     return (header + extended).ljust(24, b"\x00") + note
 
 

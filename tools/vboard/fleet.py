@@ -2,7 +2,7 @@
 
 import asyncio
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from tools import image, micropython, provision
@@ -17,7 +17,6 @@ class Provisioning:
     admin_token: str
     location_id: str = None
     display: str = "virtual-128x64"
-    secrets: dict = field(default_factory=dict)  # device id -> secret, for those made here
 
     def prepare(self, board):
         """Give a board without flash a config, and register it, as a technician would."""
@@ -31,7 +30,6 @@ class Provisioning:
             self.servers[0], self.admin_token, board.device_id, secret, name, self.location_id
         )
         board.files = image.board_files(config)
-        self.secrets[board.device_id] = secret
 
 
 def board_dirs(directory, count):

@@ -60,6 +60,18 @@ def write(data):
     _out.write(data)
 
 
+def print_exception(e):
+    """The traceback as a board prints it: without the frames of this port layer, which is C
+    code on a real board."""
+    import io
+
+    buf = io.StringIO()
+    sys.print_exception(e, buf)
+    for line in buf.getvalue().split("\n"):
+        if line and "upy_port.py" not in line:
+            _out.write(line.encode() + b"\n")
+
+
 def read_char():
     """One byte from the serial port; Ctrl-C arrives as SIGINT (KeyboardInterrupt) and maps back."""
     try:
@@ -99,7 +111,7 @@ class Board:
         except SystemExit as e:
             self.reset_from_exit(e, _EXIT_SOFT)
         except BaseException as e:  # noqa: BLE001 - a board prints every crash and goes on
-            sys.print_exception(e, sys.stdout)
+            print_exception(e)
             return False
         return True
 
@@ -117,7 +129,7 @@ class Board:
             self.reset_from_exit(e, _EXIT_SOFT_RAW)
         except BaseException as e:  # noqa: BLE001
             write(b"\x04")
-            sys.print_exception(e, sys.stdout)
+            print_exception(e)
             write(b"\x04")
             return
         write(b"\x04\x04")
@@ -223,7 +235,7 @@ class Board:
         except SystemExit as e:
             self.reset_from_exit(e, _EXIT_SOFT)
         except BaseException as e:  # noqa: BLE001
-            sys.print_exception(e, sys.stdout)
+            print_exception(e)
 
 
 def main():
@@ -237,7 +249,7 @@ def main():
         else:
             board.run_file("main.py")
     except KeyboardInterrupt as e:
-        sys.print_exception(e, sys.stdout)
+        print_exception(e)
     while True:
         try:
             board.friendly_repl()
