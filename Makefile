@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/qrfleet demo --out demo-out
 
+# The harness scenarios run on 8 virtual boards here (plain `pytest tests/hil` uses 4).
 test: setup firmware-check
-	$(BIN)/python -m pytest tests
+	QRFLEET_BOARD=virtual:8 $(BIN)/python -m pytest tests
 
 lint: setup
 	$(BIN)/ruff check .

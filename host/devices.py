@@ -124,13 +124,14 @@ class HeartbeatBatch:
         batch, self._waiting, self._flush = self._waiting, [], None
         try:
             renewed = await self.registry.renew_devices(
-                self.server_id, self.ttl_s, [item[:3] for item in batch])
+                self.server_id, self.ttl_s, [item[:3] for item in batch]
+            )
         except Exception as e:  # noqa: BLE001 - every heartbeat of the batch learns why
             for *_, future in batch:
                 if not future.done():
                     future.set_exception(e)
             return
-        for (*_, future), ok in zip(batch, renewed):
+        for (*_, future), ok in zip(batch, renewed, strict=True):
             if not future.done():
                 future.set_result(ok)
 
@@ -311,7 +312,8 @@ class DeviceHub:
             for session in silent:
                 self.log.warning("device_silent", device_id=session.device_id)
             await asyncio.gather(
-                *(s.ws.close(1001, "unit silent for 3 heartbeats") for s in silent))
+                *(s.ws.close(1001, "unit silent for 3 heartbeats") for s in silent)
+            )
 
     async def drop_older(self, device_id, epoch):
         """Another instance took the unit with `epoch`: close our older session of it."""

@@ -120,12 +120,12 @@ class Demo:
                 self.picture(boards[0], "paid")
 
                 self.say(f"{boards[0].device_id} (till-1's unit) loses power")
-                loop.run(boards[0].stop())
+                loop.run(boards[0].power_off())
                 self.wait_online(admin, boards[:1], online=False, timeout=20)
                 fallback = self._sales({"till-1": agents["till-1"]}, by_id, range(100, 102))
                 self.say("till-1's sales went to the pool unit " + boards[2].device_id)
 
-                loop.run(boards[0].start())
+                loop.call(boards[0].power_on)
                 self.wait_online(admin, boards[:1], timeout=30)
                 back = self._sales({"till-1": agents["till-1"]}, by_id, range(200, 201))
                 self.say("Power is back: till-1 is served by its own unit again")

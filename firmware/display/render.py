@@ -174,7 +174,7 @@ class Renderer:
     def _encode(self, payload, ecc):
         """The symbol for `payload`, or PayloadTooLarge if this panel cannot show it."""
         most = max_version(self.width, self.height)
-        gc.collect()  # a large symbol needs tens of KB in one piece: free the holes first
+        gc.collect()  # a large symbol needs several KB: return the garbage to the heap first
         size = len(payload.encode() if isinstance(payload, str) else payload)
         try:
             symbol = qr.encode(payload, ecc)

@@ -10,9 +10,14 @@ Exceptions:
      └── QRError   data too long (names the capacity) or an argument out of range
 
 Modules, in the spec's order: segments (modes, optimal split), bitstream (data bits), rs
-(Reed-Solomon, interleaving), matrix (geometry, function patterns, placement), masks (mask
-patterns, penalty), tables (constants), emv (EMVCo merchant-presented payloads). _native is
-the one place that picks viper (MicroPython) or plain Python (CPython) for the hot loops.
+(Reed-Solomon), matrix (geometry, function patterns, format and version information),
+placement (codewords into modules, interleaved), masks (mask patterns, penalty), tables
+(constants), emv (EMVCo merchant-presented payloads). _native is the one place that picks
+viper (MicroPython) or plain Python (CPython) for the hot loops.
+
+Memory: the symbol is built in its packed matrix (size * ((size + 7) // 8) bytes, 4 KB at
+version 40) and no buffer is larger, so a fragmented heap does not stop a large symbol.
+Between encodes, the function patterns of the last version stay cached (two such buffers).
 """
 
 from .encoder import QRCode, QRError, capacity, encode

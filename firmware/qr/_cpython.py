@@ -1,5 +1,6 @@
 """CPython versions of the mask loops: the same results as masks.apply_mask/penalty, with
-the per-module loops moved into C (bytes.translate, regular expressions, big-int bit ops).
+the per-module loops moved into C (big-int bit operations, string slicing, regular
+expressions) over the packed matrix.
 
 Imported only by masks.py, and only where `micropython` is missing (the host imports
 firmware.qr to check what a unit drew). Tests compare these with the plain loops.
@@ -7,48 +8,36 @@ firmware.qr to check what a unit drew). Tests compare these with the plain loops
 
 import re
 
-# Grid byte -> b"0" light / b"1" dark (the function flag dropped), for int(..., 2).
-_ASCII = bytes(48 + (b & 1) for b in range(256))
-# Dark bit of each grid byte, for the byte-per-module big ints.
-_DARK = bytes(b & 1 for b in range(256))
+from .masks import MASK_ROWS
+
 # Rule 3 at scale 1, as bit strings: light >= 1 before and >= 4 after the core, and mirrored.
 _FINDER_AFTER = "010111010000"
 _FINDER_BEFORE = "000010111010"
 
-_patterns = {}  # (size, mask) -> int with 1 in the byte of each module the mask flips
+_patterns = {}  # (size, mask) -> int with the bits of the matrix the mask flips
 _finders = {}  # size -> compiled finder-like patterns for scales n >= 2
 _pairs = {}  # size -> bits of the line buffer whose next module is on the same line
-_blocks = {}  # size -> int with 1 in the byte of each top-left corner of a 2x2 block
+_blocks = {}  # size -> bits of the matrix that are the top-left corner of a 2x2 block
 
 
-def _mask_pattern(grid, size, mask):
+def _mask_pattern(func, size, mask):
     key = (size, mask)
     pattern = _patterns.get(key)
     if pattern is None:
-        # Table 10 conditions, x = column, y = row; same as masks.apply_mask.
-        cond = (
-            lambda x, y: (x + y) % 2,
-            lambda x, y: y % 2,
-            lambda x, y: x % 3,
-            lambda x, y: (x + y) % 3,
-            lambda x, y: (x // 3 + y // 2) % 2,
-            lambda x, y: x * y % 2 + x * y % 3,
-            lambda x, y: (x * y % 2 + x * y % 3) % 2,
-            lambda x, y: ((x + y) % 2 + x * y % 3) % 2,
-        )[mask]
-        flips = bytes(
-            1 if not grid[y * size + x] & 2 and cond(x, y) == 0 else 0
-            for y in range(size)
-            for x in range(size)
-        )
-        pattern = _patterns[key] = int.from_bytes(flips, "little")
+        pad = "0" * (-size % 8)
+        rows = []
+        for y in range(size):
+            six = MASK_ROWS[mask * 12 + y % 12]  # see masks.MASK_ROWS
+            rows.append("".join("1" if six & 32 >> x % 6 else "0" for x in range(size)) + pad)
+        rows = "".join(rows)
+        pattern = int(rows, 2) & ~int.from_bytes(func, "big")
+        _patterns[key] = pattern
     return pattern
 
 
-def apply_mask(grid, size, mask):
-    n = size * size
-    flipped = int.from_bytes(grid[:n], "little") ^ _mask_pattern(grid, size, mask)
-    grid[:n] = flipped.to_bytes(n, "little")
+def apply_mask(m, func, size, mask):
+    n = len(m)
+    m[:] = (int.from_bytes(m, "big") ^ _mask_pattern(func, size, mask)).to_bytes(n, "big")
 
 
 def _finder_regexes(size):
@@ -58,12 +47,12 @@ def _finder_regexes(size):
     if found is None:
         found = []
         for n in range(2, size // 7 + 1):
-            core = b"0" + b"1" * n + b"0" * n + b"1" * (3 * n) + b"0" * n + b"1" * n + b"0"
+            core = "0" + "1" * n + "0" * n + "1" * (3 * n) + "0" * n + "1" * n + "0"
             found.append(
                 (
                     core,
-                    re.compile(b"(?=" + b"0" * (n - 1) + core + b"0" * (4 * n - 1) + b")"),
-                    re.compile(b"(?=" + b"0" * (4 * n - 1) + core + b"0" * (n - 1) + b")"),
+                    re.compile("(?=" + "0" * (n - 1) + core + "0" * (4 * n - 1) + ")"),
+                    re.compile("(?=" + "0" * (4 * n - 1) + core + "0" * (n - 1) + ")"),
                 )
             )
         _finders[size] = found
@@ -71,12 +60,12 @@ def _finder_regexes(size):
 
 
 def _block_corners(size):
+    """1 at each module of the packed matrix (as a big-endian int) that is the top-left
+    module of a 2x2 block."""
     corners = _blocks.get(size)
     if corners is None:
-        cells = bytes(
-            1 if x < size - 1 and y < size - 1 else 0 for y in range(size) for x in range(size)
-        )
-        corners = _blocks[size] = int.from_bytes(cells, "little")
+        row = "1" * (size - 1) + "0" * (-size % 8 + 1)
+        corners = _blocks[size] = int(row * (size - 1) + "0" * len(row), 2)
     return corners
 
 
@@ -99,17 +88,18 @@ def _match(bits, pattern):
     return found
 
 
-def penalty(grid, size):
+def penalty(m, size):
     """masks.penalty, on all rows and columns at once: one bit per module, lines separated
     by `size` light modules (outside the symbol is light for rule 3)."""
-    n = size * size
-    ascii = grid[:n].translate(_ASCII)
-    gap = b"0" * size
+    width = len(m) // size * 8  # bits per packed row
+    g = int.from_bytes(m, "big")
+    rows = format(g, "0%db" % (width * size))
+    gap = "0" * size
     lines = (
         gap
         + gap.join(
-            [ascii[y * size : (y + 1) * size] for y in range(size)]
-            + [ascii[x::size] for x in range(size)]
+            [rows[y * width : y * width + size] for y in range(size)]
+            + [rows[x::width] for x in range(size)]
         )
         + gap
     )
@@ -131,13 +121,13 @@ def penalty(grid, size):
         if core in lines:
             result += 40 * (len(before.findall(lines)) + len(after.findall(lines)))
 
-    # N2 on byte-per-module ints: a corner whose right, lower and diagonal neighbours match.
-    dark = grid[:n].translate(_DARK)
-    g = int.from_bytes(dark, "little")
-    differs = (g ^ (g >> 8)) | (g ^ (g >> (8 * size))) | (g ^ (g >> (8 * size + 8)))
+    # N2: a corner whose right, lower and diagonal neighbours match it (g << k brings the
+    # module k bits further on into the corner's place).
+    differs = (g ^ (g << 1)) | (g ^ (g << width)) | (g ^ (g << (width + 1)))
     result += 3 * (_block_corners(size) & ~differs).bit_count()
 
     # N4
-    black = dark.count(1)
+    n = size * size
+    black = g.bit_count()
     result += ((abs(black * 20 - n * 10) + n - 1) // n - 1) * 10
     return result

@@ -9,7 +9,7 @@
 
 from array import array
 
-from . import bitstream, masks, matrix, rs, segments
+from . import bitstream, masks, matrix, placement, rs, segments
 from .bitstream import ALPHANUMERIC, BYTE, NUMERIC
 from .tables import ECC_LEVELS
 
@@ -159,47 +159,42 @@ def encode(data, ecc="M", version=None, mask=None):
     version, spans, _ = plan(src, e, version, eci)
     grp = segments.group(version)
 
-    # Data codewords: segments, terminator (up to 4 zero bits), byte alignment, pad codewords.
+    # Codewords: the data (segments, terminator of up to 4 zero bits, byte alignment, pad
+    # codewords), then the ECC of each block after it, in one buffer sized for the version.
     n_data = matrix.data_codewords(version, e)
-    data_cw = bytearray(n_data)
+    cw = bytearray(matrix.raw_modules(version) >> 3)
     put = bitstream.put_bits
     pos = 0
     if eci:
-        pos = put(data_cw, put(data_cw, 0, segments.ECI, 4), segments.ECI_UTF8, 8)
+        pos = put(cw, put(cw, 0, segments.ECI, 4), segments.ECI_UTF8, 8)
     for span in spans:
         start, end, mode = segments.unpack(span)
-        pos = put(data_cw, pos, mode, 4)
-        pos = put(data_cw, pos, end - start, segments.count_bits(mode, grp))
-        pos = bitstream.segment_bits(data_cw, pos, src, span)
+        pos = put(cw, pos, mode, 4)
+        pos = put(cw, pos, end - start, segments.count_bits(mode, grp))
+        pos = bitstream.segment_bits(cw, pos, src, span)
     pad = 0xEC
     for i in range((pos + 4 + 7) >> 3, n_data):
-        data_cw[i] = pad
+        cw[i] = pad
         pad ^= 0xEC ^ 0x11
-
-    # Error correction per block, then interleave.
-    dims = array("H", matrix.block_layout(version, e))
-    ecc_cw = bytearray(dims[0] * dims[3])
-    rs.rs_blocks(data_cw, ecc_cw, rs.generator(dims[3]), dims)
-    n_raw = matrix.raw_modules(version) >> 3
-    codewords = bytearray(n_raw)
-    rs.interleave(codewords, data_cw, ecc_cw, dims)
-
-    # Modules: place, choose the mask, pack.
     size = matrix.size_of(version)
-    grid = matrix.function_grid(version)
-    matrix.place(grid, size, codewords, n_raw * 8)
+    dims = array("H", matrix.block_layout(version, e) + (size,))
+    rs.rs_blocks(cw, rs.generator(dims[3]), dims)
+
+    # Modules, in the packed matrix the QRCode keeps: function patterns, the codewords
+    # interleaved (§7.6) as they are placed, then the mask with the lowest penalty.
+    dark, func = matrix.function_patterns(version)
+    packed = bytearray(dark)
+    placement.place(packed, func, cw, dims)
     if mask is None:
         best = 0
         for m in range(8):
-            masks.apply_mask(grid, size, m)
-            matrix.draw_format(grid, size, matrix.format_word(e, m))
-            score = masks.penalty(grid, size)
+            masks.apply_mask(packed, func, size, m)
+            matrix.draw_format(packed, size, matrix.format_word(e, m))
+            score = masks.penalty(packed, size)
             if m == 0 or score < best:
                 best = score
                 mask = m
-            masks.apply_mask(grid, size, m)
-    masks.apply_mask(grid, size, mask)
-    matrix.draw_format(grid, size, matrix.format_word(e, mask))
-    packed = bytearray(((size + 7) >> 3) * size)
-    matrix.pack(grid, size, packed)
+            masks.apply_mask(packed, func, size, m)
+    masks.apply_mask(packed, func, size, mask)
+    matrix.draw_format(packed, size, matrix.format_word(e, mask))
     return QRCode(version, ECC_LEVELS[e], mask, packed)

@@ -6,43 +6,51 @@ results, with the loops in C); the plain ones stay as plain_apply_mask/plain_pen
 
 from ._native import CPYTHON, micropython, ptr8
 
+# Table 10: where each mask flips a module (x = column, y = row).
+_FLIPS = (
+    lambda x, y: (x + y) % 2 == 0,
+    lambda x, y: y % 2 == 0,
+    lambda x, y: x % 3 == 0,
+    lambda x, y: (x + y) % 3 == 0,
+    lambda x, y: (x // 3 + y // 2) % 2 == 0,
+    lambda x, y: x * y % 2 + x * y % 3 == 0,
+    lambda x, y: (x * y % 2 + x * y % 3) % 2 == 0,
+    lambda x, y: ((x + y) % 2 + x * y % 3) % 2 == 0,
+)
+# Every mask repeats within 6 columns and 12 rows (mask 4 every 4 rows, the others every 6).
+# MASK_ROWS[mask * 12 + y % 12] has bit 5 - x % 6 set where the mask flips module (x, y).
+MASK_ROWS = bytes(
+    sum(32 >> x for x in range(6) if flips(x, y)) for flips in _FLIPS for y in range(12)
+)
+
 
 @micropython.viper
-def apply_mask(grid: ptr8, size: int, mask: int):
-    """XOR mask pattern `mask` (Table 10; x = column, y = row) onto the non-function modules.
-    Applying the same mask twice restores the grid."""
-    y = 0
+def apply_mask(m: ptr8, func: ptr8, size: int, mask: int):
+    """XOR mask pattern `mask` onto the modules of packed matrix `m` that are data modules
+    (bit clear in the packed mask `func`), a byte of 8 modules at a time. Applying the same
+    mask twice restores the matrix."""
+    rows = ptr8(MASK_ROWS)
+    stride = (size + 7) >> 3
     p = 0
+    y = 0
     while y < size:
-        x = 0
-        while x < size:
-            if (grid[p] & 2) == 0:
-                if mask == 0:
-                    c = (x + y) % 2
-                elif mask == 1:
-                    c = y % 2
-                elif mask == 2:
-                    c = x % 3
-                elif mask == 3:
-                    c = (x + y) % 3
-                elif mask == 4:
-                    c = (x // 3 + y // 2) % 2
-                elif mask == 5:
-                    c = x * y % 2 + x * y % 3
-                elif mask == 6:
-                    c = (x * y % 2 + x * y % 3) % 2
-                else:
-                    c = ((x + y) % 2 + x * y % 3) % 2
-                if c == 0:
-                    grid[p] ^= 1
-            x += 1
+        six = rows[mask * 12 + y % 12]
+        pattern = six << 18 | six << 12 | six << 6 | six  # bit 23 - i: flip at x % 6 == i % 6
+        start = 0  # x % 6 of the byte's first module
+        end = p + stride
+        while p < end:
+            m[p] = m[p] ^ ((pattern >> (16 - start)) & (0xFF ^ func[p]))
+            start += 2  # 8 modules on: (start + 8) % 6
+            if start >= 6:
+                start -= 6
             p += 1
         y += 1
 
 
 @micropython.viper
-def penalty(grid: ptr8, size: int) -> int:
-    """Mask penalty score (§7.8.3), computed exactly as the reference implementation does.
+def penalty(m: ptr8, size: int) -> int:
+    """Mask penalty score (§7.8.3) of packed matrix `m`, computed exactly as the reference
+    implementation does.
 
     N1 (3 + 1 per module past 5) for each same-colour run of 5 or more in a row or column;
     N3 (40) for each 1:1:3:1:1 finder-like pattern with 4 light modules on one side, counted
@@ -50,6 +58,7 @@ def penalty(grid: ptr8, size: int) -> int:
     block; N4 (10 per 5 % step) for the dark share's distance from 50 %.
     Run history: h0 is the newest run, h1..h5 the candidate core, h6 the run before it.
     """
+    stride = (size + 7) >> 3
     result = 0
     orient = 0
     while orient < 2:
@@ -64,13 +73,27 @@ def penalty(grid: ptr8, size: int) -> int:
             h4 = 0
             h5 = 0
             h6 = 0
+            # module k of the line is bit `shift` of m[p]: a row moves on by bits, a column
+            # by rows
+            if orient == 0:
+                p = line * stride
+                shift = 7
+                down = 0
+                right = 1
+            else:
+                p = line >> 3
+                shift = 7 - (line & 7)
+                down = stride
+                right = 0
             k = 0
             while k <= size:
                 if k < size:
-                    if orient == 0:
-                        c = grid[line * size + k] & 1
-                    else:
-                        c = grid[k * size + line] & 1
+                    c = (m[p] >> shift) & 1
+                    p += down
+                    shift -= right
+                    if shift < 0:
+                        shift = 7
+                        p += 1
                 else:
                     c = 2  # the end of the line closes the current run
                 if c == color:
@@ -117,23 +140,35 @@ def penalty(grid: ptr8, size: int) -> int:
             line += 1
         orient += 1
 
+    # N2 and the dark count, one row pair at a time, a byte of each row at a time: c/d the
+    # module of rows y and y + 1 in this column, pc/pd in the previous one.
     dark = 0
     y = 0
     while y < size:
+        p = y * stride
+        below = stride
+        if y == size - 1:
+            below = 0  # the last row starts no block
+        pc = 0
+        pd = 0
+        top = 0
+        bottom = 0
         x = 0
-        p = y * size
         while x < size:
-            c = grid[p] & 1
+            if (x & 7) == 0:
+                top = m[p]
+                bottom = m[p + below]
+                p += 1
+            c = (top >> 7) & 1
+            d = (bottom >> 7) & 1
+            top <<= 1
+            bottom <<= 1
             dark += c
-            if x < size - 1 and y < size - 1:
-                if (
-                    c == (grid[p + 1] & 1)
-                    and c == (grid[p + size] & 1)
-                    and c == (grid[p + size + 1] & 1)
-                ):
-                    result += 3
+            if below and x > 0 and c == d and c == pc and c == pd:
+                result += 3
+            pc = c
+            pd = d
             x += 1
-            p += 1
         y += 1
     total = size * size
     diff = dark * 20 - total * 10

@@ -1,10 +1,14 @@
-"""Symbol geometry (§6.3, §7.7-7.10): sizes, codeword counts and the function patterns.
+"""Symbol geometry (§6.3, §7.7, §7.9-7.10): sizes, codeword counts, the function patterns,
+format and version information.
 
-The module grid is one byte per module, row-major (`y * size + x`): bit 0 = dark, bit 1 =
-function module (finder, separator, timing, alignment, format, version areas). The grid of the
-last version used is kept and reused: `place` rewrites every data module and the format
-modules are redrawn per mask, so only a change of version builds a new grid. `pack` gives the
-1-bit-per-module matrix a QRCode holds.
+Every module buffer is packed like QRCode.matrix: row-major, 1 bit per module, most
+significant bit first, rows padded to whole bytes (`stride = (size + 7) // 8`). The symbol
+is built in the very matrix a QRCode returns, so no buffer has one byte per module: a
+version-40 matrix is 177 * 23 = 4071 bytes. Two packed buffers of the last version are kept
+for the next symbol: the function patterns' dark modules (a new matrix starts as a copy)
+and the function mask (1 = function module: finder, separator, timing, alignment, format
+and version areas, the dark module; also the padding bits of each row), which placement
+and masking skip.
 """
 
 from ._native import micropython, ptr8
@@ -68,88 +72,63 @@ def version_word(version):
 
 
 @micropython.viper
-def draw_format(grid: ptr8, size: int, bits: int):
-    """Draw the 15-bit format information (§7.9) twice, and the dark module beside it."""
+def draw_format(m: ptr8, size: int, bits: int):
+    """Draw the 15-bit format information (§7.9) twice into packed matrix `m`, and the dark
+    module beside it. With bits = 0x7FFF it marks the format areas in a function mask."""
+    stride = (size + 7) >> 3
     i = 0
     while i < 15:
-        v = 2 | ((bits >> i) & 1)
-        if i < 6:
-            grid[i * size + 8] = v
-        elif i < 8:
-            grid[(i + 1) * size + 8] = v
-        elif i == 8:
-            grid[8 * size + 7] = v
-        else:
-            grid[8 * size + 14 - i] = v
-        if i < 8:
-            grid[8 * size + size - 1 - i] = v
-        else:
-            grid[(size - 15 + i) * size + 8] = v
+        v = (bits >> i) & 1
+        k = 0
+        while k < 2:  # the copy around the top-left finder, then the split copy
+            if k == 0:
+                x = 8
+                y = i
+                if i == 6 or i == 7:
+                    y = i + 1
+                elif i == 8:
+                    x = 7
+                    y = 8
+                elif i > 8:
+                    x = 14 - i
+                    y = 8
+            elif i < 8:
+                x = size - 1 - i
+                y = 8
+            else:
+                x = 8
+                y = size - 15 + i
+            p = y * stride + (x >> 3)
+            b = 0x80 >> (x & 7)
+            if v:
+                m[p] = m[p] | b
+            else:
+                m[p] = m[p] & (0xFF ^ b)
+            k += 1
         i += 1
-    grid[(size - 8) * size + 8] = 3
+    p = (size - 8) * stride + 1  # the dark module, (8, size - 8)
+    m[p] = m[p] | 0x80
 
 
-@micropython.viper
-def place(grid: ptr8, size: int, cw: ptr8, nbits: int):
-    """Lay codeword bits into the non-function modules (§7.7.3): two-module-wide columns from
-    the right, zigzagging up and down, skipping the vertical timing column. Every data module
-    is written (remainder bits light), so a grid can be reused for the next symbol."""
-    i = 0
-    right = size - 1
-    while right >= 1:
-        if right == 6:
-            right = 5
-        upward = ((right + 1) & 2) == 0
-        vert = 0
-        while vert < size:
-            y = vert
-            if upward:
-                y = size - 1 - vert
-            p = y * size + right
-            j = 0
-            while j < 2:
-                if (grid[p] & 2) == 0:
-                    if i < nbits:
-                        grid[p] = (cw[i >> 3] >> (7 - (i & 7))) & 1
-                        i += 1
-                    else:
-                        grid[p] = 0
-                p -= 1
-                j += 1
-            vert += 1
-        right -= 2
+_last = [0, None, None]  # version, its function patterns' dark modules, its function mask
 
 
-@micropython.viper
-def pack(grid: ptr8, size: int, out: ptr8):
-    """Pack the grid's dark bits into `out` (zeroed): row-major, MSB first, rows padded to bytes."""
-    stride = (size + 7) >> 3
-    y = 0
-    p = 0
-    while y < size:
-        row = y * stride
-        x = 0
-        while x < size:
-            if grid[p] & 1:
-                out[row + (x >> 3)] |= 0x80 >> (x & 7)
-            x += 1
-            p += 1
-        y += 1
-
-
-_last = [0, None]  # version, function-pattern grid
-
-
-def function_grid(version):
-    """The grid for `version` with its function patterns drawn and flagged."""
+def function_patterns(version):
+    """(dark modules, function mask) of `version`'s function patterns, both packed."""
     if _last[0] == version:
-        return _last[1]
-    _last[1] = None  # let the old grid go before allocating the new one
+        return _last[1], _last[2]
+    _last[1] = _last[2] = None  # let the old buffers go before allocating the new ones
     size = size_of(version)
-    grid = bytearray(size * size)
+    stride = (size + 7) >> 3
+    dark = bytearray(size * stride)
+    func = bytearray(size * stride)
 
-    def put(x, y, dark):
-        grid[y * size + x] = 2 | dark
+    def put(x, y, on):
+        p = y * stride + (x >> 3)
+        b = 0x80 >> (x & 7)
+        func[p] |= b
+        if on:
+            dark[p] |= b
 
     for i in range(size):  # timing patterns
         put(6, i, 1 - i % 2)
@@ -171,7 +150,10 @@ def function_grid(version):
             for dy in range(-2, 3):
                 for dx in range(-2, 3):
                     put(pos[i] + dx, pos[j] + dy, 0 if max(abs(dx), abs(dy)) == 1 else 1)
-    draw_format(grid, size, 0)  # reserve the format areas (redrawn for every mask)
+    for y in range(size):  # the padding bits of each row are never data
+        func[y * stride + stride - 1] |= 0xFF >> (size - (stride - 1) * 8)
+    draw_format(func, size, 0x7FFF)  # reserve the format areas (drawn for every mask)
+    draw_format(dark, size, 0)
     if version >= 7:
         bits = version_word(version)
         for i in range(18):
@@ -180,5 +162,6 @@ def function_grid(version):
             put(a, b, (bits >> i) & 1)
             put(b, a, (bits >> i) & 1)
     _last[0] = version
-    _last[1] = grid
-    return grid
+    _last[1] = dark
+    _last[2] = func
+    return dark, func

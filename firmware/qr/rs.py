@@ -1,5 +1,5 @@
-"""Error correction (§7.5): Reed-Solomon generator polynomials, the per-block division, and
-the interleaving of data and ECC codewords into the final sequence (§7.6)."""
+"""Error correction (§7.5): Reed-Solomon generator polynomials and the per-block division.
+The interleaving of the blocks (§7.6) happens as matrix.place reads the codewords."""
 
 from ._native import micropython, ptr8, ptr16
 from .tables import GF_EXP, GF_LOG
@@ -31,8 +31,9 @@ def generator(degree):
 
 
 @micropython.viper
-def rs_blocks(data: ptr8, ecc: ptr8, gen: ptr8, dims: ptr16):
-    """Reed-Solomon remainders of every block (§7.5.2) into `ecc`, block after block.
+def rs_blocks(cw: ptr8, gen: ptr8, dims: ptr16):
+    """Reed-Solomon remainders of every block (§7.5.2), written block after block right
+    after the data codewords in `cw` (which holds the data codewords block after block).
 
     dims = (blocks, short blocks, data codewords of a short block, ECC codewords per block);
     long blocks carry one more data codeword. `gen` holds log2 of the generator polynomial's
@@ -45,61 +46,31 @@ def rs_blocks(data: ptr8, ecc: ptr8, gen: ptr8, dims: ptr16):
     nshort = dims[1]
     d = dims[3]
     off = 0
+    r = nblocks * dims[2] + nblocks - nshort  # the ECC of the first block follows the data
     b = 0
     while b < nblocks:
         n = dims[2]
         if b >= nshort:
             n += 1
-        r = b * d
         j = 0
         while j < d:
-            ecc[r + j] = 0
+            cw[r + j] = 0
             j += 1
         k = 0
         while k < n:
-            f = data[off + k] ^ ecc[r]
+            f = cw[off + k] ^ cw[r]
             j = 0
             while j < d - 1:
-                ecc[r + j] = ecc[r + j + 1]
+                cw[r + j] = cw[r + j + 1]
                 j += 1
-            ecc[r + d - 1] = 0
+            cw[r + d - 1] = 0
             if f:
                 lf = glog[f]
                 j = 0
                 while j < d:
-                    ecc[r + j] ^= gexp[lf + gen[j]]
+                    cw[r + j] ^= gexp[lf + gen[j]]
                     j += 1
             k += 1
         off += n
+        r += d
         b += 1
-
-
-@micropython.viper
-def interleave(out: ptr8, data: ptr8, ecc: ptr8, dims: ptr16):
-    """Final codeword sequence (§7.6): data codewords column by column across blocks
-    (short blocks have no last column), then ECC codewords likewise."""
-    nblocks = dims[0]
-    nshort = dims[1]
-    slen = dims[2]
-    d = dims[3]
-    o = 0
-    i = 0
-    while i <= slen:
-        b = 0
-        while b < nblocks:
-            if i < slen or b >= nshort:
-                off = b * slen
-                if b > nshort:
-                    off += b - nshort
-                out[o] = data[off + i]
-                o += 1
-            b += 1
-        i += 1
-    i = 0
-    while i < d:
-        b = 0
-        while b < nblocks:
-            out[o] = ecc[b * d + i]
-            o += 1
-            b += 1
-        i += 1

@@ -49,8 +49,9 @@ def segment_modes(src: ptr8, n: int, work: ptr8, count_bits: int):
     (10 bits per 3), an alphanumeric char 33 (11 bits per 2), a byte 48. State j after byte i
     is "the next byte goes in mode j"; switching after byte i rounds its segment up to whole
     bits (which makes partial numeric/alphanumeric groups exact) and pays mode j's header
-    (4 + count bits). work[n + 3i + j] records the mode byte i used to reach state j (3 = not
-    possible); the backtrack writes the chosen mode indicator (1, 2 or 4) to work[i].
+    (4 + count bits). work[i] (n bytes) records the mode byte i used to reach each state j, in
+    bits 2j..2j+1 (3 = not possible); the backtrack replaces it with the chosen mode indicator
+    (1, 2 or 4).
     count_bits = byte | alphanumeric << 5 | numeric << 10 (character count widths).
     Mode indices: 0 byte, 1 alphanumeric, 2 numeric.
     """
@@ -65,21 +66,20 @@ def segment_modes(src: ptr8, n: int, work: ptr8, count_bits: int):
     i = 0
     while i < n:
         ch = src[i]
-        bk = n + i * 3
         cb += 48
-        work[bk] = 0
+        wb = 0
         if ch < 128 and alnum[ch] != 255:
             ca += 33
-            work[bk + 1] = 1
+            wa = 1
         else:
             ca = inf
-            work[bk + 1] = 3
+            wa = 3
         if ch >= 48 and ch <= 57:
             cn += 20
-            work[bk + 2] = 2
+            wn = 2
         else:
             cn = inf
-            work[bk + 2] = 3
+            wn = 3
         # End the segment after byte i (whole bits) and start one in another mode.
         eb = (cb + 5) // 6 * 6
         ea = (ca + 5) // 6 * 6
@@ -87,24 +87,25 @@ def segment_modes(src: ptr8, n: int, work: ptr8, count_bits: int):
         # to byte
         if ea + hb < cb:
             cb = ea + hb
-            work[bk] = 1
+            wb = 1
         if en + hb < cb:
             cb = en + hb
-            work[bk] = 2
+            wb = 2
         # to alphanumeric
         if eb + ha < ca:
             ca = eb + ha
-            work[bk + 1] = 0
+            wa = 0
         if en + ha < ca:
             ca = en + ha
-            work[bk + 1] = 2
+            wa = 2
         # to numeric
         if eb + hn < cn:
             cn = eb + hn
-            work[bk + 2] = 0
+            wn = 0
         if ea + hn < cn:
             cn = ea + hn
-            work[bk + 2] = 1
+            wn = 1
+        work[i] = wb | wa << 2 | wn << 4
         i += 1
     m = 0
     if ca < cb:
@@ -114,7 +115,7 @@ def segment_modes(src: ptr8, n: int, work: ptr8, count_bits: int):
         m = 2
     i = n - 1
     while i >= 0:
-        m = work[n + i * 3 + m]
+        m = (work[i] >> (m * 2)) & 3
         if m == 0:
             work[i] = 4
         else:
@@ -137,7 +138,7 @@ def optimal(src, grp):
     n = len(src)
     if n == 0:
         return []
-    work = bytearray(4 * n)
+    work = bytearray(n)
     segment_modes(
         src,
         n,

@@ -348,8 +348,10 @@ def renew_devices(tx, now, server_id, ttl_s, heartbeats):
 
     A server with thousands of units commits their heartbeats together: one transaction per
     heartbeat would keep the store busy and queue QR requests behind them."""
-    return [renew_device(tx, now, device_id, server_id, epoch, ttl_s, changes)
-            for device_id, epoch, changes in heartbeats]
+    return [
+        renew_device(tx, now, device_id, server_id, epoch, ttl_s, changes)
+        for device_id, epoch, changes in heartbeats
+    ]
 
 
 def release_device(tx, now, device_id, epoch):

@@ -11,9 +11,9 @@ FAILOVER_BOUND_S = 10
 def test_instance_killed_while_units_connect_every_unit_shows_qrs_in_bound(cluster, record):
     victim = "s1"
     for board in cluster.boards:  # every unit reconnects at once...
-        cluster.loop.run(board.stop())
+        cluster.loop.run(board.power_off())
     for board in cluster.boards:
-        cluster.loop.run(board.start())
+        cluster.loop.call(board.power_on)
     killed_at = time.monotonic()
     cluster.servers[victim].process.send_signal(signal.SIGKILL)  # ...while one instance dies
     survivors = [s for s in cluster.servers if s != victim]

@@ -117,10 +117,10 @@ class VirtualUnit(Unit):
     def power_off(self):
         """Supply cut: the process dies wherever it is, mid-write included."""
         self.serial.close()
-        self.loop.run(self.board.stop())
+        self.loop.run(self.board.power_off())
 
     def power_on(self):
-        self.loop.run(self.board.start())
+        self.loop.call(self.board.power_on)
 
     def power_cut(self, off_s=0.5):
         self.power_off()

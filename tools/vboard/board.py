@@ -130,6 +130,7 @@ class VirtualBoard:
         self.reset_cause = "power-on"
         self._lines = Lines(self._lines_changed)
         self._en = True
+        self._powered = False
         self._release = None
         self._process = None
         self._ready = False
@@ -216,7 +217,17 @@ class VirtualBoard:
         self._log.close()
         self.mode = "off"
 
+    async def power_off(self):
+        """The chip's supply cut, the USB-serial bridge still on: the process dies wherever
+        it is (mid-write included) and the serial port stays open, as on a dev board whose
+        3.3 V rail is switched."""
+        self._powered = False
+        self.mode = "off"
+        self._boot_request.clear()
+        await self._kill()
+
     def power_on(self, download=False):
+        self._powered = True
         self._request_boot("power-on", download)
 
     def reset(self, download=False):
@@ -263,7 +274,7 @@ class VirtualBoard:
             await self._boot_request.wait()
             self._boot_request.clear()
             await self._kill()
-            if not self._en:
+            if not self._en or not self._powered:
                 continue
             self._drain_stdin()
             self.boot_count += 1
@@ -279,7 +290,7 @@ class VirtualBoard:
             boot_mode = "normal"
             while not self._boot_request.is_set():
                 status = await self._run_port(boot_mode)
-                if self._boot_request.is_set() or not self._en:
+                if self._boot_request.is_set() or not self._en or not self._powered:
                     break
                 if status == _EXIT_HARD:
                     self.reset_cause = "hard"
@@ -311,26 +322,25 @@ class VirtualBoard:
         argv = [_PORT_SCRIPT, self.flash.path, str(vfs_offset), str(vfs_size), boot_mode]
         self._ready = False
         self.mode = "running"
-        self._process = await asyncio.create_subprocess_exec(
+        process = self._process = await asyncio.create_subprocess_exec(
             *micropython.command(argv, self.heap),
             stdin=self._stdin_r,
             stdout=self._stdout_w,
             stderr=asyncio.subprocess.PIPE,
             env=env,
         )
-        if self._boot_request.is_set() or not self._en:  # reset while it was starting
-            self._process.kill()
-        stderr = self._process.stderr
-        async for line in stderr:
+        if self._boot_request.is_set() or not self._en or not self._powered:
+            process.kill()  # reset or power cut while it was starting
+        async for line in process.stderr:
             if line.startswith(b"qrfleet-port: ready"):
                 self._ready = True
             elif line.startswith(b"qrfleet-port: screen "):
                 width, height, size = (int(v) for v in line.split()[2:5])
                 with contextlib.suppress(asyncio.IncompleteReadError):
-                    self._publish_screen(width, height, await stderr.readexactly(size))
+                    self._publish_screen(width, height, await process.stderr.readexactly(size))
             else:
                 self._emit(line.replace(b"\n", b"\r\n"))
-        return await self._process.wait()
+        return await process.wait()
 
     def _publish_screen(self, width, height, rows):
         """Replace display.pbm atomically: a reader sees the old frame or the new one."""

@@ -1,6 +1,8 @@
 """encode(): what a caller sees — the symbol object, the smallest version, what decoders read
 back, capacities, and the errors for bad input."""
 
+from hashlib import sha256
+
 import pytest
 import segno
 from hypothesis import HealthCheck, given, settings
@@ -219,3 +221,33 @@ def test_unix_port_matrix_is_a_mono_hlsb_framebuffer(unix_port):
         " for y in range(q.size) for x in range(q.size)))\n"
     )
     assert out.strip() == "True"
+
+
+_FRAGMENTED_HEAP = """
+import binascii, gc, hashlib
+from firmware.qr import encode
+encode("warm")
+data = sys.stdin.buffer.read()
+gc.collect()
+# Fill the heap with 5000-byte blocks, then free every other one: what is free afterwards
+# lies in holes of about 5 KB, as in a heap fragmented by a long-running unit.
+blocks = [None] * 40
+for i in range(40):
+    try:
+        blocks[i] = bytearray(5000)
+    except MemoryError:
+        break
+for i in range(0, 40, 2):
+    blocks[i] = None
+gc.collect()
+for ecc in "LH":
+    q = encode(data, ecc, 40)
+    print(q.version, q.mask, binascii.hexlify(hashlib.sha256(q.matrix).digest()).decode())
+"""
+
+
+def test_unix_port_encodes_version_40_when_the_free_heap_is_in_5_kb_holes(unix_port):
+    data = bytes(range(256)) * 4
+    out = unix_port(_FRAGMENTED_HEAP, stdin=data)
+    expected = [encode(data, ecc, 40) for ecc in "LH"]
+    assert out.splitlines() == [f"40 {q.mask} {sha256(q.matrix).hexdigest()}" for q in expected]

@@ -8,15 +8,26 @@ from firmware.qr import _cpython, masks, matrix
 from .strategies import generators
 
 
-def grid_for(version, rnd, density):
-    grid = bytearray(matrix.function_grid(version))
-    for i, cell in enumerate(grid):
-        if not cell & 2:
-            grid[i] = rnd.random() < density
-    return grid
+def set_module(m, size, x, y, dark):
+    p = y * ((size + 7) // 8) + x // 8
+    bit = 0x80 >> (x % 8)
+    m[p] = m[p] | bit if dark else m[p] & ~bit
 
 
-def plant_finder_like(grid, size, rnd):
+def matrix_for(version, rnd, density):
+    """Version `version`'s function patterns with random data modules."""
+    size = matrix.size_of(version)
+    dark, func = matrix.function_patterns(version)
+    m = bytearray(dark)
+    stride = (size + 7) // 8
+    for y in range(size):
+        for x in range(size):
+            if not func[y * stride + x // 8] & (0x80 >> (x % 8)):
+                set_module(m, size, x, y, rnd.random() < density)
+    return m, bytes(func)
+
+
+def plant_finder_like(m, size, rnd):
     """A 1:1:3:1:1 run at a random scale, row or column, with light on one side."""
     n = rnd.randint(1, max(1, size // 7))
     runs = [0] * n + [1] * n + [0] * n + [1] * (3 * n) + [0] * n + [1] * n + [0] * (4 * n)
@@ -24,8 +35,10 @@ def plant_finder_like(grid, size, rnd):
         runs.reverse()
     line, start, column = rnd.randrange(size), rnd.randrange(size), rnd.random() < 0.5
     for k, dark in enumerate(runs[: size - start]):
-        p = (start + k) * size + line if column else line * size + start + k
-        grid[p] = (grid[p] & 2) | dark
+        if column:
+            set_module(m, size, line, start + k, dark)
+        else:
+            set_module(m, size, start + k, line, dark)
 
 
 @settings(max_examples=300, deadline=None)
@@ -37,23 +50,25 @@ def plant_finder_like(grid, size, rnd):
 )
 def test_penalty_and_masking_match_the_plain_loops(version, density, mask, rnd):
     size = matrix.size_of(version)
-    grid = grid_for(version, rnd, density)
+    m, func = matrix_for(version, rnd, density)
     for _ in range(rnd.randrange(3)):
-        plant_finder_like(grid, size, rnd)
-    assert _cpython.penalty(grid, size) == masks.plain_penalty(grid, size)
-    fast, plain = bytearray(grid), bytearray(grid)
-    _cpython.apply_mask(fast, size, mask)
-    masks.plain_apply_mask(plain, size, mask)
+        plant_finder_like(m, size, rnd)
+    assert _cpython.penalty(m, size) == masks.plain_penalty(m, size)
+    fast, plain = bytearray(m), bytearray(m)
+    _cpython.apply_mask(fast, func, size, mask)
+    masks.plain_apply_mask(plain, func, size, mask)
     assert fast == plain
+    masks.plain_apply_mask(plain, func, size, mask)
+    assert plain == m
 
 
 def test_scaled_finder_patterns_count_as_in_the_reference():
     size = matrix.size_of(10)
-    grid = bytearray(size * size)
+    m = bytearray(size * ((size + 7) // 8))
     n = 3
     runs = (
         [1] * n + [0] * n + [1] * (3 * n) + [0] * n + [1] * n
     )  # at the row start: border is light
     for k, dark in enumerate(runs):
-        grid[5 * size + k] = dark
-    assert _cpython.penalty(grid, size) == masks.plain_penalty(grid, size)
+        set_module(m, size, k, 5, dark)
+    assert _cpython.penalty(m, size) == masks.plain_penalty(m, size)

@@ -70,7 +70,7 @@ def test_unix_port_matrices_equal_the_reference(unix_port, batch):
         lines.append(f"{ecc} {version} {mask} {kind} {binascii.hexlify(raw).decode()}")
         ref = reference(data, ecc, version, mask)
         expected.append(digest(packed(ref.get_module, ref.get_size()), version, mask))
-    # 50 symbols of random versions in one process: a version 40 grid is one 31 KB block,
-    # which a 160K heap may no longer hold in one piece after the others (fragmentation).
+    # The batch, read at once, holds up to 50 hex payloads of up to 2953 bytes: more than
+    # the 160K test heap (the encoder's own heap is tested in test_encoder.py).
     out = unix_port(_UNIX_BATCH, heap="512K", stdin="\n".join(lines).encode() + b"\n")
     assert out.split() == expected

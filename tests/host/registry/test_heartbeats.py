@@ -10,17 +10,24 @@ async def test_a_batch_renews_each_live_session_and_refuses_stale_ones(shop, clo
     await shop.registry.acquire_device("u2", "s1", 10)
     clock.advance(8)
 
-    renewed = await shop.registry.renew_devices("s1", 10, [
-        ("u1", u1, {"firmware": "1.2.0", "last_screen": SCREEN}),
-        ("u2", old_u2, {"last_screen": {"screen": "stale"}}),
-    ])
+    renewed = await shop.registry.renew_devices(
+        "s1",
+        10,
+        [
+            ("u1", u1, {"firmware": "1.2.0", "last_screen": SCREEN}),
+            ("u2", old_u2, {"last_screen": {"screen": "stale"}}),
+        ],
+    )
     clock.advance(8)
 
     assert renewed == [True, False]
     u1_now = await shop.registry.get_device("u1")
     u2_now = await shop.registry.get_device("u2")
     assert (u1_now.status, u1_now.device.firmware, u1_now.device.last_screen) == (
-        "online", "1.2.0", SCREEN)
+        "online",
+        "1.2.0",
+        SCREEN,
+    )
     assert (u2_now.status, u2_now.device.last_screen) == ("offline", None)
 
 

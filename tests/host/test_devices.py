@@ -1,0 +1,44 @@
+"""The /ws/device endpoint against a unit that authenticates and then falls silent."""
+
+import time
+
+from firmware.net import ws
+from firmware.proto import auth, messages
+from tests.conftest import wait_for
+from tools import provision
+
+HEARTBEAT_S = 1  # the `server` fixture's
+
+
+async def authenticate_then_listen(url, device_id, secret):
+    """Log in as the unit, send no heartbeat, answer nothing -> (seconds until closed, code)."""
+    conn = await ws.connect(url)
+    hello = {"device_id": device_id, "fw": "silent", "proto": messages.PROTOCOL_VERSION}
+    await conn.send(messages.encode("hello", **hello))
+    nonce = messages.from_server(await conn.recv())["nonce"]
+    await conn.send(messages.encode("auth", mac=auth.answer(secret, nonce, device_id)))
+    assert messages.from_server(await conn.recv())["type"] == "welcome"
+    online = time.monotonic()
+    try:
+        while True:
+            await conn.recv()
+    except ws.ConnectionClosed as e:
+        return time.monotonic() - online, e.code
+
+
+def test_a_unit_silent_for_three_heartbeats_is_closed_and_goes_offline(server, background):
+    admin = server.admin()
+    admin.post("/api/locations", {"location_id": "shop-1", "name": "Shop", "policy": "hybrid"})
+    device_id, secret = "qrf-00000000beef", provision.new_secret()
+    admin.post("/api/devices", {"device_id": device_id, "secret": secret, "location_id": "shop-1"})
+
+    silent_s, code = background.run(
+        authenticate_then_listen(server.device_url, device_id, secret), timeout=30
+    )
+
+    assert code == 1001
+    assert 3 * HEARTBEAT_S <= silent_s < 5 * HEARTBEAT_S
+    wait_for(
+        lambda: admin.get("/api/devices")["devices"][0]["status"] == "offline",
+        what=f"{device_id} to be offline",
+    )
