@@ -129,6 +129,7 @@ class Api:
         self.registry = server.registry
         self.hub = server.hub
         self.router = Router()
+
         def add(method, pattern, handler):
             self.router.add(method, pattern, self._refusals_as_answers(handler))
 

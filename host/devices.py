@@ -63,8 +63,9 @@ class DeviceSession:
             raise CommandFailed("device_offline", f"Unit {self.device_id} has just disconnected.")
         if not await self.hub.registry.holds_device(self.device_id, self.epoch):
             self.hub.metrics["fenced_commands"] += 1
-            raise CommandFailed("device_offline",
-                                f"Unit {self.device_id} is now held by a newer session.")
+            raise CommandFailed(
+                "device_offline", f"Unit {self.device_id} is now held by a newer session."
+            )
         command_id = self._next_id
         self._next_id = self._next_id % 0x7FFFFFFF + 1
         future = asyncio.get_running_loop().create_future()
@@ -79,8 +80,9 @@ class DeviceSession:
                 f"Unit {self.device_id} did not answer {kind} within {int(timeout_s * 1000)} ms.",
             ) from None
         except ConnectionClosed:
-            raise CommandFailed("device_offline",
-                                f"Unit {self.device_id} disconnected during {kind}.") from None
+            raise CommandFailed(
+                "device_offline", f"Unit {self.device_id} disconnected during {kind}."
+            ) from None
         finally:
             self._pending.pop(command_id, None)
 
@@ -157,8 +159,9 @@ class AcceptRate:
 
 
 class DeviceHub:
-    def __init__(self, registry, server_id, heartbeat_s, log, on_online=None,
-                 accept_per_s=ACCEPT_PER_S):
+    def __init__(
+        self, registry, server_id, heartbeat_s, log, on_online=None, accept_per_s=ACCEPT_PER_S
+    ):
         self.registry = registry
         self.server_id = server_id
         self.heartbeat_s = heartbeat_s
@@ -167,8 +170,13 @@ class DeviceHub:
         self.sessions = {}
         self.accept_rate = AcceptRate(accept_per_s)
         # Fenced: a write or command refused because a newer session holds the unit.
-        self.metrics = {"commands_sent": 0, "fenced_commands": 0, "fenced_writes": 0,
-                        "sessions_accepted": 0, "auth_refused": 0}
+        self.metrics = {
+            "commands_sent": 0,
+            "fenced_commands": 0,
+            "fenced_writes": 0,
+            "sessions_accepted": 0,
+            "auth_refused": 0,
+        }
         self.heartbeats = HeartbeatBatch(registry, server_id, self.lease_ttl_s)
         self._watchdog = None
 
@@ -226,10 +234,12 @@ class DeviceHub:
         if secret is None:
             await self._refuse(ws, f"unit {device_id} is not registered", peer, device_id)
             return None
-        if answer["type"] != "auth" or not auth.check_answer(secret, nonce, device_id,
-                                                             answer["mac"]):
-            await self._refuse(ws, f"wrong answer to the challenge for {device_id}", peer,
-                               device_id)
+        if answer["type"] != "auth" or not auth.check_answer(
+            secret, nonce, device_id, answer["mac"]
+        ):
+            await self._refuse(
+                ws, f"wrong answer to the challenge for {device_id}", peer, device_id
+            )
             return None
         epoch = await self.registry.acquire_device(device_id, self.server_id, self.lease_ttl_s)
         await self.registry.report_device(device_id, epoch, firmware=hello["fw"])
@@ -238,11 +248,13 @@ class DeviceHub:
         self.sessions[device_id] = session
         if old:
             await self._replace(old)
-        await ws.send(messages.encode("welcome", heartbeat_s=self.heartbeat_s,
-                                      server_id=self.server_id))
+        await ws.send(
+            messages.encode("welcome", heartbeat_s=self.heartbeat_s, server_id=self.server_id)
+        )
         self.metrics["sessions_accepted"] += 1
-        self.log.info("device_online", device_id=device_id, epoch=epoch, fw=hello["fw"],
-                      peer=str(peer))
+        self.log.info(
+            "device_online", device_id=device_id, epoch=epoch, fw=hello["fw"], peer=str(peer)
+        )
         if self.on_online:
             asyncio.create_task(self.on_online(session))
         return session
@@ -252,8 +264,9 @@ class DeviceHub:
         self.metrics["auth_refused"] += 1
         self.log.warning("device_auth_refused", device_id=device_id, reason=reason, peer=str(peer))
         try:
-            await ws.send(messages.encode("error", code=messages.AUTH_FAILED,
-                                          message="authentication failed"))
+            await ws.send(
+                messages.encode("error", code=messages.AUTH_FAILED, message="authentication failed")
+            )
         except ConnectionClosed:
             pass
         await ws.close(CLOSE_POLICY, "authentication failed")
@@ -271,8 +284,7 @@ class DeviceHub:
             try:
                 msg = messages.from_device(text)
             except MessageError as e:
-                await ws.send(messages.encode("error", id=e.id, code=e.code,
-                                              message=str(e)[:200]))
+                await ws.send(messages.encode("error", id=e.id, code=e.code, message=str(e)[:200]))
                 continue
             kind = msg["type"]
             if kind == "heartbeat":
@@ -286,11 +298,19 @@ class DeviceHub:
 
     async def _heartbeat(self, session, msg):
         session.last_heartbeat = msg
-        return await self.heartbeats.renew(session.device_id, session.epoch, {
-            "firmware": msg["fw"],
-            "last_screen": {"screen": msg["screen"], "free_heap": msg["free_heap"],
-                            "uptime_s": msg["uptime_s"], "rssi": msg["rssi"]},
-        })
+        return await self.heartbeats.renew(
+            session.device_id,
+            session.epoch,
+            {
+                "firmware": msg["fw"],
+                "last_screen": {
+                    "screen": msg["screen"],
+                    "free_heap": msg["free_heap"],
+                    "uptime_s": msg["uptime_s"],
+                    "rssi": msg["rssi"],
+                },
+            },
+        )
 
     async def _ended(self, session):
         session.fail_pending(f"Unit {session.device_id} disconnected.")

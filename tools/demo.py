@@ -19,7 +19,7 @@ from rich.table import Table
 from tools.background import BackgroundLoop, wait_for
 from tools.serverproc import running_server
 from tools.vboard import fleet
-from tools.vboard.screen import decode_qr, save_png
+from tools.vboard.screen import save_png, wait_for_qr
 
 LOCATION = "demo-shop"
 SALES_PER_AGENT = 4
@@ -54,17 +54,6 @@ class Demo:
             f"units {wanted}",
         )
 
-    def screen_payload(self, board, prefix, timeout=10):
-        """The text of the QR on the board's screen, once it starts with `prefix`."""
-        found = []
-
-        def shows():
-            found[:] = [t for t in decode_qr(board.dir / "display.pbm") if t.startswith(prefix)]
-            return found
-
-        wait_for(shows, timeout, f"{board.device_id} to show a {prefix} QR")
-        return found[0]
-
     def sale(self, agent, agent_id, boards_by_id, n):
         payload = (
             f"upi://pay?pa=demo-shop@bank&pn=Demo%20Shop&am={n + 1}.50&cu=INR"
@@ -74,7 +63,7 @@ class Demo:
             f"/api/agents/{agent_id}/qr", {"payload": payload, "caption": f"{n + 1}.50 INR"}
         )
         board = boards_by_id[shown["device_id"]]
-        on_screen = self.screen_payload(board, payload)
+        on_screen = wait_for_qr(board.dir / "display.pbm", payload)
         if n in (0, 100):  # the first sale, and the first one during the outage
             self.picture(board, f"payment-{agent_id}-on-{board.device_id}")
         agent.post(f"/api/txns/{shown['txn_id']}/complete")
@@ -106,11 +95,11 @@ class Demo:
                 self.wait_online(admin, boards)
                 self.say("3 virtual boards provisioned, registered and online: " + ", ".join(by_id))
                 for board in boards:
-                    self.screen_payload(board, "qrfleet://pair")
+                    wait_for_qr(board.dir / "display.pbm", "qrfleet://pair")
                     self.picture(board, f"pairing-{board.device_id}")
 
                 for agent_id, board in zip(agents, boards, strict=False):
-                    pairing = self.screen_payload(board, "qrfleet://pair")
+                    pairing = wait_for_qr(board.dir / "display.pbm", "qrfleet://pair")
                     agents[agent_id].post(f"/api/agents/{agent_id}/devices", {"pairing": pairing})
                     self.say(f"{agent_id} scanned {board.device_id}'s pairing QR and linked it")
                 self.say(f"{boards[2].device_id} stays unlinked: the shop's pool unit")

@@ -87,8 +87,14 @@ class _Rfc2217Port(serial.rfc2217.Serial):
     _negotiated = None
 
     def _reconfigure_port(self):
-        settings = (self._baudrate, self._bytesize, self._parity, self._stopbits,
-                    self._rtscts, self._xonxoff)
+        settings = (
+            self._baudrate,
+            self._bytesize,
+            self._parity,
+            self._stopbits,
+            self._rtscts,
+            self._xonxoff,
+        )
         if settings != self._negotiated:
             super()._reconfigure_port()
             self._negotiated = settings
@@ -105,8 +111,10 @@ def _open_port(port):
     try:
         return _Rfc2217Port(port)
     except (serial.SerialException, OSError) as e:
-        raise NoSerialPort(f"cannot open {port}: {e}. Check the URL and that the serial "
-                           "server for the unit is running.") from None
+        raise NoSerialPort(
+            f"cannot open {port}: {e}. Check the URL and that the serial "
+            "server for the unit is running."
+        ) from None
 
 
 def chip_name(chip_id):
@@ -120,12 +128,16 @@ def chip_name(chip_id):
 def check_firmware(firmware, name="the firmware", chip=EXPECTED_CHIP):
     """Refuse a .bin that is not an ESP image built for `chip`."""
     if len(firmware) < 24 or firmware[0] != _IMAGE_MAGIC:
-        raise WrongChip(f"{name} is not an ESP firmware image (it must start with byte 0xE9): "
-                        f"use the MicroPython .bin for {chip}, not an .elf, .uf2 or .zip")
+        raise WrongChip(
+            f"{name} is not an ESP firmware image (it must start with byte 0xE9): "
+            f"use the MicroPython .bin for {chip}, not an .elf, .uf2 or .zip"
+        )
     built_for = chip_name(_IMAGE_CHIP_ID.unpack_from(firmware, _IMAGE_CHIP_ID_AT)[0])
     if built_for != chip:
-        raise WrongChip(f"{name} is built for {built_for}, but this unit is an {chip}: "
-                        f"download the {chip} build of MicroPython")
+        raise WrongChip(
+            f"{name} is built for {built_for}, but this unit is an {chip}: "
+            f"download the {chip} build of MicroPython"
+        )
 
 
 def check_fits(regions, flash_size):
@@ -134,13 +146,17 @@ def check_fits(regions, flash_size):
     for offset, data in sorted(regions, key=lambda r: r[0]):
         end = offset + len(data)
         if offset < end_of_previous:
-            raise DoesNotFit(f"{len(data)} bytes at 0x{offset:x} overlap the image at "
-                             f"0x{previous:x}, which ends at 0x{end_of_previous:x}: the .bin "
-                             "is too big for this partition layout (4 MiB ESP32 build)")
+            raise DoesNotFit(
+                f"{len(data)} bytes at 0x{offset:x} overlap the image at "
+                f"0x{previous:x}, which ends at 0x{end_of_previous:x}: the .bin "
+                "is too big for this partition layout (4 MiB ESP32 build)"
+            )
         if end > flash_size:
-            raise DoesNotFit(f"{len(data)} bytes at 0x{offset:x} end at 0x{end:x}, past the "
-                             f"end of this unit's {flash_size // 1048576} MiB flash: use a "
-                             "build made for this flash size")
+            raise DoesNotFit(
+                f"{len(data)} bytes at 0x{offset:x} end at 0x{end:x}, past the "
+                f"end of this unit's {flash_size // 1048576} MiB flash: use a "
+                "build made for this flash size"
+            )
         end_of_previous, previous = end, offset
 
 
@@ -171,8 +187,9 @@ class Unit:
         """
         packed = zlib.compress(data, _COMPRESS_LEVEL)
         block_size = self.esp.FLASH_WRITE_SIZE
-        blocks = self._call("start the write", self.esp.flash_defl_begin, len(data),
-                            len(packed), offset)
+        blocks = self._call(
+            "start the write", self.esp.flash_defl_begin, len(data), len(packed), offset
+        )
         inflate = zlib.decompressobj()
         done = 0
         for seq in range(blocks):
@@ -204,9 +221,11 @@ class Unit:
         got = self._call("check the MD5", self.esp.flash_md5sum, offset, len(data))
         want = hashlib.md5(data).hexdigest()
         if got != want:
-            raise VerifyFailed(f"the flash at 0x{offset:x} reads back with MD5 {got}, not "
-                               f"{want}: the write was corrupted; run the command again, and "
-                               "replace the unit if it fails twice")
+            raise VerifyFailed(
+                f"the flash at 0x{offset:x} reads back with MD5 {got}, not "
+                f"{want}: the write was corrupted; run the command again, and "
+                "replace the unit if it fails twice"
+            )
 
     def read(self, offset, length):
         return self._call("read the flash", self.esp.read_flash, offset, length)
@@ -217,9 +236,15 @@ class Unit:
 
     def filesystem(self, offset=VFS_OFFSET, size=VFS_SIZE):
         """The LittleFS in the vfs partition, read block by block only as files are opened."""
-        return LittleFS(context=_RemoteBlocks(self, offset), block_size=layout.SECTOR,
-                        block_count=size // layout.SECTOR, read_size=16, prog_size=16,
-                        cache_size=_READ_CHUNK, lookahead_size=16)
+        return LittleFS(
+            context=_RemoteBlocks(self, offset),
+            block_size=layout.SECTOR,
+            block_count=size // layout.SECTOR,
+            read_size=16,
+            prog_size=16,
+            cache_size=_READ_CHUNK,
+            lookahead_size=16,
+        )
 
     def hard_reset(self):
         """Leave download mode and boot what is in the flash."""
@@ -229,8 +254,10 @@ class Unit:
         try:
             return fn(*args)
         except (FatalError, serial.SerialException, OSError) as e:
-            raise LinkLost(f"could not {what} on {self.port}: {e}. Check the USB cable, then "
-                           "run the command again for this unit") from None
+            raise LinkLost(
+                f"could not {what} on {self.port}: {e}. Check the USB cable, then "
+                "run the command again for this unit"
+            ) from None
 
 
 class _RemoteBlocks(UserContext):
@@ -246,8 +273,9 @@ class _RemoteBlocks(UserContext):
         out = bytearray()
         for chunk in range(start // _READ_CHUNK, (start + size - 1) // _READ_CHUNK + 1):
             if chunk not in self._chunks:
-                self._chunks[chunk] = self._unit.read(self._offset + chunk * _READ_CHUNK,
-                                                      _READ_CHUNK)
+                self._chunks[chunk] = self._unit.read(
+                    self._offset + chunk * _READ_CHUNK, _READ_CHUNK
+                )
             out += self._chunks[chunk]
         skip = start % _READ_CHUNK
         return out[skip : skip + size]
@@ -273,12 +301,15 @@ def open_unit(port, chip=EXPECTED_CHIP, baud=FAST_BAUD):
         except FatalError as e:
             raise _connect_error(port, str(e)) from None
         except serial.SerialException as e:
-            raise NoSerialPort(f"cannot open {port}: {e}. Plug the unit in, check the port name "
-                               "(`qrfleet provision --all` finds Espressif USB serial ports)"
-                               ) from None
+            raise NoSerialPort(
+                f"cannot open {port}: {e}. Plug the unit in, check the port name "
+                "(`qrfleet provision --all` finds Espressif USB serial ports)"
+            ) from None
         if esp.CHIP_NAME != chip:
-            raise WrongChip(f"the unit on {port} is an {esp.CHIP_NAME}, not an {chip}: "
-                            f"qrfleet units are {chip} boards; set this one aside")
+            raise WrongChip(
+                f"the unit on {port} is an {esp.CHIP_NAME}, not an {chip}: "
+                f"qrfleet units are {chip} boards; set this one aside"
+            )
         esp = esp.run_stub()
         if not port.startswith("rfc2217://"):  # a network port has no line speed to raise
             esp.change_baud(baud)
@@ -290,8 +321,10 @@ def open_unit(port, chip=EXPECTED_CHIP, baud=FAST_BAUD):
 
 def _connect_error(port, message):
     if "could not open" in message.lower() or "doesn't exist" in message:
-        return NoSerialPort(f"no serial port {port}: plug the unit in and check the port name "
-                            "(`qrfleet provision --all` finds Espressif USB serial ports)")
+        return NoSerialPort(
+            f"no serial port {port}: plug the unit in and check the port name "
+            "(`qrfleet provision --all` finds Espressif USB serial ports)"
+        )
     return NotInDownloadMode(
         f"the unit on {port} did not enter download mode ({message.splitlines()[0]}). Hold "
         "BOOT, press and release EN, release BOOT, then run the command again; if it still "

@@ -68,8 +68,9 @@ def run(ports, job, console=None):
             result = job(port, report)
         except Exception as e:  # noqa: BLE001 - any failure belongs to this unit only
             report("[red]failed[/red]")
-            return Outcome(port, False, None, str(e) or type(e).__name__,
-                           time.monotonic() - started)
+            return Outcome(
+                port, False, None, str(e) or type(e).__name__, time.monotonic() - started
+            )
         report("[green]done[/green]")
         return Outcome(port, True, result, "", time.monotonic() - started)
 

@@ -56,8 +56,12 @@ def device_url(server_url):
 
 def unit_config(secret, servers, name, display, wifi=None):
     """The config.json a unit boots with (firmware/config.py reads it)."""
-    config = {"secret": secret, "servers": [device_url(s) for s in servers], "name": name,
-              "display": display}
+    config = {
+        "secret": secret,
+        "servers": [device_url(s) for s in servers],
+        "name": name,
+        "display": display,
+    }
     if wifi:
         config["wifi"] = wifi
     return config
@@ -138,8 +142,10 @@ def provision_unit(port, order, report=None, confirm=None):
         bytes_sent = 0
         if order.register_only:
             if on_unit is None:
-                raise ProvisionError(f"{device_id} on {port} has no config.json to register: "
-                                     "provision it without --register-only")
+                raise ProvisionError(
+                    f"{device_id} on {port} has no config.json to register: "
+                    "provision it without --register-only"
+                )
             secret = on_unit["secret"]
         else:
             _check_not_provisioned(port, device_id, on_unit, order, confirm)
@@ -152,15 +158,17 @@ def provision_unit(port, order, report=None, confirm=None):
             old_session = _session_epoch(order.api(), device_id)
         unit.hard_reset()
     if order.files_only:
-        bytes_sent = copy_files(port, files, lambda done, total: report(
-            f"{device_id}: copying files", done, total))
+        bytes_sent = copy_files(
+            port, files, lambda done, total: report(f"{device_id}: copying files", done, total)
+        )
         registered = _register(port, device_id, secret, order, report)
         old_session = _session_epoch(order.api(), device_id)
         _soft_reset(port)
     if not registered:
         raise NotRegistered(
             f"{device_id} is written but the server at {order.servers[0]} could not be reached; "
-            f"once it is up, run: {retry_command(port, order)}")
+            f"once it is up, run: {retry_command(port, order)}"
+        )
     report(f"{device_id}: waiting until online")
     status = wait_online(order.api(), device_id, order.online_timeout_s, old_session)
     pairing = None
@@ -185,7 +193,8 @@ def _vfs_partition(unit):
     if "vfs" not in partitions:
         raise flash.FlashError(
             f"the unit on {unit.port} has no MicroPython partition table: flash MicroPython "
-            f"first, with: qrfleet flash --port {unit.port} --firmware micropython.bin")
+            f"first, with: qrfleet flash --port {unit.port} --firmware micropython.bin"
+        )
     _, _, offset, size = partitions["vfs"]
     return offset, size
 
@@ -197,8 +206,10 @@ def _check_not_provisioned(port, device_id, on_unit, order, confirm):
     where = "has a config.json" if on_unit is not None else "is registered with the server"
     question = f"{device_id} on {port} {where} already; replace it (it gets a new secret)?"
     if confirm is None or not confirm(question):
-        raise AlreadyProvisioned(f"{device_id} on {port} {where} already: run again with "
-                                 "--force to re-provision it with a new secret")
+        raise AlreadyProvisioned(
+            f"{device_id} on {port} {where} already: run again with "
+            "--force to re-provision it with a new secret"
+        )
 
 
 def _known_to_server(api, device_id):
@@ -228,8 +239,9 @@ def _firmware_files(target):
 def _write_filesystem(unit, files, device_id, report):
     offset, size = _vfs_partition(unit)
     fs_image = layout.littlefs_image(files, size)
-    unit.write(offset, fs_image,
-               lambda done, total: report(f"{device_id}: writing files", done, total))
+    unit.write(
+        offset, fs_image, lambda done, total: report(f"{device_id}: writing files", done, total)
+    )
     return unit.bytes_sent
 
 
@@ -238,8 +250,7 @@ def _register(port, device_id, secret, order, report):
     report(f"{device_id}: registering")
     api = order.api()
     try:
-        register(order.servers[0], order.admin_token, device_id, secret, order.name,
-                 order.location)
+        register(order.servers[0], order.admin_token, device_id, secret, order.name, order.location)
         if order.agent:
             api.post(f"/api/agents/{order.agent}/devices", {"device_id": device_id})
     except ServerUnreachable:
@@ -252,8 +263,12 @@ def retry_command(port, order):
     words = ["qrfleet", "provision", "--port", port]
     for server in order.servers:
         words += ["--server", server]
-    for option, value in (("--location", order.location), ("--agent", order.agent),
-                          ("--name", order.name), ("--target", order.target)):
+    for option, value in (
+        ("--location", order.location),
+        ("--agent", order.agent),
+        ("--name", order.name),
+        ("--target", order.target),
+    ):
         if value:
             words += [option, value]
     return " ".join(words + ["--register-only"])
@@ -282,7 +297,8 @@ def wait_online(api, device_id, timeout_s, old_session=None):
             raise TimeoutError(
                 f"{device_id} was provisioned but is not online after {timeout_s:.0f} s "
                 f"(server says: {status['status']}): check its Wi-Fi settings and the unit's "
-                "serial log")
+                "serial log"
+            )
         time.sleep(_ONLINE_POLL_S)
 
 
@@ -345,7 +361,10 @@ def terminal_qr(text):
         return 0 <= x < code.size and 0 <= y < code.size and code.module(x, y)
 
     # Light modules print as ink so the code reads on a dark terminal: inverted on purpose.
-    glyphs = {(False, False): "\u2588", (False, True): "\u2580", (True, False): "\u2584",
-              (True, True): " "}
-    return "\n".join("".join(glyphs[dark(x, y), dark(x, y + 1)] for x in span)
-                     for y in span[::2])
+    glyphs = {
+        (False, False): "\u2588",
+        (False, True): "\u2580",
+        (True, False): "\u2584",
+        (True, True): " ",
+    }
+    return "\n".join("".join(glyphs[dark(x, y), dark(x, y + 1)] for x in span) for y in span[::2])

@@ -187,7 +187,8 @@ def register_device(tx, now, actor, device_id, secret, name, location_id):
     lo, hi = _SECRET_LENGTHS
     # A known unit may be updated without its secret (None keeps the stored one).
     if (secret is not None or tx.device(device_id) is None) and (
-            not isinstance(secret, str) or not lo <= len(secret) <= hi):
+        not isinstance(secret, str) or not lo <= len(secret) <= hi
+    ):
         raise InvalidInput(f"a unit's secret must be a string of {lo} to {hi} characters")
     if name is not None:
         _check_name("unit", name)

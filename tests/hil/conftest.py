@@ -1,16 +1,10 @@
 from tools.background import wait_for
+from tools.vboard.screen import wait_for_qr
 
 
 def pairing_text(unit, timeout=20):
     """What the unit's pairing QR says, read off its screen as a cashier's phone would."""
-    found = []
-
-    def shows():
-        found[:] = [t for t in unit.screen() if t.startswith("qrfleet://pair?")]
-        return found
-
-    wait_for(shows, timeout, f"{unit.id} to show its pairing QR")
-    return found[0]
+    return wait_for_qr(unit.screen_path, "qrfleet://pair?", timeout)
 
 
 def link(agent, unit):

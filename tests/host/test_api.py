@@ -173,8 +173,8 @@ def test_a_malformed_http_head_gets_a_json_400(server):
 def test_a_known_unit_moves_location_without_resending_its_secret(shop):
     unit = shop.unit(1)
     shop.admin.post("/api/locations", {"location_id": "shop-2", "name": "Shop 2"})
-    moved = shop.admin.post("/api/devices", {"device_id": unit.device_id,
-                                             "location_id": "shop-2"})
+    moved = shop.admin.post("/api/devices", {"device_id": unit.device_id, "location_id": "shop-2"})
     assert moved["location_id"] == "shop-2" and moved["status"] == "online"
-    refused(lambda: shop.admin.post("/api/devices", {"device_id": "qrf-0000000000ff"}), 400,
-            "invalid")
+    refused(
+        lambda: shop.admin.post("/api/devices", {"device_id": "qrf-0000000000ff"}), 400, "invalid"
+    )

@@ -25,8 +25,9 @@ MiB = 1024 * 1024
 
 
 def esptool(url, *args):
-    done = subprocess.run([str(ESPTOOL), "--port", url, *args], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [str(ESPTOOL), "--port", url, *args], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, f"esptool {' '.join(args)} failed:\n{done.stdout}{done.stderr}"
     return done.stdout
 
@@ -67,7 +68,8 @@ def test_esptool_library_writes_uncompressed_verifies_reads_and_erases(board, tm
     back = tmp_path / "back.bin"
     with flash.open_unit(board.serial_url) as unit:
         assert unit.mac.hex() == json.loads((board.dir / "efuse.json").read_text())["mac"].replace(
-            ":", "")
+            ":", ""
+        )
         assert unit.flash_size == layout.FLASH_SIZE
         cmds.write_flash(unit.esp, [(0x380000, data)], no_compress=True)
         assert flash_bytes(board, 0x380000, len(data)) == data
@@ -84,14 +86,19 @@ def test_esptool_library_writes_uncompressed_verifies_reads_and_erases(board, tm
 
 
 def test_qrfleet_flash_writes_micropython_and_the_files_verifies_and_boots_them(
-        board, tmp_path, capsys):
+    board, tmp_path, capsys
+):
     firmware = stand_in_firmware()
     path = tmp_path / "micropython.bin"
     path.write_bytes(firmware)
     log_size = len(board.log_text())
 
-    assert cli.main(["flash", "--port", board.serial_url, "--firmware", str(path),
-                     "--target", "virtual"]) == 0
+    assert (
+        cli.main(
+            ["flash", "--port", board.serial_url, "--firmware", str(path), "--target", "virtual"]
+        )
+        == 0
+    )
 
     assert "1 of 1 units done" in capsys.readouterr().out
     assert flash_bytes(board, flash.FIRMWARE_OFFSET, len(firmware)) == firmware

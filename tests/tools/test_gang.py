@@ -28,7 +28,10 @@ def test_one_failing_unit_never_stops_the_others_and_the_table_says_why():
     outcomes = gang.run(["/dev/ttyUSB0", "/dev/ttyUSB1", "/dev/ttyUSB2"], job, console)
 
     assert [(o.port, o.ok) for o in outcomes] == [
-        ("/dev/ttyUSB0", True), ("/dev/ttyUSB1", False), ("/dev/ttyUSB2", True)]
+        ("/dev/ttyUSB0", True),
+        ("/dev/ttyUSB1", False),
+        ("/dev/ttyUSB2", True),
+    ]
     assert outcomes[1].error == "the serial link dropped"
     table = console.file.getvalue()
     assert "2 of 3 units done" in table
@@ -42,8 +45,13 @@ def test_all_finds_only_usb_serial_bridges_found_on_esp32_boards(monkeypatch):
         info.vid = vid
         return info
 
-    found = [port("/dev/ttyUSB1", 0x1A86), port("/dev/ttyS0", None), port("/dev/ttyACM0", 0x303A),
-             port("/dev/ttyUSB0", 0x10C4), port("/dev/ttyACM1", 0x2341)]  # 0x2341: an Arduino
+    found = [
+        port("/dev/ttyUSB1", 0x1A86),
+        port("/dev/ttyS0", None),
+        port("/dev/ttyACM0", 0x303A),
+        port("/dev/ttyUSB0", 0x10C4),
+        port("/dev/ttyACM1", 0x2341),
+    ]  # 0x2341: an Arduino
     monkeypatch.setattr(list_ports, "comports", lambda: found)
 
     assert gang.detect_ports() == ["/dev/ttyACM0", "/dev/ttyUSB0", "/dev/ttyUSB1"]

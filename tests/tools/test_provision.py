@@ -35,8 +35,17 @@ def vboards(request, tmp_path):
 
 def provision_command(server, *vboards, extra=()):
     ports = [word for b in vboards for word in ("--port", b.serial_url)]
-    return ["provision", *ports, "--server", server.url, "--admin-token", TOKEN,
-            "--target", "virtual", *extra]
+    return [
+        "provision",
+        *ports,
+        "--server",
+        server.url,
+        "--admin-token",
+        TOKEN,
+        "--target",
+        "virtual",
+        *extra,
+    ]
 
 
 def device(server, device_id):
@@ -79,12 +88,19 @@ def test_provisioned_unit_is_online_and_shows_its_pairing_qr(server, vboards, ca
 
 def test_unit_linked_at_provisioning_shows_its_idle_screen(server, vboards):
     server.admin().post("/api/locations", {"location_id": "shop", "name": "Shop"})
-    server.admin().post("/api/agents", {"agent_id": "till-1", "name": "Till 1",
-                                        "location_id": "shop"})
+    server.admin().post(
+        "/api/agents", {"agent_id": "till-1", "name": "Till 1", "location_id": "shop"}
+    )
     board = vboards[0]
 
-    assert cli.main(provision_command(server, board, extra=["--location", "shop", "--agent",
-                                                             "till-1", "--name", "front"])) == 0
+    assert (
+        cli.main(
+            provision_command(
+                server, board, extra=["--location", "shop", "--agent", "till-1", "--name", "front"]
+            )
+        )
+        == 0
+    )
 
     unit = device(server, board.device_id)
     assert (unit["status"], unit["agent_id"], unit["name"]) == ("online", "till-1", "front")
@@ -99,11 +115,14 @@ def test_provisioned_unit_is_refused_again_unless_forced(server, vboards):
     assert cli.main(provision_command(server, board)) == 1
     order = provision.Order([server.url], TOKEN, target="virtual")
     questions = []
-    with pytest.raises(provision.AlreadyProvisioned, match="has a config.json already: run "
-                       "again with --force"):
+    with pytest.raises(
+        provision.AlreadyProvisioned, match="has a config.json already: run again with --force"
+    ):
         provision.provision_unit(board.serial_url, order, confirm=lambda q: questions.append(q))
-    assert questions == [f"{board.device_id} on {board.serial_url} has a config.json already; "
-                         "replace it (it gets a new secret)?"]
+    assert questions == [
+        f"{board.device_id} on {board.serial_url} has a config.json already; "
+        "replace it (it gets a new secret)?"
+    ]
     assert unit_config(board) == first_config
 
     assert cli.main(provision_command(server, board, extra=["--force"])) == 0
@@ -119,7 +138,8 @@ def test_files_only_copies_over_mpremote_to_a_running_unit(server, vboards):
 
 
 def test_server_down_leaves_the_unit_written_and_the_printed_command_finishes_the_job(
-        tmp_path, vboards):
+    tmp_path, vboards
+):
     board = vboards[0]
     with running_server(tmp_path, TOKEN) as server:
         port = server.url.rsplit(":", 1)[1]
@@ -134,8 +154,9 @@ def test_server_down_leaves_the_unit_written_and_the_printed_command_finishes_th
     retry = message.split("run: ", 1)[1]
     assert retry.startswith(f"qrfleet provision --port {board.serial_url} --server {server.url}")
 
-    proc = serverproc.spawn(f"sqlite:///{tmp_path}/qrfleet.db", TOKEN, f"{tmp_path}/again.log",
-                            port=int(port))
+    proc = serverproc.spawn(
+        f"sqlite:///{tmp_path}/qrfleet.db", TOKEN, f"{tmp_path}/again.log", port=int(port)
+    )
     try:
         assert serverproc.read_url(proc) == server.url
         assert cli.main([*shlex.split(retry)[1:], "--admin-token", TOKEN]) == 0
@@ -174,12 +195,17 @@ def test_eight_units_at_once_end_online_linked_where_asked(server, vboards):
     admin.post("/api/agents", {"agent_id": "till-1", "name": "Till 1", "location_id": "shop"})
     linked = {b.serial_url for b in vboards[:4]}
     plain = provision.Order([server.url], TOKEN, target="virtual", location="shop")
-    to_till = provision.Order([server.url], TOKEN, target="virtual", location="shop",
-                              agent="till-1")
+    to_till = provision.Order(
+        [server.url], TOKEN, target="virtual", location="shop", agent="till-1"
+    )
 
     started = time.monotonic()
-    outcomes = gang.run([b.serial_url for b in vboards], lambda port, report: (
-        provision.provision_unit(port, to_till if port in linked else plain, report)))
+    outcomes = gang.run(
+        [b.serial_url for b in vboards],
+        lambda port, report: provision.provision_unit(
+            port, to_till if port in linked else plain, report
+        ),
+    )
     elapsed = time.monotonic() - started
 
     assert [o.error for o in outcomes if not o.ok] == []

@@ -43,9 +43,11 @@ def gang_seconds(directory, server_url, count, quiet):
             board.wait_for_log("qrfleet ")
         order = provision.Order([server_url], TOKEN, target="virtual")
         started = time.monotonic()
-        outcomes = gang.run([b.serial_url for b in boards],
-                            lambda port, report: provision.provision_unit(port, order, report),
-                            quiet)
+        outcomes = gang.run(
+            [b.serial_url for b in boards],
+            lambda port, report: provision.provision_unit(port, order, report),
+            quiet,
+        )
         seconds = time.monotonic() - started
     failed = [o for o in outcomes if not o.ok]
     if failed:
@@ -65,11 +67,14 @@ def main(argv=None):
             boards[0].wait_for_log("qrfleet ")
             port = boards[0].serial_url
             image = provision.Order([server.url], TOKEN, target="virtual", force=True)
-            files = provision.Order([server.url], TOKEN, target="virtual", force=True,
-                                    files_only=True)
+            files = provision.Order(
+                [server.url], TOKEN, target="virtual", force=True, files_only=True
+            )
             provision_one(port, image)  # compiles the firmware once, as any run does first
-            per_unit = {"filesystem image (esptool)": provision_one(port, image),
-                        "file by file (mpremote)": provision_one(port, files)}
+            per_unit = {
+                "filesystem image (esptool)": provision_one(port, image),
+                "file by file (mpremote)": provision_one(port, files),
+            }
         ganged = {n: gang_seconds(Path(tmp) / f"gang-{n}", server.url, n, quiet) for n in sizes}
 
     print("per unit, files on the serial link and time until online:")
@@ -77,7 +82,9 @@ def main(argv=None):
         print(f"  {way:<28} {sent:>9,} bytes  {seconds:6.2f} s")
     print("gang mode, filesystem image, wall time until all online:")
     for n, seconds in ganged.items():
-        print(f"  {n} unit{'s' if n > 1 else ' '}  {seconds:6.2f} s  {seconds / ganged[1]:4.2f}x one")
+        print(
+            f"  {n} unit{'s' if n > 1 else ' '}  {seconds:6.2f} s  {seconds / ganged[1]:4.2f}x one"
+        )
 
 
 if __name__ == "__main__":

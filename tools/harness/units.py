@@ -90,6 +90,10 @@ class Unit:
     def screen(self):
         pytest.skip(f"{self.id}: reading the screen needs a virtual board")
 
+    @property
+    def screen_path(self):
+        pytest.skip(f"{self.id}: reading the screen needs a virtual board")
+
     def power_off(self):
         pytest.skip(f"{self.id}: cutting power needs a virtual board (or a relay on the bench)")
 

@@ -105,6 +105,27 @@ class Lines:
         pass
 
 
+_IAC = serial.rfc2217.IAC
+
+
+def _unescape(pm, data):
+    """The serial bytes in `data`: PortManager.filter, which goes byte by byte in Python, only
+    where Telnet commands are (a flash write is ~40 KB per unit, mostly without them)."""
+    out = bytearray()
+    i = 0
+    while i < len(data):
+        if pm.mode == serial.rfc2217.M_NORMAL and pm.suboption is None:
+            j = data.find(_IAC, i)
+            if j < 0:
+                out += data[i:]
+                break
+            out += data[i:j]
+            i = j
+        out += b"".join(pm.filter(data[i : i + 1]))
+        i += 1
+    return bytes(out)
+
+
 class _Connection:
     """What PortManager writes to: the client's socket."""
 
@@ -416,7 +437,7 @@ class VirtualBoard:
             self._log.write(data)
             self._log.flush()
         if self._pm:
-            self._client.write(b"".join(self._pm.escape(data)))
+            self._client.write(data.replace(_IAC, _IAC + _IAC))  # PortManager.escape, at once
 
     def _cook(self, data):
         """LF -> CRLF as MicroPython's stdout does on a UART; CRLF stays as it is."""
@@ -441,7 +462,7 @@ class VirtualBoard:
         self._pm = serial.rfc2217.PortManager(self._lines, _Connection(writer))
         try:
             while (data := await reader.read(4096)) and not self._cable_cut():
-                forward = b"".join(self._pm.filter(data))
+                forward = _unescape(self._pm, data)
                 if forward:
                     self.serial_input(forward)
         except ConnectionError:

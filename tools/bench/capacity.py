@@ -1,0 +1,430 @@
+"""Capacity of one `qrfleet serve` process: how many units it holds at a 5 s heartbeat.
+
+    .venv/bin/python -m tools.bench.capacity [--steps 1000,2500,5000,10000] [--workers 2]
+
+One server process on SQLite; simulated units (`tools.simdevice`: the firmware's own session
+code in CPython) in `--workers` client processes, added step by step. At each step, once every
+unit is online, the run measures for `--hold` seconds while `--agents` cashiers each issue
+one QR every `--qr-every` seconds (POST /qr -> verified ack, then complete) to their own
+linked unit:
+
+- units online, and reconnections (a unit that lost its session and came back);
+- heartbeats per second the units sent and got answered (a unit whose heartbeats go
+  unanswered for 3 periods drops its session, so a step with no reconnections had them all
+  handled);
+- server CPU (% of one core) and RSS, from /proc; the clients' CPU beside it, because server
+  and clients share this machine's cores;
+- QR latency p50/p99/max: client wall time and the server's own `latency_ms`.
+
+It stops at the first step where QR p99 exceeds `--p99-ms` or units fail to stay connected.
+A report, not a test: nothing is asserted.
+"""
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import resource
+import tempfile
+import threading
+import time
+import traceback
+
+from tools import provision
+from tools.background import BackgroundLoop, wait_for
+from tools.bench.qr_bench import payloads
+from tools.serverproc import running_server
+from tools.simdevice import SimulatedUnit
+
+LOCATION = "bench"
+HEARTBEAT_S = 5
+_TICK_S = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+# -- /proc readings (no psutil)
+
+
+def cpu_seconds(pid):
+    """User + system CPU time the process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK_S  # utime, stime
+
+
+def rss_mb(pid):
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * _PAGE / 2**20
+
+
+def raise_fd_limit():
+    """Every unit is a socket in the server and one in a client: lift the soft limit to the hard."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def percentile(values, p):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+# -- client processes
+
+
+def device_id(n):
+    return f"qrf-{0xB0000000 + n:012x}"
+
+
+class CountingUnit(SimulatedUnit):
+    """A simulated unit that counts the heartbeats it sends (each one calls `status()`)."""
+
+    heartbeats = 0
+
+    def status(self):
+        self.heartbeats += 1
+        return super().status()
+
+
+async def _register(admin, numbers, concurrency):
+    """Register units as provisioning does, several requests at a time -> {device_id: secret}."""
+    secrets_by_id = {}
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(n):
+        async with gate:
+            secret = provision.new_secret()
+            await asyncio.to_thread(
+                admin.post,
+                "/api/devices",
+                {"device_id": device_id(n), "secret": secret, "location_id": LOCATION},
+            )
+            secrets_by_id[device_id(n)] = secret
+
+    await asyncio.gather(*(one(n) for n in numbers))
+    return secrets_by_id
+
+
+async def _client(pipe, server_url, device_url, admin_token, connect_rate):
+    """Answer the main process's requests ("grow", numbers), ("stats",), ("stop",) with
+    ("ok", result) or ("failed", traceback)."""
+    from host.client import ApiClient
+
+    admin = ApiClient(server_url, admin_token, timeout=120)
+    units = []
+
+    async def grow(numbers):
+        secrets_by_id = await _register(admin, numbers, concurrency=8)
+        for unit_id, secret in secrets_by_id.items():
+            unit = CountingUnit(unit_id, secret, [device_url])
+            units.append(unit)
+            unit.start()
+            await asyncio.sleep(1 / connect_rate)
+        return len(units)
+
+    def stats():
+        return {
+            "units": len(units),
+            "online": sum(1 for u in units if u.online),
+            "reconnects": sum(max(0, u.session.connects - 1) for u in units),
+            "heartbeats": sum(u.heartbeats for u in units),
+        }
+
+    while True:
+        request = await asyncio.to_thread(pipe.recv)
+        if request[0] == "stop":
+            await asyncio.gather(*(unit.stop() for unit in units))
+            pipe.send(("ok", None))
+            return
+        try:
+            result = await grow(request[1]) if request[0] == "grow" else stats()
+        except Exception:  # noqa: BLE001 - the main process reports it and stops the run
+            pipe.send(("failed", traceback.format_exc()))
+        else:
+            pipe.send(("ok", result))
+
+
+def client_main(pipe, server_url, device_url, admin_token, connect_rate):
+    raise_fd_limit()
+    asyncio.run(_client(pipe, server_url, device_url, admin_token, connect_rate))
+
+
+class Clients:
+    """The client processes, each holding a share of the simulated units."""
+
+    def __init__(self, count, server, connect_rate):
+        ctx = multiprocessing.get_context("spawn")
+        self.pipes, self.processes = [], []
+        for _ in range(count):
+            mine, theirs = ctx.Pipe()
+            proc = ctx.Process(
+                target=client_main,
+                daemon=True,
+                args=(
+                    theirs,
+                    server.url,
+                    server.device_url,
+                    server.admin_token,
+                    connect_rate / count,
+                ),
+            )
+            proc.start()
+            self.pipes.append(mine)
+            self.processes.append(proc)
+        self.next_number = 0
+
+    def _ask_all(self, requests):
+        for pipe, request in zip(self.pipes, requests, strict=True):
+            pipe.send(request)
+        results = []
+        for pipe, proc in zip(self.pipes, self.processes, strict=True):
+            while not pipe.poll(1):
+                if not proc.is_alive():
+                    raise RuntimeError(f"client process {proc.pid} died ({proc.exitcode})")
+            outcome, result = pipe.recv()
+            if outcome == "failed":
+                raise RuntimeError(f"client process {proc.pid} failed:\n{result}")
+            results.append(result)
+        return results
+
+    def grow(self, count):
+        numbers = range(self.next_number, self.next_number + count)
+        self.next_number += count
+        shares = [list(numbers[i :: len(self.pipes)]) for i in range(len(self.pipes))]
+        self._ask_all([("grow", share) for share in shares])
+
+    def stats(self):
+        total = {}
+        for part in self._ask_all([("stats",)] * len(self.pipes)):
+            for key, value in part.items():
+                total[key] = total.get(key, 0) + value
+        return total
+
+    def wait_online(self, count, timeout):
+        """Until `count` units are online or `timeout` passes; the row shows how many made it."""
+        deadline = time.monotonic() + timeout
+        while self.stats()["online"] < count and time.monotonic() < deadline:
+            time.sleep(1)
+
+    def cpu_seconds(self):
+        return sum(cpu_seconds(p.pid) for p in self.processes)
+
+    def close(self):
+        for pipe, proc in zip(self.pipes, self.processes, strict=True):
+            if proc.is_alive():
+                pipe.send(("stop",))
+        for proc in self.processes:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+
+
+# -- cashiers issuing QRs
+
+
+class Cashiers:
+    """Agents with one linked simulated unit each, in this process, issuing QRs at a pace."""
+
+    def __init__(self, server, loop):
+        self.server = server
+        self.loop = loop
+        self.admin = server.admin()
+        self.agents = []
+        self.units = []
+
+    def hire(self, count):
+        server = self.server
+        for i in range(count):
+            agent_id = f"cashier-{i + 1}"
+            token = self.admin.post(
+                "/api/agents", {"agent_id": agent_id, "name": agent_id, "location_id": LOCATION}
+            )["token"]
+            secret = provision.new_secret()
+            unit_id = f"qrf-{0xC0000000 + i:012x}"
+            self.admin.post(
+                "/api/devices", {"device_id": unit_id, "secret": secret, "location_id": LOCATION}
+            )
+            unit = SimulatedUnit(unit_id, secret, [server.device_url])
+            self.loop.call(unit.start)
+            wait_for(
+                lambda unit=unit: unit.shown and unit.shown[-1][0] == "pairing",
+                timeout=60,
+                what=f"{unit_id} to show its pairing QR",
+            )
+            client = server.client(token)
+            client.post(f"/api/agents/{agent_id}/devices", {"pairing": unit.shown[-1][1]})
+            self.agents.append((agent_id, client))
+            self.units.append(unit)
+
+    def run(self, seconds, every_s, payload):
+        """A QR every `every_s` per cashier for `seconds` -> (wall ms, server ms, failures)."""
+        wall, server_ms, failures = [], [], []
+        deadline = time.monotonic() + seconds
+
+        def cashier(agent_id, client, offset_s):
+            next_qr = time.monotonic() + offset_s
+            while next_qr < deadline:
+                time.sleep(max(0, next_qr - time.monotonic()))
+                next_qr += every_s
+                started = time.perf_counter()
+                try:
+                    doc = client.post(f"/api/agents/{agent_id}/qr", {"payload": payload})
+                except Exception as e:  # noqa: BLE001 - a refusal is a figure here, not a crash
+                    failures.append(str(e))
+                    continue
+                wall.append((time.perf_counter() - started) * 1000)
+                server_ms.append(doc["latency_ms"])
+                client.post(f"/api/txns/{doc['txn_id']}/complete")
+
+        # Cashiers start staggered: real ones do not press the button in step.
+        threads = [
+            threading.Thread(target=cashier, args=(*agent, i * every_s / len(self.agents)))
+            for i, agent in enumerate(self.agents)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return wall, server_ms, failures
+
+
+# -- the run
+
+
+def measure_step(server, clients, cashiers, hold_s, every_s, payload):
+    pid = server.process.pid
+    before = clients.stats()
+    server_cpu, client_cpu, here_cpu = (
+        cpu_seconds(pid),
+        clients.cpu_seconds(),
+        cpu_seconds(os.getpid()),
+    )
+    started = time.monotonic()
+    wall, server_ms, failures = cashiers.run(hold_s, every_s, payload)
+    elapsed = time.monotonic() - started
+    after = clients.stats()
+    client_cpu = clients.cpu_seconds() - client_cpu + cpu_seconds(os.getpid()) - here_cpu
+    quiet = [u for u in cashiers.units if u.online]
+    return {
+        "units": after["units"] + len(cashiers.units),
+        "online": after["online"] + len(quiet),
+        "reconnects": after["reconnects"] - before["reconnects"],
+        "hb_per_s": (after["heartbeats"] - before["heartbeats"]) / elapsed,
+        "server_cpu": 100 * (cpu_seconds(pid) - server_cpu) / elapsed,
+        "client_cpu": 100 * client_cpu / elapsed,
+        "rss_mb": rss_mb(pid),
+        "qrs": len(wall),
+        "failures": failures,
+        "wall": wall,
+        "server_ms": server_ms,
+    }
+
+
+def _ms(values, p):
+    return f"{percentile(values, p):.0f}" if values else "-"
+
+
+HEADER = (
+    f"{'units':>6} {'online':>6} {'reconn':>6} {'hb/s':>6} {'srv CPU%':>8} "
+    f"{'RSS MB':>7} {'cli CPU%':>8} {'QRs':>5} {'wall p50/p99/max ms':>20} "
+    f"{'server p50/p99 ms':>18} {'ramp s':>6}"
+)
+
+
+def row(m, ramp_s):
+    wall = f"{_ms(m['wall'], 50)}/{_ms(m['wall'], 99)}/{_ms(m['wall'], 100)}"
+    srv = f"{_ms(m['server_ms'], 50)}/{_ms(m['server_ms'], 99)}"
+    return (
+        f"{m['units']:>6} {m['online']:>6} {m['reconnects']:>6} {m['hb_per_s']:>6.0f} "
+        f"{m['server_cpu']:>8.0f} {m['rss_mb']:>7.0f} {m['client_cpu']:>8.0f} "
+        f"{m['qrs']:>5} {wall:>20} {srv:>18} {ramp_s:>6.0f}"
+    )
+
+
+def run(steps, workers, agents, hold_s, every_s, connect_rate, p99_ms):
+    limit = raise_fd_limit()
+    if steps[-1] + 1000 > limit:
+        print(
+            f"note: {steps[-1]} units need about {steps[-1]} descriptors in the server; "
+            f"the limit here is {limit}"
+        )
+    payload = payloads()["emv"]
+    print(
+        f"qrfleet capacity: one server process (SQLite), heartbeat {HEARTBEAT_S} s, "
+        f"{workers} client processes, {agents} cashiers with a QR every {every_s:g} s each, "
+        f"{os.cpu_count()} cores shared"
+    )
+    with (
+        tempfile.TemporaryDirectory(prefix="qrfleet-capacity-") as workdir,
+        running_server(workdir, heartbeat_s=HEARTBEAT_S) as server,
+    ):
+        server.admin().post(
+            "/api/locations", {"location_id": LOCATION, "name": "Capacity", "policy": "strict"}
+        )
+        loop = BackgroundLoop()
+        clients = Clients(workers, server, connect_rate)
+        cashiers = Cashiers(server, loop)
+        try:
+            cashiers.hire(agents)
+            print(HEADER, flush=True)
+            for target in steps:
+                started = time.monotonic()
+                clients.grow(target - agents - clients.next_number)
+                clients.wait_online(target - agents, timeout=60 + target / 20)
+                ramp_s = time.monotonic() - started
+                time.sleep(HEARTBEAT_S)  # let heartbeats spread over a full period
+                m = measure_step(server, clients, cashiers, hold_s, every_s, payload)
+                print(row(m, ramp_s), flush=True)
+                for reason in sorted(set(m["failures"]))[:3]:
+                    print(f"       refused: {reason}")
+                held = m["online"] == m["units"] and not m["reconnects"] and not m["failures"]
+                if not held or not m["wall"] or percentile(m["wall"], 99) > p99_ms:
+                    print(
+                        f"stopped: {target} units is past what one server holds "
+                        f"with QR p99 under {p99_ms} ms"
+                    )
+                    break
+        finally:
+            for unit in cashiers.units:
+                loop.run(unit.stop())
+            clients.close()
+            loop.close()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.bench.capacity", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--steps",
+        default="1000,2500,5000,10000",
+        help="unit counts to step through, comma-separated",
+    )
+    parser.add_argument("--workers", type=int, default=2, help="client processes")
+    parser.add_argument("--agents", type=int, default=4, help="cashiers issuing QRs")
+    parser.add_argument("--hold", type=float, default=30, help="seconds measured per step")
+    parser.add_argument(
+        "--qr-every", type=float, default=0.25, help="seconds between one cashier's QRs"
+    )
+    parser.add_argument(
+        "--connect-rate",
+        type=float,
+        default=150,
+        help="new units connecting per second while ramping (below the server's admission rate)",
+    )
+    parser.add_argument("--p99-ms", type=float, default=100, help="QR p99 bound (ms)")
+    args = parser.parse_args(argv)
+    steps = sorted(int(s) for s in args.steps.split(","))
+    run(
+        steps,
+        args.workers,
+        args.agents,
+        args.hold,
+        args.qr_every,
+        args.connect_rate,
+        args.p99_ms,
+    )
+
+
+if __name__ == "__main__":
+    main()

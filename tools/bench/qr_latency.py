@@ -1,0 +1,190 @@
+"""Latency of `POST /api/agents/{a}/qr` -> verified ack, with 20 virtual boards.
+
+    .venv/bin/python -m tools.bench.qr_latency [--boards 20] [--requests 50] [--every 0]
+
+A server on SQLite and `--boards` virtual boards (the real firmware on the MicroPython Unix
+port, 160K heap, one process each), provisioned and registered as a technician would; one
+agent per board, each linking its unit by reading the pairing QR off the board's screen. Then
+every agent rings up `--requests` sales one after another (back to back, or one every
+`--every` seconds), all agents at once: POST /qr (the
+server reserves the unit, sends show_qr, checks the unit's ack against its own encode), then
+complete. The last QR of each agent is also read back off its board's screen (zxing-cpp).
+
+Reports p50/p99/max of the client's wall time and of the server's `latency_ms`, beside the
+legacy system it replaces, where units polled the server every 10 s: a QR appeared at the
+unit's next poll, 0 to 10 s later (uniformly), whatever the server's speed. Also the server's
+CPU and the whole machine's, since boards, server and client share its cores.
+A report, not a test: nothing is asserted.
+"""
+
+import argparse
+import os
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from firmware.qr import emv
+from tools.background import BackgroundLoop
+from tools.bench.capacity import cpu_seconds, percentile, rss_mb
+from tools.serverproc import running_server
+from tools.vboard import fleet
+from tools.vboard.screen import wait_for_qr
+
+LOCATION = "bench"
+LEGACY_POLL_S = 10
+
+
+def sale_payload(agent_n, sale_n):
+    """An EMVCo merchant QR (~150 bytes) with this sale's amount and invoice number."""
+    return emv.merchant(
+        [(26, [(0, "A000000677010111"), (1, "0066999999999")])],
+        "TEST MERCHANT",
+        "BENGALURU",
+        mcc="5411",
+        amount=f"{1 + sale_n}.{agent_n:02d}",
+        additional=[(1, f"INV-{agent_n:02d}-{sale_n:05d}"), (7, f"COUNTER{agent_n:02d}")],
+    )
+
+
+def machine_busy_s():
+    """CPU seconds all cores have spent busy since boot (/proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def link_all(server, boards):
+    """One agent per board, linked by the pairing QR on the board's screen -> [(id, client)]."""
+    admin = server.admin()
+    agents = []
+    for n, board in enumerate(boards, 1):
+        agent_id = f"till-{n:02d}"
+        token = admin.post(
+            "/api/agents", {"agent_id": agent_id, "name": agent_id, "location_id": LOCATION}
+        )["token"]
+        client = server.client(token)
+        pairing = wait_for_qr(board.dir / "display.pbm", "qrfleet://pair", timeout=60)
+        client.post(f"/api/agents/{agent_id}/devices", {"pairing": pairing})
+        agents.append((agent_id, client))
+    return agents
+
+
+def ring_up(agent_n, agent_id, client, requests, every_s, board, offset_s=0):
+    """`requests` sales, one every `every_s` at most, the first after `offset_s`
+    -> (wall ms, server ms, screen read back?)."""
+    wall, server_ms, read_back = [], [], False
+    next_sale = time.monotonic() + offset_s
+    for sale_n in range(requests):
+        time.sleep(max(0, next_sale - time.monotonic()))
+        next_sale += every_s
+        payload = sale_payload(agent_n, sale_n)
+        started = time.perf_counter()
+        doc = client.post(f"/api/agents/{agent_id}/qr", {"payload": payload})
+        wall.append((time.perf_counter() - started) * 1000)
+        server_ms.append(doc["latency_ms"])
+        if not doc["verified"] or doc["device_id"] != board.device_id:
+            raise RuntimeError(
+                f"{agent_id}'s QR was not verified on its unit {board.device_id}: {doc}"
+            )
+        if sale_n == requests - 1:
+            read_back = wait_for_qr(board.dir / "display.pbm", payload) == payload
+        client.post(f"/api/txns/{doc['txn_id']}/complete")
+    return wall, server_ms, read_back
+
+
+async def stop_boards(boards):
+    for board in boards:
+        if board.mode != "off":
+            await board.stop()
+
+
+def line(name, values):
+    return (
+        f"{name:<34} {percentile(values, 50):>8.0f} {percentile(values, 99):>8.0f} "
+        f"{max(values):>8.0f}"
+    )
+
+
+def run(count, requests, every_s, heap):
+    pace = f"one every {every_s:g} s" if every_s else "back to back"
+    print(
+        f"POST /qr -> verified ack: {count} virtual boards (MicroPython, {heap} heap), "
+        f"{count} agents x {requests} sales {pace}, {os.cpu_count()} cores shared"
+    )
+    with (
+        tempfile.TemporaryDirectory(prefix="qrfleet-qr-latency-") as workdir,
+        running_server(workdir) as server,
+    ):
+        server.admin().post(
+            "/api/locations", {"location_id": LOCATION, "name": "Bench", "policy": "strict"}
+        )
+        loop = BackgroundLoop()
+        provisioning = fleet.Provisioning([server.url], server.admin_token, LOCATION)
+        boards = []
+        try:
+            boards = loop.run(
+                fleet.start_boards(
+                    f"{workdir}/boards", count, heap=heap, provisioning=provisioning
+                ),
+                timeout=300,
+            )
+            agents = link_all(server, boards)
+            for (agent_id, client), board in zip(
+                agents, boards, strict=True
+            ):  # warm-up, not counted
+                ring_up(0, agent_id, client, 1, 0, board)
+            server_cpu, busy = cpu_seconds(server.process.pid), machine_busy_s()
+            started = time.monotonic()
+            with ThreadPoolExecutor(count) as pool:
+                # Paced cashiers start staggered: real ones do not press the button in step.
+                jobs = [
+                    pool.submit(
+                        ring_up, n, agent_id, client, requests, every_s, board, n * every_s / count
+                    )
+                    for n, ((agent_id, client), board) in enumerate(
+                        zip(agents, boards, strict=True)
+                    )
+                ]
+                results = [job.result() for job in jobs]
+            elapsed = time.monotonic() - started
+            server_cpu = 100 * (cpu_seconds(server.process.pid) - server_cpu) / elapsed
+            busy = 100 * (machine_busy_s() - busy) / elapsed
+            rss = rss_mb(server.process.pid)
+        finally:
+            loop.run(stop_boards(boards), timeout=60)
+            loop.close()
+    wall = [ms for w, _, _ in results for ms in w]
+    server_ms = [ms for _, s, _ in results for ms in s]
+    read_back = sum(1 for _, _, ok in results if ok)
+    print(
+        f"{len(wall)} QRs in {elapsed:.1f} s ({len(wall) / elapsed:.1f}/s), all verified; "
+        f"last QR read back off {read_back}/{count} screens"
+    )
+    print(f"{'':<34} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    print(line("qrfleet, client wall time", wall))
+    print(line("qrfleet, server latency_ms", server_ms))
+    legacy = [LEGACY_POLL_S * 1000 * (i + 0.5) / 1000 for i in range(1000)]
+    print(line(f"legacy, unit polls every {LEGACY_POLL_S} s", legacy))
+    print(
+        f"server CPU {server_cpu:.0f}% of one core, RSS {rss:.0f} MB; "
+        f"machine busy {busy:.0f}% of {os.cpu_count() * 100}% (boards, server, client, others)"
+    )
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.bench.qr_latency", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--boards", type=int, default=20, help="virtual boards, one agent each")
+    parser.add_argument("--requests", type=int, default=50, help="sales per agent")
+    parser.add_argument(
+        "--every", type=float, default=0, help="seconds between one agent's sales (0: back to back)"
+    )
+    parser.add_argument("--heap", default="160K", help="MicroPython heap per board")
+    args = parser.parse_args(argv)
+    run(args.boards, args.requests, args.every, args.heap)
+
+
+if __name__ == "__main__":
+    main()
