@@ -7,6 +7,7 @@ right unit's screen; one unit losing power mid-shift, its cashier served by the 
 unit until it is back. PNGs of the screens along the way go to the output directory.
 """
 
+import itertools
 import statistics
 import tempfile
 import time
@@ -31,13 +32,14 @@ class Demo:
         self.workdir = workdir
         self.console = console
         self.pictures = []
+        self._numbers = itertools.count(1)
         self.rows = []
 
     def say(self, text):
         self.console.print(f"[bold cyan]>[/] {text}")
 
     def picture(self, board, name):
-        path = self.out / f"{len(self.pictures) + 1:02d}-{name}.png"
+        path = self.out / f"{next(self._numbers):02d}-{name}.png"  # both tills take pictures
         save_png(board.dir / "display.pbm", path)
         self.pictures.append(path)
 
