@@ -187,6 +187,15 @@ class HttpServer:
             status, obj = await handler(Request(head, body, params, peer))
         except ApiError as e:
             status, obj = e.status, error_body(e)
+            if self.log and status in (401, 403, 409):  # who tried what they may not do
+                self.log.warning(
+                    "api_refused",
+                    status=status,
+                    error=e.code,
+                    method=head.method,
+                    path=head.path.split("?", 1)[0],
+                    peer=str(peer),
+                )
         except Exception as e:  # noqa: BLE001 - one bad request must not take the port down
             if self.log:
                 self.log.exception("request failed", method=head.method, path=head.path)

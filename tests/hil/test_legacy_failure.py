@@ -9,12 +9,15 @@ import os
 import threading
 import time
 
+import pytest
+
 from host.client import ApiClientError
 from tests.hil.conftest import link, on_screen
 
 SOAK_S = float(os.environ.get("QRFLEET_SOAK_S", "30"))
 
 
+@pytest.mark.parametrize("qrfleet_board", ["virtual:2"], indirect=True)  # two cashiers, two units
 def test_two_cashiers_keep_their_units_under_concurrent_sales_and_steal_attempts(
     boards, agents, server, record
 ):

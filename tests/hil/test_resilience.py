@@ -109,3 +109,37 @@ def test_wifi_flapping_units_come_back_each_time_and_serve(boards, agents, serve
         shown = till.show(f"after flap {flap}")
         assert shown["verified"]
         till.api.post(f"/api/txns/{shown['txn_id']}/complete")
+
+
+def test_an_agent_token_used_on_another_agents_unit_is_refused_logged_and_changes_nothing(
+    boards, agents, server, record
+):
+    from host.client import ApiClientError
+    from tests.hil.conftest import link
+
+    owner, other = agents(2)
+    unit = boards[0]
+    link(owner, unit)
+    admin = server.admin()
+    audit_before = admin.get(f"/api/audit?device_id={unit.id}")["audit"]
+    refused = 0
+    for attempt in (
+        lambda: other.api.delete(f"/api/agents/{owner.id}/devices/{unit.id}"),
+        lambda: other.api.post(f"/api/agents/{owner.id}/qr", {"payload": "not yours"}),
+        lambda: other.api.post(
+            f"/api/agents/{other.id}/devices", {"device_id": unit.id, "code": "GUESSED1"}
+        ),
+    ):
+        try:
+            attempt()
+        except ApiClientError as e:
+            assert e.status in (403, 409)
+            refused += 1
+    record("refused", refused)
+    assert refused == 3
+    assert admin.get(f"/api/devices/{unit.id}")["agent_id"] == owner.id
+    assert admin.get(f"/api/audit?device_id={unit.id}")["audit"] == audit_before
+    assert owner.show("still mine")["device_id"] == unit.id
+    if getattr(server, "log_path", None):  # a server the harness started: its log is here
+        log = open(server.log_path).read()
+        assert log.count('"event": "api_refused"') >= 3

@@ -94,7 +94,8 @@ def resolve(config, name, request=None):
     """The option's value: test parameter, command line, environment, default."""
     option = next(o for o in OPTIONS if o.name == name)
     if request is not None and hasattr(request, "param"):
-        return request.param
+        value = request.param
+        return [value] if option.multiple and isinstance(value, str) else value
     value = config.getoption(f"qrfleet_{name}")
     if value is not None:
         return value

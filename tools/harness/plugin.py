@@ -79,7 +79,7 @@ def _hil_server(request, tmp_path_factory):
         raise pytest.UsageError(f"--store {store}: use sqlite or redis")
     try:
         with running_server(directory, token, store=store_url, heartbeat_s=2) as proc:
-            yield Server(proc.url, token)
+            yield proc
     finally:
         if valkey:
             valkey.stop()
@@ -189,9 +189,28 @@ def location(request, server):
     return location_id
 
 
+def _option_fixture(name):
+    @pytest.fixture(name=f"qrfleet_{name}")
+    def option(request):
+        return options.resolve(request.config, name, request)
+
+    return option
+
+
+# One fixture per option (qrfleet_board, qrfleet_heap, ...), so a test can override an option
+# with parametrize("qrfleet_board", ["virtual:2"], indirect=True).
+for _option in options.OPTIONS:
+    globals()[f"_qrfleet_{_option.name}"] = _option_fixture(_option.name)
+
+
 @pytest.fixture
-def boards(_bench, server, location, tmp_path):
-    """The units, unlinked, idle, registered at this test's location."""
+def boards(_bench, server, location, tmp_path, qrfleet_board):
+    """The units, unlinked, idle, registered at this test's location; as many as this test's
+    --board value asks for (a test may ask for fewer than the session has)."""
+    virtual, ports = options.parse_boards(qrfleet_board)
+    wanted = virtual + len(ports)
+    if wanted > len(_bench):
+        pytest.skip(f"this test wants {wanted} units; the session has {len(_bench)}")
     admin = server.admin()
     wait_online(admin, _bench)
     for unit in _bench:
@@ -199,7 +218,7 @@ def boards(_bench, server, location, tmp_path):
         admin.post("/api/devices", {"device_id": unit.id, "location_id": location})
         admin.post(f"/api/devices/{unit.id}/pairing")  # every test starts on the home screen
         unit.begin_test(tmp_path)
-    yield _bench
+    yield _bench[:wanted]
     for unit in _bench:
         unit.end_test()
         _release(admin, unit)
