@@ -102,6 +102,21 @@ class DeviceSession:
                 future.set_exception(CommandFailed("device_offline", reason))
 
 
+class ServerWebSocket(WebSocket):
+    """The units' byte mover (firmware.net.ws), in the server role."""
+
+    async def accept(self, request, leftover):
+        """Answer the upgrade `request` already parsed by host/http.py; `leftover` is what
+        arrived after its head. Raises ProtocolError (with the refusal sent) if it is bad."""
+        try:
+            self.proto.accept(request)
+            if leftover:
+                self.proto.receive_data(leftover)
+        finally:
+            self._pending.extend(self.proto.events_received())
+            await self._flush()
+
+
 class HeartbeatBatch:
     """Collects heartbeats for `window_s`, then renews all their leases in one registry write."""
 
@@ -192,19 +207,13 @@ class DeviceHub:
         await self.accept_rate.admit()
         if self._watchdog is None:
             self._watchdog = asyncio.create_task(self._close_silent())
-        proto = ServerProtocol()
-        ws = WebSocket(reader, writer, proto)
+        ws = ServerWebSocket(reader, writer, ServerProtocol())
         try:
-            proto.accept(head)
-            if leftover:
-                proto.receive_data(leftover)
+            await ws.accept(head, leftover)
         except ProtocolError as e:
             self.log.warning("device_handshake_refused", reason=str(e))
-            await ws._flush()
             ws.abort()
             return
-        await ws._flush()
-        ws._pending.extend(proto.events_received())
         session = None
         try:
             session = await self._authenticate(ws, writer.get_extra_info("peername"))

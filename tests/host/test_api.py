@@ -178,3 +178,11 @@ def test_a_known_unit_moves_location_without_resending_its_secret(shop):
     refused(
         lambda: shop.admin.post("/api/devices", {"device_id": "qrf-0000000000ff"}), 400, "invalid"
     )
+
+
+def test_a_bad_websocket_upgrade_is_refused_with_400(server):
+    host, port = server.url[len("http://") :].split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(b"GET /ws/device HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n")
+        reply = s.recv(4096)
+    assert reply.startswith(b"HTTP/1.1 400")
