@@ -147,6 +147,7 @@ def main():
         _show_not_provisioned(device_id, str(e))
         return
     try:
+        cfg["display"] = cfg["display"] or hal.DISPLAY
         display = profiles.build(cfg["display"], hal)
     except ValueError as e:
         print("qrfleet: display: %s" % e)
@@ -174,7 +175,7 @@ def main():
 
 def _show_not_provisioned(device_id, reason):
     try:
-        renderer = Renderer(profiles.build(profiles.DEFAULT, hal))
+        renderer = Renderer(profiles.build(hal.DISPLAY, hal))
         renderer.status("unprovisioned", device_id)
     except Exception as e:  # noqa: BLE001 - the serial message above already says it all
         print("qrfleet: cannot show the not-provisioned screen: %s" % e)

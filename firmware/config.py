@@ -16,7 +16,8 @@ from binascii import hexlify
 CONFIG_PATH = "config.json"
 CONFIG_VERSION = 1
 _REQUIRED = (("secret", str), ("servers", list))
-_DEFAULTS = (("name", ""), ("display", "virtual-128x64"), ("wifi", None), ("heartbeat_s", 0))
+# display None: the board's own (hal.DISPLAY).
+_DEFAULTS = (("name", ""), ("display", None), ("wifi", None))
 
 
 class ConfigError(ValueError):

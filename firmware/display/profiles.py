@@ -72,7 +72,6 @@ PROFILES = {
     "virtual-240x240": ("virtual", (240, 240), 0, {}),
     "virtual-320x240": ("virtual", (320, 240), 0, {}),
 }
-DEFAULT = "virtual-128x64"
 
 
 class UnknownProfile(ValueError):

@@ -2,6 +2,7 @@
 
 Nothing else in the firmware knows which board it runs on. Both modules provide:
 
+    DISPLAY                     the display profile when the config names none (or is unusable)
     unique_id() -> bytes        the eFuse MAC (6 bytes)
     reset()                     hard reset, as machine.reset()
     reset_cause() -> str        "power-on", "hard", "soft", "watchdog", "panic" or "deep-sleep"

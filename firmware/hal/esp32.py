@@ -9,6 +9,7 @@ import network
 
 from firmware.compat import const
 
+DISPLAY = "ssd1306-i2c"  # the generic board's panel, for a unit whose config names none
 _SAFE_MODE_PIN = const(0)  # BOOT button: held low at power-on skips the application
 _RESET_CAUSES = {
     machine.PWRON_RESET: "power-on",

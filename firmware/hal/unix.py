@@ -11,6 +11,7 @@ since MicroPython cannot start TLS on a stream that is already open.
 import os
 import sys
 
+DISPLAY = "virtual-128x64"  # the screen of a board whose config names none
 _HARD_RESET_EXIT = 3  # tools/vboard/upy_port.py turns this exit status into a hard reset
 _SAFE_MODE_FLAG = "safe_mode"
 

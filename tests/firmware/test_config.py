@@ -18,7 +18,7 @@ def test_saved_config_loads_back_with_defaults(tmp_path):
     config.save(GOOD, path)
     loaded = config.load(path)
     assert loaded["name"] == "counter 1" and loaded["v"] == config.CONFIG_VERSION
-    assert loaded["display"] == "virtual-128x64"
+    assert loaded["display"] is None  # the board's own panel (hal.DISPLAY) applies
     assert not (tmp_path / "config.json.tmp").exists()
 
 

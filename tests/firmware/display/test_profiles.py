@@ -68,8 +68,10 @@ def test_virtual_profiles_publish_each_frame_through_the_hal(size):
     assert hal.frames == [(*size, bytes(rows))]
 
 
-def test_the_default_profile_is_a_virtual_128x64_screen():
-    assert profiles.screen_size(profiles.DEFAULT) == (128, 64)
+def test_the_virtual_boards_default_screen_is_128x64():
+    from firmware.hal import unix
+
+    assert profiles.screen_size(unix.DISPLAY) == (128, 64)
 
 
 def test_unknown_profile_is_refused_naming_the_known_ones():
