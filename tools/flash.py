@@ -25,7 +25,9 @@ Exceptions, each with a message that says what to do:
 
 import contextlib
 import hashlib
+import queue
 import struct
+import threading
 import zlib
 
 import serial
@@ -79,12 +81,73 @@ class VerifyFailed(FlashError):
     pass
 
 
+class _ReceivedBytes:
+    """What the RFC 2217 client's reader thread fills, one byte per put(): a bytearray behind
+    a lock instead of pyserial's Queue of one-byte items, whose put/get per byte was most of the
+    CPU of reading flash with several units at once."""
+
+    def __init__(self):
+        self._data = bytearray()
+        self._closed = False
+        self._ready = threading.Condition()
+
+    def put(self, item):
+        with self._ready:
+            if item is None:  # the connection ended
+                self._closed = True
+            else:
+                self._data += item
+            self._ready.notify()
+
+    def qsize(self):
+        return len(self._data)
+
+    def get(self, block=True, timeout=None):
+        return self.take(1, timeout if block else 0) or _raise_empty()
+
+    def take(self, size, timeout):
+        """Up to `size` bytes, waiting up to `timeout` s (None: for ever) for the first."""
+        with self._ready:
+            self._ready.wait_for(lambda: self._data or self._closed, timeout)
+            out = bytes(self._data[:size])
+            del self._data[:size]
+            return out
+
+
+def _raise_empty():
+    raise queue.Empty
+
+
 class _Rfc2217Port(serial.rfc2217.Serial):
     """pyserial's RFC 2217 client renegotiates every line setting, sleeping for the acks, on any
     timeout change, and esptool changes the timeout for every command (~0.2 s each). Only a
-    change of the line settings themselves is sent here."""
+    change of the line settings themselves is sent here. Received bytes are kept in a
+    _ReceivedBytes and read() takes them in slices."""
 
     _negotiated = None
+
+    @property
+    def _read_buffer(self):
+        return self.__received
+
+    @_read_buffer.setter
+    def _read_buffer(self, _queue):  # pyserial makes a Queue on open(): keep ours instead
+        self.__received = _ReceivedBytes() if _queue is not None else None
+
+    def read(self, size=1):
+        if not self.is_open:
+            raise serial.PortNotOpenError()
+        data = bytearray()
+        timeout = serial.Timeout(self._timeout)
+        while len(data) < size:
+            if self._thread is None or not self._thread.is_alive():
+                if not self._read_buffer.qsize():
+                    raise serial.SerialException("connection failed (reader thread died)")
+            chunk = self._read_buffer.take(size - len(data), timeout.time_left())
+            data += chunk
+            if not chunk or timeout.expired():
+                break
+        return bytes(data)
 
     def _reconfigure_port(self):
         settings = (
