@@ -1,12 +1,12 @@
 """The HTTP API: what cashier systems, provisioning tools and operators call.
 
 Bearer tokens: the admin token (server config or QRFLEET_ADMIN_TOKEN) may do everything; an
-agent's token acts for that agent only. Every refusal is `{"error", "message"}` with a status
-an integrator can branch on, and a refused request changes nothing (each registry operation is
-one transaction).
+agent's token acts for that agent only. Every refusal is `{"error", "message"}`, plus the
+facts behind it, with a status an integrator can branch on; a registry refusal carries its own
+(`host.registry.errors`). A refused request changes nothing: each registry operation is one
+transaction.
 """
 
-import asyncio
 import time
 import uuid
 
@@ -17,33 +17,14 @@ from host.http import ApiError, Router
 from host.registry import (
     ADMIN,
     Actor,
-    AllBusy,
-    Conflict,
-    DeviceOffline,
     Forbidden,
     InvalidInput,
-    NotFound,
-    NotLinked,
-    QueueFull,
     RegistryError,
-    StoreUnavailable,
     Unauthorized,
     parse_pairing_uri,
 )
 from host.registry.errors import format_time
 
-_STATUS = (
-    (InvalidInput, 400),
-    (Unauthorized, 401),
-    (Forbidden, 403),
-    (NotFound, 404),
-    (Conflict, 409),
-    (NotLinked, 409),
-    (DeviceOffline, 503),
-    (AllBusy, 503),
-    (QueueFull, 503),
-    (StoreUnavailable, 503),
-)
 _COMMAND_STATUS = {
     "device_offline": 503,
     "store_unavailable": 503,
@@ -56,21 +37,14 @@ MAX_WAIT_S = 60.0
 MAX_TTL_S = 3600.0
 
 
-def registry_error(e):
-    for cls, status in _STATUS:
-        if isinstance(e, cls):
-            return ApiError(status, e.code, e.message)
-    return ApiError(500, e.code, e.message)
-
-
 def _field(doc, name, kind, required=True, default=None, check=None, what=""):
     value = doc.get(name, default)
     if value is None and not required:
         return None
     if value is None or not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        raise ApiError(400, "invalid", f"Field {name!r} must be {what or kind.__name__}.")
+        raise InvalidInput(f"Field {name!r} must be {what or kind.__name__}.")
     if check and not check(value):
-        raise ApiError(400, "invalid", f"Field {name!r} must be {what}.")
+        raise InvalidInput(f"Field {name!r} must be {what}.")
     return value
 
 
@@ -155,14 +129,14 @@ class Api:
 
     @staticmethod
     def _refusals_as_answers(handler):
-        """A registry refusal from anywhere below a handler (e.g. the store going away in the
-        middle of a command) is answered like one from the handler itself."""
+        """The one place a registry refusal, from the handler or anywhere below it (e.g. the
+        store going away in the middle of a command), becomes an answer."""
 
         async def guarded(req):
             try:
                 return await handler(req)
             except RegistryError as e:
-                raise registry_error(e) from None
+                raise ApiError(e.status, e.code, e.message, e.facts) from None
 
         return guarded
 
@@ -171,41 +145,29 @@ class Api:
     async def _caller(self, req):
         token = req.bearer()
         if not token:
-            raise ApiError(
-                401,
-                "unauthorized",
-                "Send 'Authorization: Bearer <token>' with an admin or agent token.",
-            )
+            raise Unauthorized("Send 'Authorization: Bearer <token>' with an admin or agent token.")
         if self.server.is_admin_token(token):
             return ADMIN
         try:
             agent = await self.registry.authenticate_agent(token)
-        except Unauthorized:
-            raise ApiError(401, "unauthorized", "That token is not valid.") from None
+        except Unauthorized:  # the registry speaks of agent tokens; this may be a wrong admin one
+            raise Unauthorized("That token is not valid.") from None
         return Actor.agent(agent.agent_id)
 
     async def _admin(self, req):
         actor = await self._caller(req)
         if not actor.is_admin:
-            raise ApiError(403, "forbidden", "Only the admin token may do this.")
+            raise Forbidden("Only the admin token may do this.")
         return actor
 
     async def _acting_for(self, req, agent_id):
         """The caller, if it may act for `agent_id` (that agent itself or the admin)."""
         actor = await self._caller(req)
         if not actor.is_admin and actor.id != agent_id:
-            raise ApiError(
-                403,
-                "forbidden",
-                f"This token belongs to agent {actor.id}; it cannot act for {agent_id}.",
+            raise Forbidden(
+                f"This token belongs to agent {actor.id}; it cannot act for {agent_id}."
             )
         return actor
-
-    async def _call(self, operation):
-        try:
-            return await operation
-        except RegistryError as e:
-            raise registry_error(e) from None
 
     # -- endpoints
 
@@ -219,18 +181,16 @@ class Api:
     async def create_location(self, req):
         await self._admin(req)
         doc = req.json()
-        loc = await self._call(
-            self.registry.create_location(
-                _text(doc, "location_id", 64),
-                _text(doc, "name", 200),
-                _text(doc, "policy", 16, required=False, default="hybrid"),
-            )
+        loc = await self.registry.create_location(
+            _text(doc, "location_id", 64),
+            _text(doc, "name", 200),
+            _text(doc, "policy", 16, required=False, default="hybrid"),
         )
         return 201, {"location_id": loc.location_id, "name": loc.name, "policy": loc.policy}
 
     async def list_locations(self, req):
         await self._caller(req)
-        locs = await self._call(self.registry.list_locations())
+        locs = await self.registry.list_locations()
         return 200, {
             "locations": [
                 {"location_id": x.location_id, "name": x.name, "policy": x.policy} for x in locs
@@ -240,16 +200,14 @@ class Api:
     async def create_agent(self, req):
         await self._admin(req)
         doc = req.json()
-        agent, token = await self._call(
-            self.registry.create_agent(
-                _text(doc, "agent_id", 64), _text(doc, "name", 200), _text(doc, "location_id", 64)
-            )
+        agent, token = await self.registry.create_agent(
+            _text(doc, "agent_id", 64), _text(doc, "name", 200), _text(doc, "location_id", 64)
         )
         return 201, {"agent_id": agent.agent_id, "location_id": agent.location_id, "token": token}
 
     async def list_agents(self, req):
         await self._admin(req)
-        agents = await self._call(self.registry.list_agents())
+        agents = await self.registry.list_agents()
         return 200, {
             "agents": [
                 {"agent_id": a.agent_id, "name": a.name, "location_id": a.location_id}
@@ -261,29 +219,27 @@ class Api:
         await self._admin(req)
         doc = req.json()
         device_id = _text(doc, "device_id", 64)
-        await self._call(
-            self.registry.register_device(
-                device_id,
-                _text(doc, "secret", 128, required=False),
-                _text(doc, "name", 200, required=False),
-                _text(doc, "location_id", 64, required=False),
-            )
+        await self.registry.register_device(
+            device_id,
+            _text(doc, "secret", 128, required=False),
+            _text(doc, "name", 200, required=False),
+            _text(doc, "location_id", 64, required=False),
         )
-        status = await self._call(self.registry.get_device(device_id))
+        status = await self.registry.get_device(device_id)
         return 201, device_json(status)
 
     async def list_devices(self, req):
         actor = await self._caller(req)
         location = None
         if not actor.is_admin:
-            location = (await self._call(self.registry.get_agent(actor.id))).location_id
-        statuses = await self._call(self.registry.list_devices(location))
+            location = (await self.registry.get_agent(actor.id)).location_id
+        statuses = await self.registry.list_devices(location)
         return 200, {"devices": [device_json(s, self.hub.session(s.device_id)) for s in statuses]}
 
     async def get_device(self, req):
         await self._caller(req)
         device_id = req.params["device_id"]
-        status = await self._call(self.registry.get_device(device_id))
+        status = await self.registry.get_device(device_id)
         return 200, device_json(status, self.hub.session(device_id))
 
     async def link(self, req):
@@ -291,22 +247,19 @@ class Api:
         actor = await self._acting_for(req, agent_id)
         doc = req.json()
         if "pairing" in doc:
-            try:
-                device_id, code = parse_pairing_uri(_text(doc, "pairing", 300))
-            except InvalidInput as e:
-                raise registry_error(e) from None
+            device_id, code = parse_pairing_uri(_text(doc, "pairing", 300))
         else:
             device_id = _text(doc, "device_id", 64)
             code = _text(doc, "code", 32, required=not actor.is_admin)
-        await self._call(self.registry.link(agent_id, device_id, code, actor))
+        await self.registry.link(agent_id, device_id, code, actor)
         await self.server.show_idle(device_id)
-        status = await self._call(self.registry.get_device(device_id))
+        status = await self.registry.get_device(device_id)
         return 201, device_json(status, self.hub.session(device_id))
 
     async def unlink(self, req):
         agent_id, device_id = req.params["agent_id"], req.params["device_id"]
         actor = await self._acting_for(req, agent_id)
-        await self._call(self.registry.unlink(agent_id, device_id, actor))
+        await self.registry.unlink(agent_id, device_id, actor)
         pairing, shown = await self.server.show_pairing(device_id)
         return 200, {"device_id": device_id, "agent_id": None, "pairing": pairing, "shown": shown}
 
@@ -314,23 +267,23 @@ class Api:
         """Show a fresh pairing QR on an unlinked unit (e.g. after its code expired)."""
         await self._admin(req)
         device_id = req.params["device_id"]
-        pairing, shown = await self._call(self.server.show_pairing(device_id))
+        pairing, shown = await self.server.show_pairing(device_id)
         return 200, {"device_id": device_id, "pairing": pairing, "shown": shown}
 
     async def transfer(self, req):
         actor = await self._admin(req)
         device_id = req.params["device_id"]
         agent_id = _text(req.json(), "agent_id", 64)
-        await self._call(self.registry.transfer(device_id, agent_id, actor))
-        status = await self._call(self.registry.get_device(device_id))
+        await self.registry.transfer(device_id, agent_id, actor)
+        status = await self.registry.get_device(device_id)
         return 200, device_json(status, self.hub.session(device_id))
 
     async def show_qr(self, req):
         agent_id = req.params["agent_id"]
         actor = await self._acting_for(req, agent_id)
         doc = req.json()
-        payload = _text(doc, "payload", 4096)
-        caption = _text(doc, "caption", 64, required=False) or ""
+        payload = _text(doc, "payload", messages.MAX_QR_PAYLOAD)
+        caption = _text(doc, "caption", messages.MAX_CAPTION, required=False) or ""
         ecc = _field(
             doc, "ecc", str, False, "M", lambda v: v in messages.ECC_LEVELS, "one of L, M, Q, H"
         )
@@ -342,15 +295,14 @@ class Api:
             raise ApiError(422, "payload_too_large", str(e)) from None
         started = time.monotonic()
         txn_id = uuid.uuid4().hex
-        reservation = await self._call(
-            self.registry.reserve_for_agent(agent_id, txn_id, ttl_s, wait_s)
-        )
+        reservation = await self.registry.reserve_for_agent(agent_id, txn_id, ttl_s, wait_s)
         try:
-            ack = await self.server.command(
-                reservation.device_id, "show_qr", payload=payload, caption=caption, ecc=ecc
-            )
+            async with self.server.screen(reservation.device_id):
+                ack = await self.server.command(
+                    reservation.device_id, "show_qr", payload=payload, caption=caption, ecc=ecc
+                )
         except CommandFailed as e:
-            await self._call(self.registry.cancel(txn_id, actor))
+            await self.registry.cancel(txn_id, actor)
             raise ApiError(_COMMAND_STATUS.get(e.code, 502), e.code, e.message) from None
         digest = messages.matrix_digest(expected)
         if (ack.get("version"), ack.get("mask"), ack.get("sha256")) != (
@@ -358,7 +310,7 @@ class Api:
             expected.mask,
             digest,
         ):
-            await self._call(self.registry.cancel(txn_id, actor))
+            await self.registry.cancel(txn_id, actor)
             raise ApiError(
                 502,
                 "render_mismatch",
@@ -376,7 +328,7 @@ class Api:
 
     async def get_txn(self, req):
         await self._caller(req)
-        r = await self._call(self.registry.get_reservation(req.params["txn_id"]))
+        r = await self.registry.get_reservation(req.params["txn_id"])
         return 200, {
             "txn_id": r.txn_id,
             "device_id": r.device_id,
@@ -385,22 +337,18 @@ class Api:
         }
 
     async def _finish(self, req, outcome, result):
+        """End the transaction in the registry, then show how it ended: of a complete and a
+        cancel racing, only the one that committed reaches the screen; the other is refused."""
         actor = await self._caller(req)
         txn_id = req.params["txn_id"]
-        reservation = await self._call(self.registry.get_reservation(txn_id))
-        if not actor.is_admin and actor.id != reservation.agent_id:
-            raise ApiError(
-                403, "forbidden", f"Transaction {txn_id} belongs to agent {reservation.agent_id}."
-            )
-        shown = await self.server.show_result(reservation.device_id, result)
-        await self._call(outcome(txn_id, actor))
-        asyncio.create_task(self.server.home_after(reservation.device_id))
-        return 200, {
-            "txn_id": txn_id,
-            "device_id": reservation.device_id,
-            "result": result,
-            "shown": shown,
-        }
+        # The unit is known before the commit, to keep its screen for this result: once the
+        # commit frees the unit, the next sale's QR must not overtake the result.
+        device_id = (await self.registry.get_reservation(txn_id)).device_id
+        async with self.server.screen(device_id):
+            await outcome(txn_id, actor)
+            shown = await self.server.show_result(device_id, result)
+        self.server.tasks.spawn(self.server.home_after(device_id))
+        return 200, {"txn_id": txn_id, "device_id": device_id, "result": result, "shown": shown}
 
     async def complete(self, req):
         return await self._finish(req, self.registry.complete, "paid")
@@ -410,10 +358,7 @@ class Api:
 
     async def audit(self, req):
         await self._admin(req)
-        query = dict(p.split("=", 1) for p in req.path.partition("?")[2].split("&") if "=" in p)
-        entries = await self._call(
-            self.registry.audit(query.get("device_id"), query.get("agent_id"))
-        )
+        entries = await self.registry.audit(req.query.get("device_id"), req.query.get("agent_id"))
         return 200, {
             "audit": [
                 {

@@ -20,7 +20,6 @@ apart:  {prefix}{db}:instance:{server_id}  {prefix}{db}:cmd:{server_id}
 import asyncio
 import itertools
 import json
-from urllib.parse import urlsplit
 
 import valkey.asyncio as valkey
 from valkey.exceptions import ValkeyError
@@ -42,45 +41,39 @@ class HolderChanged(CommandFailed):
         )
 
 
-def _namespace(store_url):
-    parts = urlsplit(store_url)
-    db = parts.path.strip("/") or "0"
-    prefix = "qrfleet:"
-    if parts.query.startswith("prefix="):
-        prefix = parts.query[len("prefix=") :]
-    return f"{prefix}{db}:"
-
-
 class Cluster:
-    def __init__(self, store_url, server_id, hub, log, presence_ttl_s=PRESENCE_TTL_S):
-        self.url = store_url.split("?", 1)[0]
+    def __init__(self, address, server_id, hub, log, presence_ttl_s=PRESENCE_TTL_S):
+        """`address`: the store's parsed URL (`host.registry.redis.Address`)."""
+        self.address = address
         self.server_id = server_id
         self.hub = hub
         self.log = log
         self.ttl_s = presence_ttl_s
-        ns = _namespace(store_url)
+        ns = f"{address.prefix}{address.db}:"
         self._instance_key = ns + "instance:"
         self._cmd = ns + "cmd:"
         self._reply = ns + "reply:"
         self._takeover = ns + "takeover"
         self._pending = {}
         self._ids = itertools.count(1)
-        self._tasks = []
         self.routed_out = 0
         self.routed_in = 0
 
     async def start(self):
-        self.redis = valkey.from_url(self.url)
+        a = self.address
+        self.redis = valkey.Valkey(
+            host=a.host, port=a.port, db=a.db, username=a.username, password=a.password
+        )
         self.pubsub = self.redis.pubsub()
         await self.pubsub.subscribe(
             self._cmd + self.server_id, self._reply + self.server_id, self._takeover
         )
         await self._announce()
-        self._tasks = [asyncio.create_task(self._presence()), asyncio.create_task(self._listen())]
+        self.hub.tasks.spawn(self._presence())
+        self.hub.tasks.spawn(self._listen())
 
     async def close(self):
-        for task in self._tasks:
-            task.cancel()
+        """After the server's tasks (`hub.tasks`, which run this cluster's loops) are closed."""
         try:
             await self.redis.delete(self._instance_key + self.server_id)
         except Exception:  # noqa: BLE001 - the key expires by itself
@@ -207,13 +200,13 @@ class Cluster:
     def _dispatch(self, channel, msg):
         if channel == self._takeover:
             if msg["server_id"] != self.server_id:
-                asyncio.create_task(self.hub.drop_older(msg["device_id"], msg["epoch"]))
+                self.hub.tasks.spawn(self.hub.drop_older(msg["device_id"], msg["epoch"]))
         elif channel.startswith(self._reply):
             future = self._pending.get(msg["id"])
             if future and not future.done():
                 future.set_result(msg)
         else:
-            asyncio.create_task(self._serve(msg))
+            self.hub.tasks.spawn(self._serve(msg))
 
     async def _serve(self, msg):
         """Run a routed command here, if the caller's epoch is still this unit's session."""

@@ -22,14 +22,13 @@ import time
 from firmware.net.ws import ConnectionClosed, WebSocket
 from firmware.proto import auth, messages
 from firmware.proto.errors import MessageError, ProtocolError
+from firmware.proto.frames import CLOSE_GOING_AWAY, CLOSE_POLICY_VIOLATION, CLOSE_REPLACED
+from firmware.proto.messages import MAX_ERROR_MESSAGE, SILENT_HEARTBEATS
 from firmware.proto.websocket import ServerProtocol
 from host.registry import RegistryError
 
-SILENT_HEARTBEATS = 3
 ACCEPT_PER_S = 200
 _HELLO_TIMEOUT_S = 10
-CLOSE_REPLACED = messages.CLOSE_REPLACED
-CLOSE_POLICY = 1008
 _HEARTBEAT_ACK = messages.encode("heartbeat_ack")
 _HEARTBEAT_BATCH_S = 0.05
 
@@ -120,8 +119,9 @@ class ServerWebSocket(WebSocket):
 class HeartbeatBatch:
     """Collects heartbeats for `window_s`, then renews all their leases in one registry write."""
 
-    def __init__(self, registry, server_id, ttl_s, window_s=_HEARTBEAT_BATCH_S):
+    def __init__(self, registry, server_id, ttl_s, tasks, window_s=_HEARTBEAT_BATCH_S):
         self.registry = registry
+        self.tasks = tasks
         self.server_id = server_id
         self.ttl_s = ttl_s
         self.window_s = window_s
@@ -133,16 +133,21 @@ class HeartbeatBatch:
         future = asyncio.get_running_loop().create_future()
         self._waiting.append((device_id, epoch, changes, future))
         if self._flush is None:
-            self._flush = asyncio.create_task(self._flush_after_window())
+            self._flush = self.tasks.spawn(self._flush_after_window())
         return await future
 
     async def _flush_after_window(self):
-        await asyncio.sleep(self.window_s)
-        batch, self._waiting, self._flush = self._waiting, [], None
+        batch = self._waiting  # renew() adds to this list until the window closes
         try:
+            await asyncio.sleep(self.window_s)
+            self._waiting, self._flush = [], None
             renewed = await self.registry.renew_devices(
                 self.server_id, self.ttl_s, [item[:3] for item in batch]
             )
+        except asyncio.CancelledError:  # the server is closing: nobody renews these now
+            for *_, future in batch:
+                future.cancel()
+            raise
         except Exception as e:  # noqa: BLE001 - every heartbeat of the batch learns why
             for *_, future in batch:
                 if not future.done():
@@ -175,9 +180,18 @@ class AcceptRate:
 
 class DeviceHub:
     def __init__(
-        self, registry, server_id, heartbeat_s, log, on_online=None, accept_per_s=ACCEPT_PER_S
+        self,
+        registry,
+        server_id,
+        heartbeat_s,
+        log,
+        tasks,
+        on_online=None,
+        accept_per_s=ACCEPT_PER_S,
     ):
+        """`tasks` (host.tasks.Tasks) runs the hub's background work, and the cluster's."""
         self.registry = registry
+        self.tasks = tasks
         self.server_id = server_id
         self.heartbeat_s = heartbeat_s
         self.log = log
@@ -192,7 +206,7 @@ class DeviceHub:
             "sessions_accepted": 0,
             "auth_refused": 0,
         }
-        self.heartbeats = HeartbeatBatch(registry, server_id, self.lease_ttl_s)
+        self.heartbeats = HeartbeatBatch(registry, server_id, self.lease_ttl_s, tasks)
         self._watchdog = None
 
     @property
@@ -206,7 +220,7 @@ class DeviceHub:
         """Take over a connection whose head asked for the `/ws/device` upgrade."""
         await self.accept_rate.admit()
         if self._watchdog is None:
-            self._watchdog = asyncio.create_task(self._close_silent())
+            self._watchdog = self.tasks.spawn(self._close_silent())
         ws = ServerWebSocket(reader, writer, ServerProtocol())
         try:
             await ws.accept(head, leftover)
@@ -265,7 +279,7 @@ class DeviceHub:
             "device_online", device_id=device_id, epoch=epoch, fw=hello["fw"], peer=str(peer)
         )
         if self.on_online:
-            asyncio.create_task(self.on_online(session))
+            self.tasks.spawn(self.on_online(session))
         return session
 
     async def _refuse(self, ws, reason, peer, device_id=None):
@@ -278,7 +292,7 @@ class DeviceHub:
             )
         except ConnectionClosed:
             pass
-        await ws.close(CLOSE_POLICY, "authentication failed")
+        await ws.close(CLOSE_POLICY_VIOLATION, "authentication failed")
 
     async def _replace(self, old):
         old.fail_pending("replaced by a newer session of the same unit")
@@ -293,7 +307,11 @@ class DeviceHub:
             try:
                 msg = messages.from_device(text)
             except MessageError as e:
-                await ws.send(messages.encode("error", id=e.id, code=e.code, message=str(e)[:200]))
+                await ws.send(
+                    messages.encode(
+                        "error", id=e.id, code=e.code, message=str(e)[:MAX_ERROR_MESSAGE]
+                    )
+                )
                 continue
             kind = msg["type"]
             if kind == "heartbeat":
@@ -340,9 +358,8 @@ class DeviceHub:
             silent = [s for s in self.sessions.values() if s.last_heard < heard_since]
             for session in silent:
                 self.log.warning("device_silent", device_id=session.device_id)
-            await asyncio.gather(
-                *(s.ws.close(1001, "unit silent for 3 heartbeats") for s in silent)
-            )
+            reason = f"unit silent for {SILENT_HEARTBEATS} heartbeats"
+            await asyncio.gather(*(s.ws.close(CLOSE_GOING_AWAY, reason) for s in silent))
 
     async def drop_older(self, device_id, epoch):
         """Another instance took the unit with `epoch`: close our older session of it."""
@@ -354,4 +371,4 @@ class DeviceHub:
         if self._watchdog:
             self._watchdog.cancel()
         for session in list(self.sessions.values()):
-            await session.ws.close(1001, "server shutting down")
+            await session.ws.close(CLOSE_GOING_AWAY, "server shutting down")

@@ -5,12 +5,14 @@ only moves bytes: it reads a head and a bounded body, hands them to a router, wr
 answer, and keeps the connection for the next request. A WebSocket upgrade is handed over,
 with the connection, to the device endpoint.
 
-Every failure is JSON `{"error": code, "message": sentence}` with a fitting status.
+Every failure is JSON `{"error": code, "message": sentence}` with a fitting status, plus the
+facts the sentence was built from where there are any (e.g. `"waiting": 2`).
 """
 
 import asyncio
 import json
 import re
+from urllib.parse import parse_qsl
 
 from firmware.proto import http11
 from firmware.proto.errors import HeadError
@@ -20,22 +22,45 @@ _READ_TIMEOUT_S = 30
 
 
 class ApiError(Exception):
-    """An answer other than success: status, a stable code, and a sentence for a person."""
+    """An answer other than success: status, a stable code, a sentence for a person, and the
+    facts behind it (more fields of the JSON body)."""
 
-    def __init__(self, status, code, message):
+    def __init__(self, status, code, message, facts=None):
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.facts = facts or {}
+
+
+def parse_query(query):
+    """`a=1&b=x%20y` -> {"a": "1", "b": "x y"}; a malformed query or a repeated name is a 400."""
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True, errors="strict")
+    except ValueError as e:  # UnicodeDecodeError included: escapes must spell UTF-8
+        raise ApiError(
+            400,
+            "bad_query",
+            f"The query string is malformed ({e}); send name=value pairs joined by '&', "
+            "percent-encoded as UTF-8.",
+        ) from None
+    params = dict(pairs)
+    if len(params) < len(pairs):
+        raise ApiError(400, "bad_query", "Give each query parameter at most once.")
+    return params
 
 
 class Request:
-    def __init__(self, head, body, params, peer):
+    """`path` is the target without its query; `query` the query's parameters, decoded;
+    `params` the parts of the path the route named."""
+
+    def __init__(self, head, body, peer):
         self.method = head.method
-        self.path = head.path
+        self.path, _, query = head.path.partition("?")
+        self.query = parse_query(query)
         self.headers = head.headers
         self.body = body
-        self.params = params
+        self.params = {}
         self.peer = peer
 
     def json(self):
@@ -67,7 +92,6 @@ class Router:
         self._routes.append((method, re.compile(f"^{regex}$"), handler))
 
     def match(self, method, path):
-        path = path.split("?", 1)[0]
         allowed = []
         for route_method, regex, handler in self._routes:
             m = regex.match(path)
@@ -93,7 +117,7 @@ def json_response(status, obj, keep_alive=True):
 
 
 def error_body(error):
-    return {"error": error.code, "message": error.message}
+    return {**error.facts, "error": error.code, "message": error.message}
 
 
 class HttpServer:
@@ -183,8 +207,9 @@ class HttpServer:
         body = bytes(buf[: head.content_length])
         del buf[: head.content_length]
         try:
-            handler, params = self.router.match(head.method, head.path)
-            status, obj = await handler(Request(head, body, params, peer))
+            request = Request(head, body, peer)
+            handler, request.params = self.router.match(request.method, request.path)
+            status, obj = await handler(request)
         except ApiError as e:
             status, obj = e.status, error_body(e)
             if self.log and status in (401, 403, 409):  # who tried what they may not do

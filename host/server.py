@@ -4,6 +4,7 @@ import asyncio
 import hmac
 import os
 import socket
+import weakref
 
 from host.api import COMMAND_TIMEOUT_S, Api
 from host.cluster import HolderChanged
@@ -12,6 +13,7 @@ from host.http import HttpServer
 from host.log import Log
 from host.registry import NotFound, RegistryError, open_registry
 from host.registry.errors import format_time
+from host.tasks import Tasks
 
 DEFAULT_HEARTBEAT_S = 5
 RESULT_SHOWN_S = 4.0  # how long "PAID" / "CANCELLED" stays before the home screen
@@ -34,33 +36,39 @@ class QrfleetServer:
         self.registry = None
         self.hub = None
         self.http = None
-        self._sweeper = None
+        self.tasks = Tasks(self.log)
+        self._screens = weakref.WeakValueDictionary()  # device_id -> its screen() lock
         self.cluster = None  # several instances on one Valkey/Redis (host/cluster.py)
 
     async def start(self, host="127.0.0.1", port=0):
         """Open the store and the port; returns the port (useful with port 0)."""
         self.registry = open_registry(self.store_url)
         self.hub = DeviceHub(
-            self.registry, self.server_id, self.heartbeat_s, self.log, on_online=self._greet
+            self.registry,
+            self.server_id,
+            self.heartbeat_s,
+            self.log,
+            self.tasks,
+            on_online=self._greet,
         )
-        if self.store_url.startswith("redis://"):
+        store = self.registry.store
+        if store.shared:
             from host.cluster import Cluster
 
-            self.cluster = Cluster(self.store_url, self.server_id, self.hub, self.log)
+            self.cluster = Cluster(store.address, self.server_id, self.hub, self.log)
             await self.cluster.start()
         self.http = HttpServer(Api(self).router, upgrade=self.hub.accept, log=self.log)
         port = await self.http.start(host, port)
-        self._sweeper = asyncio.create_task(self._sweep())
+        self.tasks.spawn(self._sweep())
         self.log.info("server_started", host=host, port=port, store=self.store_url.split("?")[0])
         return port
 
     async def close(self):
-        if self._sweeper:
-            self._sweeper.cancel()
         if self.http:
             await self.http.close()
         if self.hub:
             await self.hub.close()
+        await self.tasks.close()
         if self.cluster:
             await self.cluster.close()
         if self.registry:
@@ -117,6 +125,15 @@ class QrfleetServer:
             self.log.info("command_not_shown", device_id=device_id, kind=kind, reason=e.message)
             return False
 
+    def screen(self, device_id):
+        """Held from deciding a change of the unit's screen until it is sent, so changes reach
+        the unit in the order they were decided: a finished sale's result before the QR of the
+        next sale, which may take the unit the moment the first one's end commits."""
+        lock = self._screens.get(device_id)
+        if lock is None:
+            lock = self._screens[device_id] = asyncio.Lock()
+        return lock
+
     async def show_idle(self, device_id):
         return await self._best_effort(device_id, "clear")
 
@@ -131,13 +148,14 @@ class QrfleetServer:
     async def show_home(self, device_id):
         """The screen a unit rests on: its pairing QR while unlinked, else the idle screen.
         Left alone while a transaction holds the unit."""
-        status = await self.registry.get_device(device_id)
-        if status.txn_id:
-            return
-        if status.agent_id:
-            await self.show_idle(device_id)
-        else:
-            await self.show_pairing(device_id)
+        async with self.screen(device_id):
+            status = await self.registry.get_device(device_id)
+            if status.txn_id:
+                return
+            if status.agent_id:
+                await self.show_idle(device_id)
+            else:
+                await self.show_pairing(device_id)
 
     async def home_after(self, device_id, delay_s=RESULT_SHOWN_S):
         """After a result has been on screen for a while, back to the home screen."""

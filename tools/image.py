@@ -12,7 +12,6 @@ from pathlib import Path
 from firmware import config as unit_config
 from tools.firmware_check import compile_to, firmware_sources
 from tools.micropython import REPO_ROOT
-from tools.vboard import flash
 
 # mpy-cross -march per target: the virtual board runs the x86-64 Unix port.
 ARCH = {"virtual": "x64", "esp32": "xtensawin"}
@@ -42,8 +41,3 @@ def board_files(config=None, target="virtual", compiled=True):
     if config is not None:
         files[unit_config.CONFIG_PATH] = unit_config.dumps(config).encode()
     return files
-
-
-def flash_image(config=None, target="virtual", compiled=True):
-    """A whole 4 MiB flash image for a fresh board."""
-    return flash.build_image(board_files(config, target, compiled))

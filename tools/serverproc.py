@@ -37,11 +37,12 @@ class ServerProcess(Server):
     log_path: str = None
 
 
-def spawn(store, admin_token, log_path, server_id=None, heartbeat_s=5, port=0, extra=()):
+def spawn(
+    store, admin_token, log_path, server_id=None, heartbeat_s=5, port=0, extra=(), command=None
+):
+    """Start `qrfleet serve`; `command` is the qrfleet command to run (default: this Python's)."""
     argv = [
-        sys.executable,
-        "-m",
-        "host.cli",
+        *(command or (sys.executable, "-m", "qrfleet")),
         "serve",
         "--port",
         str(port),

@@ -4,26 +4,22 @@
     await session.run_forever()
 
 `commands.handle(msg)` runs one server command and returns the ack's extra fields, or raises
-CommandError(code, message); `status()` returns the heartbeat's changing fields. Everything
-here is policy and sequencing; bytes are moved by firmware.net.ws and parsed by firmware.proto.
-
-Reconnection: exponential backoff with full jitter, capped, moving to the next server URL on
-each failure. A unit starts at a position in the URL list derived from its id, so a fleet
-spreads over the servers. A server silent for 3 heartbeats is taken as gone.
+CommandError(code, message); `status()` returns the heartbeat's changing fields. This module is
+sequencing: firmware.net.policy decides which server is next, how long to back off and when a
+server is gone; bytes are moved by firmware.net.ws and parsed by firmware.proto.
 """
 
 import asyncio
 import gc
-import random
 
 from firmware.compat import ticks_add, ticks_diff, ticks_ms
 from firmware.net import ws
+from firmware.net.policy import backoff_ms, server_order, server_silent
 from firmware.proto import auth, messages
 from firmware.proto.errors import MessageError, ProtocolError
+from firmware.proto.frames import CLOSE_ABNORMAL, CLOSE_GOING_AWAY
+from firmware.proto.messages import MAX_ERROR_MESSAGE, SILENT_HEARTBEATS
 
-BACKOFF_BASE_MS = 500
-BACKOFF_CAP_MS = 15000
-SILENT_HEARTBEATS = 3
 _AUTH_TIMEOUT_S = 10
 
 
@@ -38,27 +34,12 @@ class AuthRefused(Exception):
     pass
 
 
-def start_index(device_id, count):
-    """Where in the server list this unit starts: stable per unit, spread over a fleet."""
-    h = 0
-    for c in device_id:
-        h = (h * 31 + ord(c)) & 0xFFFFFFFF
-    return h % count
-
-
-def backoff_ms(attempt, base_ms=BACKOFF_BASE_MS, cap_ms=BACKOFF_CAP_MS):
-    """Full jitter: a uniform delay in [0, min(cap, base * 2**attempt)]."""
-    ceiling = min(cap_ms, base_ms << min(attempt, 16))
-    return ceiling * random.getrandbits(16) // 65535
-
-
 class Session:
     def __init__(
         self, device_id, secret, urls, commands, status, fw, log=print, opener=ws.open_tcp
     ):
         self.device_id = device_id
         self.secret = secret
-        self.urls = urls
         self.commands = commands
         self.status = status
         self.fw = fw
@@ -67,12 +48,12 @@ class Session:
         self.server_id = None
         self.connected = False
         self.connects = 0
-        self._index = start_index(device_id, len(urls))
+        self._servers = server_order(device_id, urls)
 
     async def run_forever(self):
         attempt = 0
         while True:
-            url = self.urls[self._index]
+            url = next(self._servers)
             connects = self.connects
             try:
                 await self.run_once(url)
@@ -86,7 +67,6 @@ class Session:
             self.connected = False
             if self.connects != connects:
                 attempt = 0  # that session got going: start the backoff afresh
-            self._index = (self._index + 1) % len(self.urls)
             delay = backoff_ms(attempt)
             attempt += 1
             gc.collect()
@@ -103,7 +83,7 @@ class Session:
             await self._serve(conn, heartbeat_s)
         finally:
             self.connected = False
-            await conn.close(1001, "unit going away")
+            await conn.close(CLOSE_GOING_AWAY, "unit going away")
 
     async def _authenticate(self, conn):
         await conn.send(
@@ -133,9 +113,9 @@ class Session:
         next_beat = last_heard
         while True:
             now = ticks_ms()
-            if ticks_diff(now, last_heard) > SILENT_HEARTBEATS * period_ms:
+            if server_silent(now, last_heard, period_ms):
                 raise ws.ConnectionClosed(
-                    1006, "server silent for %d heartbeats" % SILENT_HEARTBEATS
+                    CLOSE_ABNORMAL, "server silent for %d heartbeats" % SILENT_HEARTBEATS
                 )
             if ticks_diff(next_beat, now) <= 0:
                 await conn.send(messages.encode("heartbeat", **self.status()))
@@ -182,7 +162,7 @@ class Session:
 
 
 def _short(text):
-    return text if len(text) <= 200 else text[:197] + "..."
+    return text if len(text) <= MAX_ERROR_MESSAGE else text[: MAX_ERROR_MESSAGE - 3] + "..."
 
 
 def _describe(e):

@@ -1,7 +1,8 @@
-"""WebSocket client over asyncio streams: moves bytes between a socket and proto.websocket.
+"""WebSocket connections over asyncio streams: moves bytes between a socket and proto.websocket.
 
-All parsing and framing is in `firmware.proto.websocket`; this module opens the TCP (or TLS)
-connection, feeds what it reads into the protocol and writes what the protocol wants sent.
+All parsing and framing is in `firmware.proto.websocket`; this module opens the unit's TCP (or
+TLS) connection, feeds what it reads into the protocol and writes what the protocol wants sent.
+`WebSocket` does not depend on the role: the host's `/ws/device` end is one too.
 
     ws = await connect("ws://10.0.0.2:8000/ws/device")
     await ws.send('{"type": "hello", ...}')
@@ -12,6 +13,7 @@ connection, feeds what it reads into the protocol and writes what the protocol w
 import asyncio
 
 from firmware.proto.errors import ProtocolError
+from firmware.proto.frames import CLOSE_ABNORMAL, CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR
 from firmware.proto.websocket import CLOSED, ClientProtocol, Close
 
 _READ_SIZE = 512
@@ -132,27 +134,31 @@ class WebSocket:
                     raise ConnectionClosed(event.code, event.reason)
             if self.proto.state == CLOSED:
                 self.abort()
-                raise ConnectionClosed(self.proto.close_code or 1006, self.proto.close_reason)
+                raise ConnectionClosed(
+                    self.proto.close_code or CLOSE_ABNORMAL, self.proto.close_reason
+                )
             try:
                 await self._feed()
             except ProtocolError as e:
                 self.abort()
-                raise ConnectionClosed(self.proto.close_code or 1002, str(e)) from None
+                raise ConnectionClosed(
+                    self.proto.close_code or CLOSE_PROTOCOL_ERROR, str(e)
+                ) from None
             except OSError as e:
                 self.abort()
-                raise ConnectionClosed(1006, "connection lost: %s" % e) from None
+                raise ConnectionClosed(CLOSE_ABNORMAL, "connection lost: %s" % e) from None
 
     async def send(self, text):
         if self.proto.state == CLOSED:
-            raise ConnectionClosed(self.proto.close_code or 1006, self.proto.close_reason)
+            raise ConnectionClosed(self.proto.close_code or CLOSE_ABNORMAL, self.proto.close_reason)
         self.proto.send_text(text)
         try:
             await self._flush()
         except OSError as e:
             self.abort()
-            raise ConnectionClosed(1006, "connection lost: %s" % e) from None
+            raise ConnectionClosed(CLOSE_ABNORMAL, "connection lost: %s" % e) from None
 
-    async def close(self, code=1000, reason=""):
+    async def close(self, code=CLOSE_NORMAL, reason=""):
         """Close handshake, bounded in time; the socket is closed in every case."""
         try:
             if self.proto.state != CLOSED:

@@ -20,7 +20,7 @@ Base framing protocol (§5.2)::
 The state machine that uses these lives in `firmware.proto.websocket`.
 """
 
-from firmware.compat import const
+from firmware.compat import const, micropython, ptr8
 from firmware.proto.errors import FrameError
 
 OP_CONTINUATION = const(0x0)
@@ -40,6 +40,9 @@ CLOSE_INVALID_DATA = const(1007)
 CLOSE_POLICY_VIOLATION = const(1008)
 CLOSE_TOO_BIG = const(1009)
 CLOSE_INTERNAL_ERROR = const(1011)
+# §7.4.2 leaves 4000-4999 to applications. A session replaced by a newer one of the same unit
+# (a takeover) did nothing wrong, so it is told apart from 1008, a failed check.
+CLOSE_REPLACED = const(4001)
 
 # §5.5: control frames carry at most 125 bytes, so a close reason at most 123.
 MAX_CONTROL_PAYLOAD = const(125)
@@ -63,30 +66,16 @@ def header(opcode, length, fin=True, mask_key=None):
     return out
 
 
-# §5.3 masking: XOR buf[start:end] in place with the 4-byte key, the same both ways.
-# Every frame a unit sends is masked, so on MicroPython the loop is viper machine code;
-# CPython (the host, and the tests' reference) runs the plain loop.
-try:
-    import micropython
-except ImportError:
-    micropython = None
-
-if micropython:
-
-    @micropython.viper
-    def apply_mask(buf, start: int, end: int, mask_key):
-        data = ptr8(buf)
-        key = ptr8(mask_key)
-        i = start
-        while i < end:
-            data[i] ^= key[(i - start) & 3]
-            i += 1
-
-else:
-
-    def apply_mask(buf, start, end, mask_key):
-        for i in range(start, end):
-            buf[i] ^= mask_key[(i - start) & 3]
+# §5.3 masking: XOR buf[start:end] in place with the 4-byte key, the same both ways. Every
+# frame a unit sends is masked, so on MicroPython this is viper machine code.
+@micropython.viper
+def apply_mask(buf, start: int, end: int, mask_key):
+    data = ptr8(buf)
+    key = ptr8(mask_key)
+    i = start
+    while i < end:
+        data[i] ^= key[(i - start) & 3]
+        i += 1
 
 
 def close_payload(code, reason=""):

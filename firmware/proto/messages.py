@@ -24,8 +24,13 @@ from firmware.proto.errors import MessageError
 
 PROTOCOL_VERSION = const(1)
 
-# Close code for a session replaced by a newer one of the same unit (takeover).
-CLOSE_REPLACED = const(4001)
+# Either side takes a peer that sent nothing for this many heartbeat periods as gone.
+SILENT_HEARTBEATS = const(3)
+
+# Longest show_qr payload and caption, in characters, and longest error message.
+MAX_QR_PAYLOAD = const(4096)
+MAX_CAPTION = const(64)
+MAX_ERROR_MESSAGE = const(200)
 
 # Error codes, in "error" messages and MessageError.code.
 BAD_MESSAGE = "bad_message"
@@ -106,8 +111,8 @@ SERVER_MESSAGES = {
     "heartbeat_ack": (),
     "show_qr": (
         ("id", _ID, _REQUIRED),
-        ("payload", _text(1, 4096), _REQUIRED),
-        ("caption", _text(0, 64), ""),
+        ("payload", _text(1, MAX_QR_PAYLOAD), _REQUIRED),
+        ("caption", _text(0, MAX_CAPTION), ""),
         ("ecc", _one_of(ECC_LEVELS), "M"),
     ),
     "show_result": (("id", _ID, _REQUIRED), ("result", _one_of(RESULTS), _REQUIRED)),
@@ -118,7 +123,7 @@ SERVER_MESSAGES = {
     "error": (
         ("id", _OPTIONAL_ID, None),
         ("code", _text(1, 32), _REQUIRED),
-        ("message", _text(0, 200), ""),
+        ("message", _text(0, MAX_ERROR_MESSAGE), ""),
     ),
 }
 

@@ -230,7 +230,9 @@ class Protocol:
                     raise FrameError(CLOSE_PROTOCOL_ERROR, "control frames must not be fragmented")
                 if length > MAX_CONTROL_PAYLOAD:
                     raise FrameError(
-                        CLOSE_PROTOCOL_ERROR, "control frame of %d bytes; the limit is 125" % length
+                        CLOSE_PROTOCOL_ERROR,
+                        "control frame of %d bytes; the limit is %d"
+                        % (length, MAX_CONTROL_PAYLOAD),
                     )
                 dest, start = self._control, 0
             else:
@@ -323,7 +325,10 @@ class Protocol:
     def _send_control(self, opcode, data):
         self._check_open("send a control frame")
         if len(data) > MAX_CONTROL_PAYLOAD:
-            raise ValueError("control frame payload is %d bytes; the limit is 125" % len(data))
+            raise ValueError(
+                "control frame payload is %d bytes; the limit is %d"
+                % (len(data), MAX_CONTROL_PAYLOAD)
+            )
         self._send_frame(opcode, data)
 
     def _send_frame(self, opcode, payload, fin=True):

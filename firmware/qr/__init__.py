@@ -12,8 +12,9 @@ Exceptions:
 Modules, in the spec's order: segments (modes, optimal split), bitstream (data bits), rs
 (Reed-Solomon), matrix (geometry, function patterns, format and version information),
 placement (codewords into modules, interleaved), masks (mask patterns, penalty), tables
-(constants), emv (EMVCo merchant-presented payloads). _native is the one place that picks
-viper (MicroPython) or plain Python (CPython) for the hot loops.
+(constants), emv (EMVCo merchant-presented payloads). The hot loops are viper functions on
+MicroPython and plain Python on CPython (see firmware.compat); there, _cpython replaces the
+two mask loops with faster equivalents.
 
 Memory: the symbol is built in its packed matrix (size * ((size + 7) // 8) bytes, 4 KB at
 version 40) and no buffer is larger, so a fragmented heap does not stop a large symbol.

@@ -2,13 +2,13 @@
 the per-module loops moved into C (big-int bit operations, string slicing, regular
 expressions) over the packed matrix.
 
-Imported only by masks.py, and only where `micropython` is missing (the host imports
+Imported only by masks.py, and only on CPython (`firmware.compat.CPYTHON`: the host imports
 firmware.qr to check what a unit drew). Tests compare these with the plain loops.
 """
 
 import re
 
-from .masks import MASK_ROWS
+from .tables import MASK_ROWS
 
 # Rule 3 at scale 1, as bit strings: light >= 1 before and >= 4 after the core, and mirrored.
 _FINDER_AFTER = "010111010000"
@@ -27,7 +27,7 @@ def _mask_pattern(func, size, mask):
         pad = "0" * (-size % 8)
         rows = []
         for y in range(size):
-            six = MASK_ROWS[mask * 12 + y % 12]  # see masks.MASK_ROWS
+            six = MASK_ROWS[mask * 12 + y % 12]  # see tables.MASK_ROWS
             rows.append("".join("1" if six & 32 >> x % 6 else "0" for x in range(size)) + pad)
         rows = "".join(rows)
         pattern = int(rows, 2) & ~int.from_bytes(func, "big")

@@ -1,7 +1,8 @@
 """Data bit stream (§7.4): mode indicators, character counts and segment data, packed MSB
 first into a zeroed bytearray of data codewords."""
 
-from ._native import micropython, ptr8
+from firmware.compat import micropython, ptr8
+
 from .tables import ALNUM_VALUE
 
 # Mode indicators (Table 2); also the mode field of a segment span (see segments).

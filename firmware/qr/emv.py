@@ -13,7 +13,6 @@ Objects are (id, value) pairs; a template's value is a list of pairs.
 """
 
 _CRC_ID = 63
-_TEMPLATES = (62, 64)  # besides 26-51 and 80-99
 
 
 class EMVError(ValueError):
@@ -28,10 +27,6 @@ def crc16(data, crc=0xFFFF):
             crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
         crc &= 0xFFFF
     return crc
-
-
-def is_template(tag):
-    return 26 <= tag <= 51 or 80 <= tag <= 99 or tag in _TEMPLATES
 
 
 def _objects(objects):

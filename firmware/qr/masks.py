@@ -4,24 +4,9 @@ On CPython, apply_mask and penalty are replaced by the equivalents in _cpython.p
 results, with the loops in C); the plain ones stay as plain_apply_mask/plain_penalty.
 """
 
-from ._native import CPYTHON, micropython, ptr8
+from firmware.compat import CPYTHON, micropython, ptr8
 
-# Table 10: where each mask flips a module (x = column, y = row).
-_FLIPS = (
-    lambda x, y: (x + y) % 2 == 0,
-    lambda x, y: y % 2 == 0,
-    lambda x, y: x % 3 == 0,
-    lambda x, y: (x + y) % 3 == 0,
-    lambda x, y: (x // 3 + y // 2) % 2 == 0,
-    lambda x, y: x * y % 2 + x * y % 3 == 0,
-    lambda x, y: (x * y % 2 + x * y % 3) % 2 == 0,
-    lambda x, y: ((x + y) % 2 + x * y % 3) % 2 == 0,
-)
-# Every mask repeats within 6 columns and 12 rows (mask 4 every 4 rows, the others every 6).
-# MASK_ROWS[mask * 12 + y % 12] has bit 5 - x % 6 set where the mask flips module (x, y).
-MASK_ROWS = bytes(
-    sum(32 >> x for x in range(6) if flips(x, y)) for flips in _FLIPS for y in range(12)
-)
+from .tables import MASK_ROWS
 
 
 @micropython.viper

@@ -11,7 +11,8 @@ and version areas, the dark module; also the padding bits of each row), which pl
 and masking skip.
 """
 
-from ._native import micropython, ptr8
+from firmware.compat import micropython, ptr8
+
 from .tables import ECC_CODEWORDS_PER_BLOCK, ECC_FORMAT_BITS, NUM_BLOCKS
 
 

@@ -4,7 +4,7 @@ Its own module, apart from matrix.py, because compiling viper code from source t
 per module (see docs/qr-encoder.md).
 """
 
-from ._native import micropython, ptr8, ptr16
+from firmware.compat import micropython, ptr8, ptr16
 
 
 @micropython.viper

@@ -1,7 +1,8 @@
 """Error correction (§7.5): Reed-Solomon generator polynomials and the per-block division.
 The interleaving of the blocks (§7.6) happens as matrix.place reads the codewords."""
 
-from ._native import micropython, ptr8, ptr16
+from firmware.compat import micropython, ptr8, ptr16
+
 from .tables import GF_EXP, GF_LOG
 
 _generators = {}  # degree -> log2 of the coefficients; QR uses 13 distinct degrees

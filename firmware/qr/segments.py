@@ -5,7 +5,8 @@ so a segmentation is a short list of small ints (under 2**30: no big int on a 32
 a multi-byte character has no digit or alphanumeric byte, so it always lands in byte mode.
 """
 
-from ._native import micropython, ptr8
+from firmware.compat import micropython, ptr8
+
 from .bitstream import ALPHANUMERIC, BYTE, NUMERIC
 from .tables import ALNUM_VALUE
 

@@ -1,6 +1,6 @@
 """Constant tables from ISO/IEC 18004:2015, stored as `bytes` so they live in flash on a board.
 
-Rows are indexed by ECC level in the order L, M, Q, H (see `ECC_LEVELS`) and by version
+Table 9's rows are indexed by ECC level in the order L, M, Q, H (see `ECC_LEVELS`) and by version
 1-40 (column 0 is unused): entry `ecc * 41 + version`.
 """
 
@@ -89,4 +89,22 @@ ALNUM_VALUE = (
     b"\x19\x1a\x1b\x1c\x1d\x1e\x1f\x20\x21\x22\x23\xff\xff\xff\xff\xff\xff\xff\xff\xff"
     b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"
     b"\xff\xff\xff\xff\xff\xff\xff\xff"
+)
+
+# Table 10: the data mask patterns, where mask k flips module (x = column, y = row) when
+#   0: (x + y) % 2 == 0                  4: (x // 3 + y // 2) % 2 == 0
+#   1: y % 2 == 0                        5: x * y % 2 + x * y % 3 == 0
+#   2: x % 3 == 0                        6: (x * y % 2 + x * y % 3) % 2 == 0
+#   3: (x + y) % 3 == 0                  7: ((x + y) % 2 + x * y % 3) % 2 == 0
+# Every mask repeats within 6 columns and 12 rows (mask 4 every 4 rows, the others every 6):
+# MASK_ROWS[mask * 12 + y % 12] has bit 5 - x % 6 set where the mask flips module (x, y).
+MASK_ROWS = (
+    b"\x2a\x15\x2a\x15\x2a\x15\x2a\x15\x2a\x15\x2a\x15"
+    b"\x3f\x00\x3f\x00\x3f\x00\x3f\x00\x3f\x00\x3f\x00"
+    b"\x24\x24\x24\x24\x24\x24\x24\x24\x24\x24\x24\x24"
+    b"\x24\x09\x12\x24\x09\x12\x24\x09\x12\x24\x09\x12"
+    b"\x38\x38\x07\x07\x38\x38\x07\x07\x38\x38\x07\x07"
+    b"\x3f\x20\x24\x2a\x24\x20\x3f\x20\x24\x2a\x24\x20"
+    b"\x3f\x38\x36\x2a\x2d\x23\x3f\x38\x36\x2a\x2d\x23"
+    b"\x2a\x07\x23\x15\x38\x1c\x2a\x07\x23\x15\x38\x1c"
 )

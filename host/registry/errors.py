@@ -1,24 +1,23 @@
 """Every way a registry operation can refuse, as one exception tree.
 
-    RegistryError                   code
-    ├── InvalidInput                invalid
-    ├── Unauthorized                unauthorized
-    ├── Forbidden                   forbidden
-    │   └── PairingRejected         pairing_rejected
-    ├── NotFound                    not_found
-    ├── Conflict                    conflict
-    ├── Unavailable                 unavailable (no unit can take the agent's QR now)
-    │   ├── NotLinked               not_linked
-    │   ├── DeviceOffline           device_offline
-    │   ├── AllBusy                 all_busy
-    │   └── QueueFull               queue_full
-    └── StoreUnavailable            store_unavailable
+    RegistryError                   code                HTTP status
+    ├── InvalidInput                invalid             400
+    ├── Unauthorized                unauthorized        401
+    ├── Forbidden                   forbidden           403
+    │   └── PairingRejected         pairing_rejected    403
+    ├── NotFound                    not_found           404
+    ├── Conflict                    conflict            409
+    ├── Unavailable                 unavailable         503 (no unit can take the agent's QR now)
+    │   ├── NotLinked               not_linked          409 (the agent must link a unit first)
+    │   ├── DeviceOffline           device_offline      503
+    │   ├── AllBusy                 all_busy            503
+    │   └── QueueFull               queue_full          503
+    └── StoreUnavailable            store_unavailable   503
 
-Code branches on the class; HTTP clients get `code` and `message` (the API maps
-classes to statuses, e.g. Conflict -> 409). `message` is a sentence an
-integrator can act on; the facts it was built from are attributes and are also
-collected in `facts` for JSON bodies. A refusal is raised inside the store's
-transaction, which is then rolled back: a refused operation changes nothing.
+Code branches on the class; HTTP clients get `code`, `message` and `status`. `message` is a
+sentence an integrator can act on; the facts it was built from are attributes and are also
+collected in `facts` (JSON values, times as ISO 8601) for JSON bodies. A refusal is raised
+inside the store's transaction, which is then rolled back: a refused operation changes nothing.
 """
 
 from datetime import datetime, timezone
@@ -35,6 +34,7 @@ def format_time(t):
 
 class RegistryError(Exception):
     code = "registry_error"
+    status = 500
 
     def __init__(self, message, **facts):
         super().__init__(message)
@@ -46,14 +46,17 @@ class RegistryError(Exception):
 
 class InvalidInput(RegistryError):
     code = "invalid"
+    status = 400
 
 
 class Unauthorized(RegistryError):
     code = "unauthorized"
+    status = 401
 
 
 class Forbidden(RegistryError):
     code = "forbidden"
+    status = 403
 
 
 class PairingRejected(Forbidden):
@@ -69,20 +72,24 @@ class PairingRejected(Forbidden):
 
 class NotFound(RegistryError):
     code = "not_found"
+    status = 404
 
 
 class Conflict(RegistryError):
     code = "conflict"
+    status = 409
 
 
 class Unavailable(RegistryError):
     """No unit can show this agent's QR right now; the subclass says why."""
 
     code = "unavailable"
+    status = 503
 
 
 class NotLinked(Unavailable):
     code = "not_linked"
+    status = 409
 
     def __init__(self, agent_id, location_id, policy):
         if policy == "strict":
@@ -129,8 +136,9 @@ class DeviceOffline(Unavailable):
             message,
             agent_id=agent_id,
             device_ids=list(device_ids),
-            since=since,
+            since=seen,
         )
+        self.since = since  # code compares times; the facts (JSON) spell it as ISO 8601
 
 
 class AllBusy(Unavailable):
@@ -161,3 +169,4 @@ class QueueFull(Unavailable):
 
 class StoreUnavailable(RegistryError):
     code = "store_unavailable"
+    status = 503

@@ -11,8 +11,8 @@ How it stays correct under concurrency: optimistic transactions.
   keeps what it read, and buffers its writes. Commit sends the writes in one
   MULTI/EXEC. If any watched key changed since it was read, EXEC applies
   nothing and `write(fn)` runs `fn` again on a fresh transaction after a
-  jittered pause, for up to `RETRY_S`; past that the caller gets
-  `StoreUnavailable`.
+  jittered pause (`Backoff`), for up to `RETRY_S` from the call; past that the
+  caller gets `StoreUnavailable`.
 - Listings read an index (a set or a list) and watch it too, so a concurrent
   insert into what was listed aborts the transaction: no phantoms. Index
   updates (SADD/SREM, RPUSH/LREM, ZADD/ZREM) commute, so writers do not watch
@@ -23,8 +23,11 @@ How it stays correct under concurrency: optimistic transactions.
   EVAL, not EVALSHA: a script cache emptied by a server restart cannot make one
   command of a committed transaction fail. Numbering inside EXEC keeps writers
   that audit from all conflicting on one counter.
-- Constraints back the rules: `put_link` on an owned unit, a second reservation
-  of a unit and an epoch lower than the stored one raise `IntegrityError`.
+- Checks inside the transaction back the rules, as constraints do in SQLite:
+  `put_link` on an owned unit, a second reservation of a unit or for a
+  transaction, an epoch lower than the stored one and a token hash of another
+  agent raise the store's `IntegrityError`; its watches make the check and
+  the write one atomic step.
 - Epochs: a lease's key is watched when the rule reads it to issue
   previous + 1, so two sessions racing for a unit cannot get the same epoch.
 
@@ -34,15 +37,17 @@ sets the store's receipt key to the commit's number. If the connection drops
 before EXEC was sent, nothing happened and `fn` runs again once the server
 answers. If it drops after, the store reconnects and reads its receipt: this
 commit's number means committed, anything else means not. Either way it waits
-for the server with backoff for up to `RETRY_S` from the call, then raises
-`StoreUnavailable`, saying whether the change may have been applied.
+for the server with backoff (longer pauses than for conflicts) for up to
+`RETRY_S` from the call, then raises `StoreUnavailable`, saying whether the
+change may have been applied.
 
-Threading: each store owns one worker thread and one connection, as the SQLite
-store does. Rules are synchronous functions that read and decide, so the
-transaction needs the synchronous client and runs off the event loop; an
-asyncio client could not answer a rule's read in the middle of its call. One
-thread runs this process's operations in order, so they never conflict with
-each other; conflicts come only from other processes, where they are real.
+Threading: each store owns one worker thread (`Store`) and one connection, as
+the SQLite store does. Rules are synchronous functions that read and decide,
+so the transaction needs the synchronous client and runs off the event loop;
+an asyncio client could not answer a rule's read in the middle of its call.
+One thread runs this process's operations in order, so they never conflict
+with each other; conflicts come only from other processes, where they are
+real.
 
 Key layout (every key starts with the prefix; values are compact JSON arrays
 unless noted):
@@ -69,14 +74,10 @@ unless noted):
                                object, expiring 2 x RETRY_S after its last commit
 """
 
-import asyncio
 import itertools
 import json
 import math
-import random
-import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from valkey.connection import Connection
@@ -95,9 +96,13 @@ from host.registry.records import (
     Reservation,
     Ticket,
 )
-from host.registry.store import Store, Transaction
+from host.registry.store import Backoff, IntegrityError, Store, Transaction
 
 RETRY_S = 10.0
+# Pauses between attempts (first, longest): a conflict clears in microseconds, a
+# restarting server takes a while.
+CONFLICT_PAUSES_S = (0.001, 0.05)
+OUTAGE_PAUSES_S = (0.01, 0.5)
 SOCKET_TIMEOUT_S = 5.0
 SCHEMA_VERSION = 1
 DEFAULT_PREFIX = "qrfleet:"
@@ -113,11 +118,6 @@ for i = 2, #KEYS do
 end
 return seq
 """
-
-
-class IntegrityError(RuntimeError):
-    """A write would break a store invariant (a second owner, a second reservation,
-    an epoch going back): a rule is wrong, not the input."""
 
 
 class Address:
@@ -540,8 +540,10 @@ class RedisTransaction(Transaction):
 
 
 class RedisStore(Store):
-    def __init__(self, address):
-        self.address = address
+    shared = True
+
+    def __init__(self, url):
+        self.address = address = Address(url)
         self._conn = Connection(
             host=address.host,
             port=address.port,
@@ -551,22 +553,13 @@ class RedisStore(Store):
             socket_timeout=SOCKET_TIMEOUT_S,
             decode_responses=True,
         )
-        self._closed = False
         self._receipt_key = f"{address.prefix}receipt:{uuid.uuid4().hex}"
         self._commits = itertools.count(1)
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qrfleet-redis")
+        super().__init__(RETRY_S)
 
-    @classmethod
-    def open(cls, url):
-        """Connect and check (or write) the schema version; waits up to RETRY_S for the server."""
-        store = cls(Address(url))
-        try:
-            store._worker.submit(store._run, store._check_schema, True, _deadline()).result()
-        except BaseException:
-            store._worker.submit(store._conn.disconnect).result()
-            store._worker.shutdown()
-            raise
-        return store
+    def _connect(self, deadline):
+        """Check (or write) the schema version, waiting for the server until `deadline`."""
+        self._run(self._check_schema, True, deadline)
 
     def _check_schema(self, tx):
         key = f"{self.address.prefix}schema"
@@ -581,24 +574,27 @@ class RedisStore(Store):
 
     def _run(self, fn, writing, deadline):
         """Run `fn` in transactions until one commits, the budget runs out, or `fn` raises."""
-        conflict_pause, lost_pause = 0.001, 0.01
+        conflicts = Backoff(deadline, *CONFLICT_PAUSES_S)
+        outages = Backoff(deadline, *OUTAGE_PAUSES_S)
         while True:
             try:
                 committed, result = self._attempt(fn, writing, deadline)
             except _LOST as error:
-                self._wait_or_give_up(error, deadline, lost_pause)
-                lost_pause = min(lost_pause * 2, 0.5)
+                if not outages.wait():
+                    raise StoreUnavailable(
+                        f"cannot reach the registry store at {self.address} ({error}) for "
+                        f"{self.retry_s:g} s; check that Valkey/Redis runs there and that the "
+                        "URL is right"
+                    ) from error
                 continue
             if committed:
                 return result
-            if time.monotonic() >= deadline:
+            if not conflicts.wait():
                 raise StoreUnavailable(
-                    f"records read by this operation kept changing for {RETRY_S:g} s in the "
-                    f"registry store at {self.address}; too many writers contend for the same "
-                    "units: retry later"
+                    f"records read by this operation kept changing for {self.retry_s:g} s in "
+                    f"the registry store at {self.address}; too many writers contend for the "
+                    "same units: retry later"
                 )
-            time.sleep(conflict_pause * random.uniform(0.5, 1.5))
-            conflict_pause = min(conflict_pause * 2, 0.05)
 
     def _attempt(self, fn, writing, deadline):
         """One transaction -> (committed, fn's result). Raises what `fn` raises, or a lost
@@ -627,49 +623,20 @@ class RedisStore(Store):
         except _LOST:
             pass  # a new connection watches nothing
 
-    def _wait_or_give_up(self, error, deadline, pause):
-        if time.monotonic() + pause >= deadline:
-            raise StoreUnavailable(
-                f"cannot reach the registry store at {self.address} ({error}) for {RETRY_S:g} s; "
-                "check that Valkey/Redis runs there and that the URL is right"
-            ) from error
-        time.sleep(pause * random.uniform(0.5, 1.5))
-
     def _receipt_found(self, receipt, deadline):
         """After losing the connection during a commit: did the commit happen?"""
-        pause = 0.01
+        key, number = receipt
+        outages = Backoff(deadline, *OUTAGE_PAUSES_S)
         while True:
             try:
-                key, number = receipt
                 return _roundtrip(self._conn, [("GET", key)])[0] == number
             except _LOST as error:
-                if time.monotonic() + pause >= deadline:
+                if not outages.wait():
                     raise StoreUnavailable(
                         f"lost the registry store at {self.address} while committing and could "
-                        f"not reach it again within {RETRY_S:g} s ({error}); the change may or may "
-                        "not have been applied: read the state before repeating it"
+                        f"not reach it again within {self.retry_s:g} s ({error}); the change may "
+                        "or may not have been applied: read the state before repeating it"
                     ) from error
-                time.sleep(pause * random.uniform(0.5, 1.5))
-                pause = min(pause * 2, 0.5)
 
-    async def write(self, fn):
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._worker, self._run, fn, True, _deadline())
-
-    async def read(self, fn):
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._worker, self._run, fn, False, _deadline())
-
-    async def close(self):
-        if self._closed:
-            return
-        self._closed = True
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._worker, self._conn.disconnect)
-        self._worker.shutdown()
-
-
-def _deadline():
-    # Counted from the call, not from when the worker gets to it: operations queued
-    # behind one that waits out an outage do not each wait a whole budget again.
-    return time.monotonic() + RETRY_S
+    def _disconnect(self):
+        self._conn.disconnect()

@@ -12,15 +12,18 @@ How it stays correct under concurrency:
   in this process or another one on the same file.
 - `busy_timeout` lets SQLite wait for the lock; past it, or when a snapshot
   turns stale, the whole transaction is retried with jittered backoff for up
-  to `RETRY_S`. Only then does the caller see `StoreUnavailable`, never
-  SQLITE_BUSY.
-- Constraints back the rules: a device has one link row (primary key) and one
-  reservation row (unique), whatever a rule might do.
+  to `RETRY_S` from the call. Only then does the caller see
+  `StoreUnavailable`, never SQLITE_BUSY.
+- Constraints back the rules: a device has one link row (primary key), a
+  device and a transaction one reservation row (unique, primary key), a token
+  hash one agent (unique); `put_lease` updates a lease only to an epoch no
+  lower than the stored one. A write that would break one raises the store's
+  `IntegrityError`, whatever a rule might do.
 
-Threading: each store owns one worker thread, and the connection lives in it.
-SQLite admits one writer at a time anyway, so more threads in one process
-would only queue on the file lock by polling it; one thread queues this
-process's operations in order without polling, keeps `sqlite3`'s
+Threading: each store owns one worker thread (`Store`), and the connection
+lives in it. SQLite admits one writer at a time anyway, so more threads in one
+process would only queue on the file lock by polling it; one thread queues
+this process's operations in order without polling, keeps `sqlite3`'s
 one-connection-per-thread rule trivially, and leaves lock waits to the cases
 that need them (other processes). Operations are sub-millisecond, so reads
 share the thread.
@@ -34,13 +37,9 @@ challenge, which a one-way hash would not allow. Encryption at rest is out of
 scope; protect the file like a key file (the store creates it mode 0600).
 """
 
-import asyncio
 import json
 import os
-import random
 import sqlite3
-import time
-from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import unquote
 
 from host.registry.errors import InvalidInput, StoreUnavailable
@@ -54,10 +53,11 @@ from host.registry.records import (
     Reservation,
     Ticket,
 )
-from host.registry.store import Store, Transaction
+from host.registry.store import Backoff, IntegrityError, Store, Transaction
 
 BUSY_TIMEOUT_MS = 5000
 RETRY_S = 30.0
+BUSY_PAUSES_S = (0.001, 0.05)  # first and longest pause between attempts
 
 # Migrations, in order; the database's `PRAGMA user_version` counts those applied.
 MIGRATIONS = (
@@ -164,11 +164,17 @@ class SqliteTransaction(Transaction):
     def __init__(self, db):
         self._db = db
 
+    def _execute(self, sql, args):
+        try:
+            return self._db.execute(sql, args)
+        except sqlite3.IntegrityError as error:
+            raise IntegrityError(f"the registry database refused a write ({error})") from error
+
     def _one(self, sql, *args):
-        return self._db.execute(sql, args).fetchone()
+        return self._execute(sql, args).fetchone()
 
     def _all(self, sql, *args):
-        return self._db.execute(sql, args).fetchall()
+        return self._execute(sql, args).fetchall()
 
     # Locations
 
@@ -183,7 +189,7 @@ class SqliteTransaction(Transaction):
         return [Location(*row) for row in rows]
 
     def put_location(self, location):
-        self._db.execute(
+        self._execute(
             "INSERT INTO locations VALUES (?, ?, ?) ON CONFLICT (location_id) "
             "DO UPDATE SET name = excluded.name, policy = excluded.policy",
             (location.location_id, location.name, location.policy),
@@ -209,7 +215,7 @@ class SqliteTransaction(Transaction):
         return [Agent(*row) for row in rows]
 
     def put_agent(self, agent):
-        self._db.execute(
+        self._execute(
             "INSERT INTO agents VALUES (?, ?, ?, ?) ON CONFLICT (agent_id) DO UPDATE SET "
             "name = excluded.name, location_id = excluded.location_id, "
             "token_hash = excluded.token_hash",
@@ -248,13 +254,13 @@ class SqliteTransaction(Transaction):
             _json(device.panel),
         )
         if secret is None:
-            self._db.execute(
+            self._execute(
                 "UPDATE devices SET name = ?, location_id = ?, firmware = ?, registered_at = ?, "
                 "last_seen = ?, last_screen = ?, panel = ? WHERE device_id = ?",
                 values[1:] + values[:1],
             )
         else:
-            self._db.execute(
+            self._execute(
                 f"INSERT INTO devices ({_DEVICE_COLUMNS}, secret) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (device_id) DO UPDATE SET name = excluded.name, "
                 "location_id = excluded.location_id, firmware = excluded.firmware, "
@@ -286,10 +292,10 @@ class SqliteTransaction(Transaction):
 
     def put_link(self, device_id, agent_id, at):
         # A plain INSERT: a second owner would violate the primary key, not replace the first.
-        self._db.execute("INSERT INTO links VALUES (?, ?, ?)", (device_id, agent_id, at))
+        self._execute("INSERT INTO links VALUES (?, ?, ?)", (device_id, agent_id, at))
 
     def delete_link(self, device_id):
-        self._db.execute("DELETE FROM links WHERE device_id = ?", (device_id,))
+        self._execute("DELETE FROM links WHERE device_id = ?", (device_id,))
 
     # Pairing codes
 
@@ -300,16 +306,16 @@ class SqliteTransaction(Transaction):
         return None if row is None else PairingCode(*row)
 
     def put_pairing_code(self, pairing_code):
-        self._db.execute(
+        self._execute(
             "INSERT OR REPLACE INTO pairing_codes VALUES (?, ?, ?)",
             (pairing_code.device_id, pairing_code.code, pairing_code.expires_at),
         )
 
     def delete_pairing_code(self, device_id):
-        self._db.execute("DELETE FROM pairing_codes WHERE device_id = ?", (device_id,))
+        self._execute("DELETE FROM pairing_codes WHERE device_id = ?", (device_id,))
 
     def delete_expired_pairing_codes(self, now):
-        return self._db.execute("DELETE FROM pairing_codes WHERE expires_at <= ?", (now,)).rowcount
+        return self._execute("DELETE FROM pairing_codes WHERE expires_at <= ?", (now,)).rowcount
 
     # Leases
 
@@ -321,10 +327,18 @@ class SqliteTransaction(Transaction):
         return None if row is None else Lease(*row)
 
     def put_lease(self, lease):
-        self._db.execute(
-            "INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?)",
+        # An epoch lower than the stored one leaves the row as it is, and that is refused.
+        changed = self._execute(
+            "INSERT INTO leases VALUES (?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET "
+            "server_id = excluded.server_id, epoch = excluded.epoch, "
+            "expires_at = excluded.expires_at WHERE excluded.epoch >= leases.epoch",
             (lease.device_id, lease.server_id, lease.epoch, lease.expires_at),
-        )
+        ).rowcount
+        if not changed:
+            stored = self.lease(lease.device_id).epoch
+            raise IntegrityError(
+                f"epoch of unit {lease.device_id} would go back from {stored} to {lease.epoch}"
+            )
 
     # Reservations
 
@@ -346,7 +360,7 @@ class SqliteTransaction(Transaction):
 
     def put_reservation(self, reservation):
         # A plain INSERT: a second reservation of a device violates the unique constraint.
-        self._db.execute(
+        self._execute(
             "INSERT INTO reservations VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 reservation.txn_id,
@@ -360,7 +374,7 @@ class SqliteTransaction(Transaction):
         )
 
     def delete_reservation(self, txn_id):
-        self._db.execute("DELETE FROM reservations WHERE txn_id = ?", (txn_id,))
+        self._execute("DELETE FROM reservations WHERE txn_id = ?", (txn_id,))
 
     # Wait queue
 
@@ -374,21 +388,21 @@ class SqliteTransaction(Transaction):
         return [Ticket(*row) for row in rows]
 
     def push_ticket(self, ticket):
-        self._db.execute(
+        self._execute(
             "INSERT INTO wait_queue (ticket_id, location_id, agent_id, expires_at) "
             "VALUES (?, ?, ?, ?)",
             (ticket.ticket_id, ticket.location_id, ticket.agent_id, ticket.expires_at),
         )
 
     def delete_ticket(self, ticket_id):
-        self._db.execute("DELETE FROM wait_queue WHERE ticket_id = ?", (ticket_id,))
+        self._execute("DELETE FROM wait_queue WHERE ticket_id = ?", (ticket_id,))
 
     # Audit
 
     def append_audit(
         self, at, actor, action, device_id=None, agent_id=None, txn_id=None, detail=None
     ):
-        self._db.execute(
+        self._execute(
             "INSERT INTO audit (at, actor, action, device_id, agent_id, txn_id, detail) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (at, actor, action, device_id, agent_id, txn_id, detail),
@@ -413,24 +427,12 @@ class SqliteTransaction(Transaction):
 
 
 class SqliteStore(Store):
-    def __init__(self, path):
-        self.path = path
+    def __init__(self, url):
+        self.path = path_from_url(url)
         self._db = None
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qrfleet-sqlite")
+        super().__init__(RETRY_S)
 
-    @classmethod
-    def open(cls, url):
-        """Open (creating and migrating) the database; blocks briefly, call it at startup."""
-        store = cls(path_from_url(url))
-        try:
-            store._worker.submit(store._connect).result()
-        except BaseException:
-            store._worker.submit(store._disconnect).result()
-            store._worker.shutdown()
-            raise
-        return store
-
-    def _connect(self):
+    def _connect(self, deadline):
         try:
             # Created private before SQLite creates it: the file holds unit secrets.
             os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
@@ -442,7 +444,9 @@ class SqliteStore(Store):
             ) from error
         self._db = db
         db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        mode = self._retrying(lambda: db.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        mode = self._retrying(
+            lambda: db.execute("PRAGMA journal_mode = WAL").fetchone()[0], deadline
+        )
         if mode != "wal":
             raise StoreUnavailable(
                 f"the registry database {self.path} cannot use WAL journaling (got {mode}); "
@@ -450,7 +454,7 @@ class SqliteStore(Store):
             )
         db.execute("PRAGMA synchronous = FULL")
         db.execute("PRAGMA foreign_keys = ON")
-        self._retrying(self._migrate)
+        self._retrying(self._migrate, deadline)
 
     def _migrate(self):
         db = self._db
@@ -471,23 +475,20 @@ class SqliteStore(Store):
             db.execute("ROLLBACK")
             raise
 
-    def _retrying(self, attempt):
-        """Run `attempt` until it gets past SQLITE_BUSY, for up to RETRY_S."""
-        deadline = time.monotonic() + RETRY_S
-        pause = 0.001
+    def _retrying(self, attempt, deadline):
+        """Run `attempt` until it gets past SQLITE_BUSY, or until `deadline`."""
+        backoff = Backoff(deadline, *BUSY_PAUSES_S)
         while True:
             try:
                 return attempt()
             except sqlite3.OperationalError as error:
                 if not _is_busy(error):
                     raise
-                if time.monotonic() >= deadline:
+                if not backoff.wait():
                     raise StoreUnavailable(
-                        f"the registry database {self.path} stayed locked for {RETRY_S:g} s; "
-                        "another process holds a long transaction on it"
+                        f"the registry database {self.path} stayed locked for "
+                        f"{self.retry_s:g} s; another process holds a long transaction on it"
                     ) from error
-            time.sleep(pause * random.uniform(0.5, 1.5))
-            pause = min(pause * 2, 0.05)
 
     def _transaction(self, begin, fn):
         db = self._db
@@ -501,25 +502,11 @@ class SqliteStore(Store):
             raise
         return result
 
-    def _run(self, begin, fn):
-        return self._retrying(lambda: self._transaction(begin, fn))
-
-    async def write(self, fn):
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._worker, self._run, "BEGIN IMMEDIATE", fn)
-
-    async def read(self, fn):
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._worker, self._run, "BEGIN", fn)
+    def _run(self, fn, writing, deadline):
+        begin = "BEGIN IMMEDIATE" if writing else "BEGIN"
+        return self._retrying(lambda: self._transaction(begin, fn), deadline)
 
     def _disconnect(self):
         if self._db is not None:
             self._db.close()
             self._db = None
-
-    async def close(self):
-        if self._db is None:
-            return
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._worker, self._disconnect)
-        self._worker.shutdown()

@@ -13,15 +13,52 @@ a function atomically, as one transaction, off the event loop:
 - `read(fn)` runs `fn(tx)` on a consistent snapshot; `fn` must not write.
 
 A store never lets a transient "busy"/"locked" condition reach the caller: it
-waits and retries, and raises `StoreUnavailable` only when the backend stays
-unreachable past its retry budget.
+waits and retries with `Backoff`, and raises `StoreUnavailable` only when the
+backend stays unreachable past its retry budget, counted from the call.
 
-Stores are chosen by URL scheme in `host.registry.STORES`; each implements
-`Store.open(url)` and a `Transaction` with the methods below. A listing method
-returns records in a stable order (ids ascending, queue in arrival order).
+A store also enforces the invariants the rules rely on, whatever a rule might
+do: a write that would give an owned device a second owner, reserve a device
+or a transaction twice, move a device's epoch back or give two agents one
+token hash raises `IntegrityError` (a rule is wrong, not the input), and the
+transaction changes nothing.
+
+Stores are chosen by URL scheme in `host.registry.STORES`; each subclasses
+`Store`, which owns the worker thread, and supplies a `Transaction` with the
+methods below. A listing method returns records in a stable order (ids
+ascending, queue in arrival order).
 """
 
 import abc
+import asyncio
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+
+class IntegrityError(RuntimeError):
+    """A write would break a store invariant (a second owner, a second reservation, an epoch
+    going back, a token hash shared by two agents): a rule is wrong, not the input."""
+
+
+class Backoff:
+    """Pauses between attempts: doubling from `first_s` up to `cap_s`, each jittered to
+    0.5-1.5 times its length so that retrying processes drift apart, until `deadline`
+    (a `time.monotonic()` value)."""
+
+    def __init__(self, deadline, first_s, cap_s):
+        self._deadline = deadline
+        self._pause = first_s
+        self._cap_s = cap_s
+
+    def wait(self):
+        """Sleep before the next attempt -> False, at once, if the pause would end past the
+        deadline."""
+        pause = self._pause * random.uniform(0.5, 1.5)
+        if time.monotonic() + pause >= self._deadline:
+            return False
+        time.sleep(pause)
+        self._pause = min(self._pause * 2, self._cap_s)
+        return True
 
 
 class Transaction(abc.ABC):
@@ -115,16 +152,67 @@ class Transaction(abc.ABC):
 
 
 class Store(abc.ABC):
+    """A store's scaffolding: one worker thread owns the connection and runs this store
+    object's operations in order, off the event loop (each store's module says why one
+    thread suits it). A subclass parses its URL in `__init__` and supplies `_connect`,
+    `_run` and `_disconnect`, which run on the worker.
+    """
+
+    # Several server instances may use the store at once; they then form a cluster that
+    # meets at the store's `address`.
+    shared = False
+
+    def __init__(self, retry_s):
+        self.retry_s = retry_s
+        self._closed = False
+        self._worker = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"qrfleet-{type(self).__name__}"
+        )
+
     @classmethod
-    @abc.abstractmethod
     def open(cls, url):
-        """Connect to the store at `url`, creating or migrating its schema."""
+        """Connect to the store at `url`, creating or migrating its schema; blocks for up to
+        the retry budget, so call it at startup."""
+        store = cls(url)
+        try:
+            store._worker.submit(store._connect, store._deadline()).result()
+        except BaseException:
+            store._worker.submit(store._disconnect).result()
+            store._worker.shutdown()
+            raise
+        return store
+
+    def _deadline(self):
+        # Counted from the call, not from when the worker gets to it: operations queued
+        # behind one that waits out an outage do not each wait a whole budget again.
+        return time.monotonic() + self.retry_s
+
+    async def write(self, fn):
+        return await self._submit(fn, True)
+
+    async def read(self, fn):
+        return await self._submit(fn, False)
+
+    async def _submit(self, fn, writing):
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._worker, self._run, fn, writing, self._deadline())
+
+    async def close(self):
+        if self._closed:
+            return
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._worker, self._disconnect)
+        self._worker.shutdown()
 
     @abc.abstractmethod
-    async def write(self, fn): ...
+    def _connect(self, deadline):
+        """Connect and create or migrate the schema."""
 
     @abc.abstractmethod
-    async def read(self, fn): ...
+    def _run(self, fn, writing, deadline):
+        """Run `fn(tx)` in one transaction, retrying until `deadline` -> its result."""
 
     @abc.abstractmethod
-    async def close(self): ...
+    def _disconnect(self):
+        """Close the connection, if any; also called after a failed `_connect`."""

@@ -8,6 +8,7 @@ import websockets
 from websockets.asyncio.server import serve
 
 from firmware.proto import auth, messages
+from firmware.proto.frames import CLOSE_POLICY_VIOLATION
 
 
 class UnitServer:
@@ -57,7 +58,7 @@ class UnitServer:
             await conn.send(
                 messages.encode("error", code=messages.AUTH_FAILED, message="authentication failed")
             )
-            await conn.close(1008, "authentication failed")
+            await conn.close(CLOSE_POLICY_VIOLATION, "authentication failed")
             return
         await conn.send(
             messages.encode("welcome", heartbeat_s=self.heartbeat_s, server_id="test-server")

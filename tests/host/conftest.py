@@ -31,13 +31,13 @@ class Shop:
         )
         return self.server.client(doc["token"])
 
-    def unit(self, n, online=True):
+    def unit(self, n, online=True, kind=SimulatedUnit):
         device_id = f"qrf-00000000{n:04x}"
         secret = provision.new_secret()
         self.admin.post(
             "/api/devices", {"device_id": device_id, "secret": secret, "location_id": self.location}
         )
-        unit = SimulatedUnit(device_id, secret, [self.server.device_url])
+        unit = kind(device_id, secret, [self.server.device_url])
         self.units.append(unit)
         if online:
             self.start(unit)

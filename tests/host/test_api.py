@@ -1,13 +1,17 @@
 """The HTTP API on a running `qrfleet serve`, with units that run the firmware's session code."""
 
+import asyncio
 import json
 import socket
+import threading
+import time
 import urllib.request
 
 import pytest
 
 from host.client import ApiClient, ApiClientError
 from tests.conftest import wait_for
+from tools.simdevice import SimulatedUnit
 
 
 def refused(call, status, code):
@@ -16,6 +20,28 @@ def refused(call, status, code):
     assert (info.value.status, info.value.code) == (status, code), info.value
     assert info.value.message  # a sentence for a person, not only a code
     return info.value
+
+
+def refusal_body(client, path, body):
+    """Status and whole JSON body of a refused POST (ApiClientError keeps code and message)."""
+    req = urllib.request.Request(
+        client.base_url + path, data=json.dumps(body).encode(), method="POST"
+    )
+    req.add_header("Authorization", f"Bearer {client.token}")
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(req, timeout=10)
+    return info.value.code, json.loads(info.value.read())
+
+
+class ResultUnit(SimulatedUnit):
+    """A simulated unit that also remembers the last result it was told to show."""
+
+    result = None
+
+    def handle(self, msg):
+        if msg["type"] == "show_result":
+            self.result = msg["result"]
+        return super().handle(msg)
 
 
 def test_serve_prints_its_url_first_and_answers_health(server):
@@ -106,6 +132,8 @@ def test_refusals_say_why(shop):
     wait_for(lambda: shop.admin.get(f"/api/devices/{unit.device_id}")["status"] == "offline")
     e = refused(lambda: till.post("/api/agents/till-1/qr", {"payload": "x"}), 503, "device_offline")
     assert "since" in e.message
+    _, doc = refusal_body(till, "/api/agents/till-1/qr", {"payload": "x"})
+    assert doc["device_ids"] == [unit.device_id] and doc["since"].endswith("Z")  # the facts
 
     e = refused(lambda: till.post("/api/agents/till-1/qr", {"payload": "9" * 8000}), 400, "invalid")
     e = refused(
@@ -124,6 +152,56 @@ def test_all_pool_units_busy_says_how_many_wait(shop):
     assert first["device_id"] == pool.device_id
     e = refused(lambda: till2.post("/api/agents/till-2/qr", {"payload": "x"}), 503, "all_busy")
     assert "busy" in e.message
+    status, doc = refusal_body(till2, "/api/agents/till-2/qr", {"payload": "x"})
+    assert status == 503
+    assert doc == {
+        "error": "all_busy",
+        "message": doc["message"],
+        "agent_id": "till-2",
+        "busy": 1,
+        "waiting": 0,
+    }
+
+
+def test_complete_and_cancel_raced_one_wins_and_the_unit_shows_its_result(shop):
+    till = shop.agent("till-1")
+    unit = shop.unit(1, kind=ResultUnit)
+    shop.link(till, "till-1", unit)
+
+    async def race(txn_id):
+        return await asyncio.gather(
+            asyncio.to_thread(till.post, f"/api/txns/{txn_id}/complete"),
+            asyncio.to_thread(till.post, f"/api/txns/{txn_id}/cancel"),
+            return_exceptions=True,
+        )
+
+    for n in range(8):
+        txn_id = till.post("/api/agents/till-1/qr", {"payload": f"sale {n}"})["txn_id"]
+        outcomes = asyncio.run(race(txn_id))
+        (won,) = [o for o in outcomes if isinstance(o, dict)]
+        (lost,) = [o for o in outcomes if isinstance(o, ApiClientError)]
+        assert (lost.status, lost.code) == (404, "not_found")  # already finished
+        assert won["shown"] is True
+        assert unit.result == won["result"]
+
+
+def test_a_waiting_sale_shows_its_qr_after_the_result_of_the_sale_it_waited_for(shop):
+    pool = shop.unit(1)
+    till1, till2 = shop.agent("till-1"), shop.agent("till-2")
+    wait_for(lambda: pool.shown)
+    first = till1.post("/api/agents/till-1/qr", {"payload": "first sale"})
+    waited = {}
+    waiter = threading.Thread(
+        target=lambda: waited.update(
+            till2.post("/api/agents/till-2/qr", {"payload": "next sale", "wait_s": 10})
+        )
+    )
+    waiter.start()
+    time.sleep(0.5)  # till-2 queues for the unit
+    till1.post(f"/api/txns/{first['txn_id']}/complete")
+    waiter.join(15)
+    assert waited["device_id"] == pool.device_id
+    assert pool.screen == "payment" and pool.shown[-1] == ("payment", "next sale")
 
 
 def test_bad_tokens_malformed_json_and_oversized_bodies_change_nothing(shop):
@@ -160,6 +238,17 @@ def test_bad_tokens_malformed_json_and_oversized_bodies_change_nothing(shop):
     after = shop.admin.get("/api/devices")
     assert [d["agent_id"] for d in after["devices"]] == [d["agent_id"] for d in before["devices"]]
     assert unit.online
+
+
+def test_audit_takes_a_percent_encoded_query_and_refuses_a_malformed_one(shop):
+    till = shop.agent("till-1")
+    unit = shop.unit(1)
+    shop.link(till, "till-1", unit)
+    entries = shop.admin.get(f"/api/audit?agent_id=till%2D1&device_id={unit.device_id}")["audit"]
+    assert [e["action"] for e in entries] == ["link"]
+    assert shop.admin.get("/api/audit?agent_id=till-2")["audit"] == []
+    refused(lambda: shop.admin.get("/api/audit?agent_id=%ff"), 400, "bad_query")
+    refused(lambda: shop.admin.get("/api/audit?agent_id=a&agent_id=b"), 400, "bad_query")
 
 
 def test_a_malformed_http_head_gets_a_json_400(server):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from esptool import cmds
 
-from host import cli
+from qrfleet import cli
 from tools import flash
 from tools.vboard import flash as layout
 from tools.vboard.process import running_boards

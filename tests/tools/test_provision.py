@@ -8,7 +8,7 @@ import zxingcpp
 from PIL import Image
 
 from firmware.config import CONFIG_PATH
-from host import cli
+from qrfleet import cli
 from tools import gang, provision, serverproc
 from tools.serverproc import running_server
 from tools.vboard import screen

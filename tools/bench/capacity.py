@@ -33,28 +33,12 @@ import traceback
 from tools import provision
 from tools.background import BackgroundLoop, wait_for
 from tools.bench.qr_bench import payloads
+from tools.bench.stats import cpu_seconds, percentile, rss_mb
 from tools.serverproc import running_server
 from tools.simdevice import SimulatedUnit
 
 LOCATION = "bench"
 HEARTBEAT_S = 5
-_TICK_S = os.sysconf("SC_CLK_TCK")
-_PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-# -- /proc readings (no psutil)
-
-
-def cpu_seconds(pid):
-    """User + system CPU time the process has used so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK_S  # utime, stime
-
-
-def rss_mb(pid):
-    with open(f"/proc/{pid}/statm") as f:
-        return int(f.read().split()[1]) * _PAGE / 2**20
 
 
 def raise_fd_limit():
@@ -62,11 +46,6 @@ def raise_fd_limit():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return hard
-
-
-def percentile(values, p):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
 # -- client processes

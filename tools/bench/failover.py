@@ -24,6 +24,7 @@ from pathlib import Path
 from host.client import ApiClient, ApiClientError
 from tools import provision
 from tools.background import BackgroundLoop, wait_for
+from tools.bench.stats import p50_p99_max
 from tools.serverproc import running_server
 from tools.simdevice import SimulatedUnit
 from tools.valkey import ValkeyServer
@@ -31,16 +32,9 @@ from tools.valkey import ValkeyServer
 TOKEN = "bench-admin"
 
 
-def percentile(values, p):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
-
-
 def line(name, values, unit="ms"):
-    return (
-        f"{name:<44} p50 {percentile(values, 50):8.1f} {unit}   "
-        f"p99 {percentile(values, 99):8.1f} {unit}   max {max(values):8.1f} {unit}"
-    )
+    p50, p99, top = p50_p99_max(values)
+    return f"{name:<44} p50 {p50:8.1f} {unit}   p99 {p99:8.1f} {unit}   max {top:8.1f} {unit}"
 
 
 def main(argv=None):

@@ -28,16 +28,21 @@ from tools.firmware_check import mpy_cross
 ALNUM = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
 
 
-def payloads():
-    """name -> payload, the three the targets are stated for."""
-    merchant = emv.merchant(
+def merchant_payload(amount, invoice, counter):
+    """An EMVCo merchant QR (~150 bytes): one sale at a test shop's counter."""
+    return emv.merchant(
         [(26, [(0, "A000000677010111"), (1, "0066999999999")])],
         "TEST MERCHANT",
         "BENGALURU",
         mcc="5411",
-        amount="150.00",
-        additional=[(1, "INV-000123"), (7, "COUNTER07")],
+        amount=amount,
+        additional=[(1, invoice), (7, counter)],
     )
+
+
+def payloads():
+    """name -> payload, the three the targets are stated for."""
+    merchant = merchant_payload("150.00", "INV-000123", "COUNTER07")
     upi = "upi://pay?pa=merchant@okbank&pn=Test%20Shop&am=150.00&cu=INR&tn=INV000123"
     rnd = random.Random(500)
     alnum = "".join(rnd.choice(ALNUM) for _ in range(500))

@@ -23,9 +23,9 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from firmware.qr import emv
 from tools.background import BackgroundLoop
-from tools.bench.capacity import cpu_seconds, percentile, rss_mb
+from tools.bench.qr_bench import merchant_payload
+from tools.bench.stats import cpu_seconds, machine_busy_s, p50_p99_max, rss_mb
 from tools.serverproc import running_server
 from tools.vboard import fleet
 from tools.vboard.screen import wait_for_qr
@@ -35,23 +35,10 @@ LEGACY_POLL_S = 10
 
 
 def sale_payload(agent_n, sale_n):
-    """An EMVCo merchant QR (~150 bytes) with this sale's amount and invoice number."""
-    return emv.merchant(
-        [(26, [(0, "A000000677010111"), (1, "0066999999999")])],
-        "TEST MERCHANT",
-        "BENGALURU",
-        mcc="5411",
-        amount=f"{1 + sale_n}.{agent_n:02d}",
-        additional=[(1, f"INV-{agent_n:02d}-{sale_n:05d}"), (7, f"COUNTER{agent_n:02d}")],
+    """A merchant QR with this sale's amount and invoice number, at this agent's counter."""
+    return merchant_payload(
+        f"{1 + sale_n}.{agent_n:02d}", f"INV-{agent_n:02d}-{sale_n:05d}", f"COUNTER{agent_n:02d}"
     )
-
-
-def machine_busy_s():
-    """CPU seconds all cores have spent busy since boot (/proc/stat)."""
-    with open("/proc/stat") as f:
-        fields = [int(v) for v in f.readline().split()[1:]]
-    idle = fields[3] + fields[4]  # idle, iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def link_all(server, boards):
@@ -100,10 +87,8 @@ async def stop_boards(boards):
 
 
 def line(name, values):
-    return (
-        f"{name:<34} {percentile(values, 50):>8.0f} {percentile(values, 99):>8.0f} "
-        f"{max(values):>8.0f}"
-    )
+    p50, p99, top = p50_p99_max(values)
+    return f"{name:<34} {p50:>8.0f} {p99:>8.0f} {top:>8.0f}"
 
 
 def run(count, requests, every_s, heap):

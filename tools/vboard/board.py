@@ -17,7 +17,7 @@ the MicroPython process, which raises KeyboardInterrupt in whatever it is runnin
 
 Fault injection for the field tools' tests: while a file `cut-serial` exists in the board's
 directory, the port behaves as if its USB cable were pulled (the client is dropped, new ones are
-refused). `chip` picks the identity download mode reports (see bootloader.CHIPS).
+refused). `chip` picks the identity download mode reports (see chip.CHIPS).
 """
 
 import asyncio
@@ -33,7 +33,7 @@ import serial.rfc2217
 
 from firmware.config import device_id as device_id_from_mac
 from tools import image, micropython
-from tools.vboard.flash import FlashImage
+from tools.vboard.flash import FlashImage, build_image
 from tools.vboard.radio import Radio
 
 _PORT_SCRIPT = str(Path(__file__).with_name("upy_port.py"))
@@ -191,7 +191,7 @@ class VirtualBoard:
         if not flash_path.exists():
             files = self.files if self.files is not None else image.board_files()
             tmp = flash_path.with_suffix(".tmp")
-            tmp.write_bytes(image.flash.build_image(files))
+            tmp.write_bytes(build_image(files))
             tmp.replace(flash_path)
         self.flash = FlashImage(str(flash_path))
 

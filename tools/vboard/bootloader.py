@@ -2,8 +2,9 @@
 
 Sans-I/O: feed the serial bytes to `RomBootloader.receive_data()`, write what
 `data_to_send()` returns back to the port, and reset the board when
-`reboot_requested` turns true. The board's flash is any object with `size`,
-`read(offset, length)`, `write(offset, data)` and `erase(offset, length)`.
+`reboot_requested` turns true. The chip behind it (registers, eFuse MAC, UART,
+flash) is modelled in `chip`; READ_REG, WRITE_REG, CHANGE_BAUDRATE and the
+flash commands act on it.
 
 Protocol (esptool's loader.py speaks the other side). Every packet is SLIP
 framed. A request is `00 op len:u16 checksum:u32 data`; the checksum is the XOR
@@ -18,13 +19,6 @@ SPI_FLASH_MD5 is 32 hex digits and the stub's 16 raw bytes, and only the stub
 has READ_FLASH (data packets the host acknowledges one by one, then the MD5),
 ERASE_FLASH and ERASE_REGION. The stub runs once esptool has uploaded it with
 MEM_BEGIN/MEM_DATA/MEM_END; it greets with the packet `OHAI`.
-
-Chip detection and identity come from registers esptool reads with READ_REG:
-the chip magic word, the eFuse words (MAC, package, revision, features) and the
-SPI controller, which esptool drives with WRITE_REG to send the flash chip
-commands RDID, RDSR and SFDP reads (see `SpiNorFlash`). `CHIPS` names the
-chips a board can be: a full ESP32, and an ESP32-S2 identity for testing that
-tools refuse a unit of the wrong chip.
 
 Leaving download mode: FLASH_END (or FLASH_DEFL_END) sent to the ROM runs the
 app in flash or reboots, so `reboot_requested` turns true and further input
@@ -48,6 +42,8 @@ import struct
 import zlib
 
 from . import slip
+from .chip import Chip
+from .flash import SECTOR
 
 # Commands (esptool loader.py, ESP_CMDS).
 FLASH_BEGIN = 0x02
@@ -74,12 +70,9 @@ READ_FLASH = 0xD2
 
 CHECKSUM_SEED = 0xEF
 SYNC_PAYLOAD = b"\x07\x07\x12\x20" + 32 * b"\x55"
-SECTOR_SIZE = 0x1000
-ROM_BAUD = 115200
 _ROM_SYNC_VALUE = 0x20120707  # any non-zero value tells esptool it talks to the ROM
 _ROM_READ_BLOCK = 64  # READ_FLASH_SLOW always answers 64 bytes
 _MAX_READ_PACKET = 0x1000  # the stub's READ_FLASH buffer
-_MD5_CHUNK = 0x10000
 _BLOCK_HEADER = struct.Struct("<IIII")  # data length, sequence number, 2 reserved words
 
 _BOOT_BANNER = (
@@ -123,157 +116,6 @@ def checksum(data: bytes) -> int:
 
 
 # ---------------------------------------------------------------------------
-# The ESP32's registers as esptool reads them (targets/esp32.py)
-
-CHIP_DETECT_MAGIC_REG = 0x40001000
-ESP32_MAGIC = 0x00F01D83
-EFUSE_BLK0 = 0x3FF5A000  # read registers EFUSE_BLK0_RDATA0..6, one 32-bit word each
-APB_CTL_DATE_REG = 0x3FF6607C
-UART_CLKDIV_REG = 0x3FF40014
-RTCCALICFG1_REG = 0x3FF5F06C
-GPIO_STRAP_REG = 0x3FF44038
-XTAL_HZ = 40_000_000
-
-SPI_BASE = 0x3FF42000  # SPI1, the flash controller
-SPI_CMD_REG = SPI_BASE + 0x00
-SPI_ADDR_REG = SPI_BASE + 0x04
-SPI_USR_REG = SPI_BASE + 0x1C
-SPI_USR1_REG = SPI_BASE + 0x20
-SPI_USR2_REG = SPI_BASE + 0x24
-SPI_MOSI_DLEN_REG = SPI_BASE + 0x28
-SPI_MISO_DLEN_REG = SPI_BASE + 0x2C
-SPI_W0_REG = SPI_BASE + 0x80  # W0..W15: 64 bytes of data buffer
-SPI_CMD_USR = 1 << 18
-SPI_USR_ADDR = 1 << 30
-SPI_USR_MISO = 1 << 28
-SPI_USR_MOSI = 1 << 27
-SPI_USR_ADDR_LEN_SHIFT = 26
-
-
-def mac_crc8(mac: bytes) -> int:
-    """CRC-8 (reflected polynomial 0x8C) that the eFuse block stores beside the MAC."""
-    crc = 0
-    for byte in mac:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x8C if crc & 1 else crc >> 1
-    return crc
-
-
-class Esp32:
-    """An ESP32-D0WD-V3 revision v3.1: dual core, 240 MHz, 40 MHz crystal, no security features."""
-
-    security_info = None  # GET_SECURITY_INFO came with the ESP32-S2 ROM
-
-    @staticmethod
-    def registers(mac: bytes) -> dict:
-        """The read-only registers esptool reads: chip magic, eFuse words, clocks, straps."""
-        package_d0wd = 1
-        word3 = (
-            package_d0wd << 9  # CHIP_PACKAGE
-            | 1 << 13  # CHIP_CPU_FREQ_RATED (and not CHIP_CPU_FREQ_LOW): 240 MHz
-            | 1 << 15  # CHIP_VER_REV1: major revision bit 0
-        )
-        ck8m_freq = 80  # with the RTC calibration below the ROM computes exactly 40 MHz
-        adc_vref = 0x0A
-        word4 = adc_vref << 8 | ck8m_freq
-        minor_revision = 1
-        word5 = 1 << 20 | minor_revision << 24  # CHIP_VER_REV2: major revision bit 1
-        efuse = [
-            0,
-            int.from_bytes(mac[2:6], "big"),
-            mac_crc8(mac) << 16 | mac[0] << 8 | mac[1],
-            word3,
-            word4,
-            word5,
-            0,  # coding scheme none, no secure boot
-        ]
-        registers = {EFUSE_BLK0 + 4 * n: word for n, word in enumerate(efuse)}
-        registers.update(
-            {
-                CHIP_DETECT_MAGIC_REG: ESP32_MAGIC,
-                APB_CTL_DATE_REG: 1 << 31,  # major revision bit 2 (revision 3 = all three bits)
-                # cali * 15625 * ck8m / 40 = 40 MHz: esptool then keeps the baud rate it asks for.
-                RTCCALICFG1_REG: (40 * XTAL_HZ // (15625 * ck8m_freq)) << 7,
-                GPIO_STRAP_REG: 0x03,  # GPIO0 low: download boot; MTDI low: 3.3 V flash
-            }
-        )
-        return registers
-
-
-class Esp32S2Identity:
-    """A board that identifies as an ESP32-S2 and otherwise behaves as the ESP32 loader.
-
-    Its chip magic word, eFuse MAC and GET_SECURITY_INFO answer are the
-    ESP32-S2's, which is what esptool and a flashing tool check before they
-    write anything: enough to show that a unit of the wrong chip is refused.
-    """
-
-    # flags, flash_crypt_cnt, 7 key purposes: no security features enabled
-    security_info = bytes(12)
-
-    @staticmethod
-    def registers(mac: bytes) -> dict:
-        mac_efuse = 0x3F41A044
-        return {
-            CHIP_DETECT_MAGIC_REG: 0x000007C6,
-            mac_efuse: int.from_bytes(mac[2:6], "big"),
-            mac_efuse + 4: mac[0] << 8 | mac[1],
-        }
-
-
-CHIPS = {"esp32": Esp32, "esp32s2": Esp32S2Identity}
-
-
-class SpiNorFlash:
-    """The flash chip's command set as esptool reaches it through the SPI controller.
-
-    A Winbond-style 25Q part sized to the flash image: RDID, the three status
-    registers with write enable, SFDP reads, and the reset/power commands as
-    no-ops. Other opcodes read back as a floating bus (0xFF).
-    """
-
-    def __init__(self, size: int):
-        self.jedec_id = bytes((0xEF, 0x40, size.bit_length() - 1))
-        self.status = bytearray((0x00, 0x02, 0x60))  # SR1, SR2 (quad enable), SR3
-        self.write_enabled = False
-        self.sfdp = self._sfdp_table(size)
-
-    @staticmethod
-    def _sfdp_table(size):
-        header = b"SFDP" + bytes((0x06, 0x01, 0x00, 0xFF))
-        basic_parameters = bytes((0x00, 0x06, 0x01, 0x10, 0x80, 0x00, 0x00, 0xFF))  # at 0x80
-        table = bytearray(header + basic_parameters).ljust(0x80, b"\xff")
-        table += struct.pack("<II", 0xFFF120E5, size * 8 - 1)  # 4 KiB erase, density in bits
-        return bytes(table)
-
-    def transfer(self, opcode: int, address, mosi: bytes, miso_len: int) -> bytes:
-        if opcode == 0x9F:  # RDID
-            reply = self.jedec_id
-        elif opcode in (0x05, 0x35, 0x15):  # RDSR, RDSR2, RDSR3
-            index = (0x05, 0x35, 0x15).index(opcode)
-            reply = bytes((self.status[index] | (2 if index == 0 and self.write_enabled else 0),))
-        elif opcode == 0x5A:  # RDSFDP
-            start = address or 0
-            reply = self.sfdp[start : start + miso_len]
-        else:
-            self._control(opcode, mosi)
-            reply = b""
-        return reply.ljust(miso_len, b"\xff")[:miso_len]
-
-    def _control(self, opcode, mosi):
-        if opcode in (0x06, 0x50):  # WREN, volatile write enable
-            self.write_enabled = True
-        elif opcode == 0x04:  # WRDI
-            self.write_enabled = False
-        elif opcode in (0x01, 0x31, 0x11) and self.write_enabled:  # WRSR, WRSR2, WRSR3
-            first = (0x01, 0x31, 0x11).index(opcode)
-            for index, value in enumerate(mosi[: 3 - first], first):
-                self.status[index] = value & 0xFC if index == 0 else value
-            self.write_enabled = False
-
-
-# ---------------------------------------------------------------------------
 # Transfers in progress
 
 
@@ -309,16 +151,7 @@ class RomBootloader:
     """An ESP32 in download mode: the ROM loader until esptool starts its flasher stub."""
 
     def __init__(self, flash, mac: bytes, chip="esp32"):
-        if chip not in CHIPS:
-            raise ValueError(f"chip {chip!r} is not emulated; use one of: {', '.join(CHIPS)}")
-        if len(mac) != 6:
-            raise ValueError(
-                f"the eFuse MAC has 6 bytes, got {len(mac)}: pass e.g. bytes.fromhex('24 0a c4 12 34 56')"
-            )
-        self._flash = flash
-        self._chip = CHIPS[chip]
-        self._chip_registers = self._chip.registers(bytes(mac))
-        self._spi_flash = SpiNorFlash(flash.size)
+        self._chip = Chip(flash, mac, chip)
         self._slip = slip.SlipDecoder()
         self._out = bytearray()
         self.reboot_requested = False
@@ -356,8 +189,7 @@ class RomBootloader:
     def _boot(self):
         self._slip.reset()
         self._stub = False
-        self._registers = dict(self._chip_registers)
-        self._baud = ROM_BAUD
+        self._chip.reset()
         self._write = None
         self._ram_remaining = None  # bytes a MEM_BEGIN announced and MEM_DATA has yet to bring
         self._reader = None
@@ -422,47 +254,14 @@ class RomBootloader:
         if len(data) != 4:
             raise Refused(*BAD_LENGTH)
         (address,) = struct.unpack("<I", data)
-        return self._register(address), b""
+        return self._chip.read_register(address), b""
 
     def _write_reg(self, data, chk):
         if not data or len(data) % 16:
             raise Refused(*NOT_ENOUGH_DATA)
         for offset in range(0, len(data), 16):
             address, value, mask, _delay_us = struct.unpack_from("<IIII", data, offset)
-            self._store_register(address, value, mask)
-
-    def _register(self, address):
-        if address == UART_CLKDIV_REG:
-            return XTAL_HZ // self._baud  # what the ROM's auto-baud measured
-        return self._registers.get(address, 0)
-
-    def _store_register(self, address, value, mask):
-        if address in self._chip_registers:
-            return  # ROM, eFuse and strapping registers are read-only
-        word = (self._registers.get(address, 0) & ~mask | value & mask) & 0xFFFFFFFF
-        if address == SPI_CMD_REG and word & SPI_CMD_USR:
-            self._run_spi_user_command()
-            word &= ~SPI_CMD_USR  # the controller clears the bit when the transfer is done
-        self._registers[address] = word
-
-    def _run_spi_user_command(self):
-        reg = self._registers.get
-        usr = reg(SPI_USR_REG, 0)
-        opcode = reg(SPI_USR2_REG, 0) & 0xFF
-        address = None
-        if usr & SPI_USR_ADDR:
-            bits = (reg(SPI_USR1_REG, 0) >> SPI_USR_ADDR_LEN_SHIFT & 0x3F) + 1
-            address = reg(SPI_ADDR_REG, 0) >> (32 - bits)  # sent from the register's MSB
-        mosi = b""
-        if usr & SPI_USR_MOSI:
-            nbytes = (reg(SPI_MOSI_DLEN_REG, 0) + 8) // 8
-            buffer = b"".join(struct.pack("<I", reg(SPI_W0_REG + 4 * i, 0)) for i in range(16))
-            mosi = buffer[:nbytes]
-        miso_len = (reg(SPI_MISO_DLEN_REG, 0) + 8) // 8 if usr & SPI_USR_MISO else 0
-        reply = self._spi_flash.transfer(opcode, address, mosi, min(miso_len, 64))
-        reply = reply.ljust((len(reply) + 3) // 4 * 4, b"\0")
-        for i in range(0, len(reply), 4):
-            self._registers[SPI_W0_REG + i] = struct.unpack_from("<I", reply, i)[0]
+            self._chip.write_register(address, value, mask)
 
     def _spi_attach(self, data, chk):
         if len(data) != (4 if self._stub else 8):  # the ROM takes an extra "is legacy" word
@@ -480,7 +279,7 @@ class RomBootloader:
             raise Refused(*BAD_LENGTH)
 
         def switch():
-            self._baud = baud  # answered at the old rate, then switched
+            self._chip.baud = baud  # answered at the old rate, then switched
 
         self._after = switch
 
@@ -533,7 +332,7 @@ class RomBootloader:
     # -- flash writes
 
     def _check_range(self, offset, length, refusal):
-        if offset + length > self._flash.size:
+        if not self._chip.in_flash(offset, length):
             raise Refused(*refusal)
 
     def _begin(self, data, compressed):
@@ -548,9 +347,7 @@ class RomBootloader:
         self._check_range(offset, size, FLASH_WRITE_FAILED)
         self._write = _FlashWrite(offset, size, num_blocks, block_size, compressed)
         if not self._stub and size:
-            start = offset - offset % SECTOR_SIZE
-            end = min(-(-(offset + size) // SECTOR_SIZE) * SECTOR_SIZE, self._flash.size)
-            self._flash.erase(start, end - start)
+            self._chip.erase_sectors(offset, size)
 
     def _flash_begin(self, data, chk):
         self._begin(data, compressed=False)
@@ -601,14 +398,14 @@ class RomBootloader:
         return op, seq, payload
 
     def _program(self, op, address, data):
-        if self._stub and op.written == 0 and address % SECTOR_SIZE:  # first block: sector head
-            head = address - address % SECTOR_SIZE
-            self._flash.erase(head, address - head)
-        self._flash.write(address, data)
+        if self._stub and op.written == 0 and address % SECTOR:  # first block: sector head
+            head = address - address % SECTOR
+            self._chip.flash.erase(head, address - head)
+        self._chip.flash.write(address, data)
         op.written = max(op.written, address - op.offset + len(data))
         end = op.offset + op.size
-        if self._stub and op.written == op.size and end % SECTOR_SIZE:  # last block: sector tail
-            self._flash.erase(end, min(-end % SECTOR_SIZE, self._flash.size - end))
+        if self._stub and op.written == op.size and end % SECTOR:  # last block: sector tail
+            self._chip.flash.erase(end, min(-end % SECTOR, self._chip.flash.size - end))
 
     def _end(self, data, compressed):
         if len(data) != 4:
@@ -639,10 +436,8 @@ class RomBootloader:
             raise Refused(*BAD_LENGTH)
         address, size, _, _ = struct.unpack("<IIII", data)
         self._check_range(address, size, FLASH_READ_FAILED)
-        md5 = hashlib.md5()
-        for start in range(address, address + size, _MD5_CHUNK):
-            md5.update(self._flash.read(start, min(_MD5_CHUNK, address + size - start)))
-        return 0, (md5.digest() if self._stub else md5.hexdigest().encode())
+        digest = self._chip.flash_md5(address, size)
+        return 0, (digest if self._stub else digest.hex().encode())
 
     def _read_flash_slow(self, data, chk):
         if len(data) != 8:
@@ -651,7 +446,7 @@ class RomBootloader:
         if length > _ROM_READ_BLOCK:
             raise Refused(*READ_TOO_LONG)
         self._check_range(address, length, FLASH_READ_FAILED)
-        return 0, self._flash.read(address, length).ljust(_ROM_READ_BLOCK, b"\0")
+        return 0, self._chip.flash.read(address, length).ljust(_ROM_READ_BLOCK, b"\0")
 
     def _read_flash(self, data, chk):
         if len(data) != 16:
@@ -669,7 +464,7 @@ class RomBootloader:
             self._send(reader.md5.digest())
             self._reader = None
             return
-        chunk = self._flash.read(reader.offset, min(reader.packet_size, reader.remaining))
+        chunk = self._chip.flash.read(reader.offset, min(reader.packet_size, reader.remaining))
         reader.md5.update(chunk)
         reader.offset += len(chunk)
         reader.remaining -= len(chunk)
@@ -689,16 +484,16 @@ class RomBootloader:
     def _erase_flash(self, data, chk):
         if data:
             raise Refused(*BAD_LENGTH)
-        self._flash.erase(0, self._flash.size)
+        self._chip.flash.erase(0, self._chip.flash.size)
 
     def _erase_region(self, data, chk):
         if len(data) != 8:
             raise Refused(*BAD_LENGTH)
         address, size = struct.unpack("<II", data)
-        if address % SECTOR_SIZE or size % SECTOR_SIZE:
+        if address % SECTOR or size % SECTOR:
             raise Refused(*BAD_LENGTH)
         self._check_range(address, size, FLASH_WRITE_FAILED)
-        self._flash.erase(address, size)
+        self._chip.flash.erase(address, size)
 
     _ROM_COMMANDS = {
         SYNC: _sync,

@@ -53,7 +53,7 @@ def running_boards(directory, count, heap=micropython.DEFAULT_HEAP, timeout=60, 
     argv = [
         sys.executable,
         "-m",
-        "host.cli",
+        "qrfleet",
         "vboard",
         "--count",
         str(count),

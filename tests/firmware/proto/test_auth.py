@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from firmware.proto import auth
-from tests.firmware.proto.both import run_both
+from tests.firmware.both import run_both
 
 SECRET = "s3cret-provisioned-unit-key"
 NONCE = "00112233445566778899aabbccddeeff"

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from firmware.proto import frames
 from firmware.proto.errors import FrameError
-from tests.firmware.proto.both import run_both
+from tests.firmware.both import run_both
 
 # Edge cases of RFC 3629: overlong forms, surrogates, the top of Unicode, truncations.
 TRICKY_UTF8 = [

@@ -6,7 +6,7 @@ import pytest
 
 from firmware.proto import handshake, http11, websocket
 from firmware.proto.errors import HandshakeError, HeadError
-from tests.firmware.proto.both import run_both
+from tests.firmware.both import run_both
 from tests.firmware.proto.driver import REQUEST
 
 RFC_KEY = "dGhlIHNhbXBsZSBub25jZQ=="

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from firmware.proto import http11
 from firmware.proto.errors import HeadError
-from tests.firmware.proto.both import run_both
+from tests.firmware.both import run_both
 
 API_REQUEST = (
     b"POST /api/agents/a1/qr HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"

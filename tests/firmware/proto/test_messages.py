@@ -10,7 +10,7 @@ from qrcodegen import QrCode
 
 from firmware.proto import messages
 from firmware.proto.errors import MessageError
-from tests.firmware.proto.both import run_both
+from tests.firmware.both import run_both
 
 
 def test_show_qr_round_trips_with_defaults_filled_in():

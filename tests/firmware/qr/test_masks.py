@@ -1,11 +1,32 @@
-"""The CPython mask loops (_cpython.py) give exactly what the plain loops give."""
+"""The mask table is the standard's, and the CPython mask loops (_cpython.py) give exactly
+what the plain loops give."""
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from firmware.qr import _cpython, masks, matrix
+from firmware.qr import _cpython, masks, matrix, tables
 
 from .strategies import generators
+
+# ISO/IEC 18004:2015 Table 10: mask k flips module (x = column, y = row) where TABLE_10[k] holds.
+TABLE_10 = (
+    lambda x, y: (x + y) % 2 == 0,
+    lambda x, y: y % 2 == 0,
+    lambda x, y: x % 3 == 0,
+    lambda x, y: (x + y) % 3 == 0,
+    lambda x, y: (x // 3 + y // 2) % 2 == 0,
+    lambda x, y: x * y % 2 + x * y % 3 == 0,
+    lambda x, y: (x * y % 2 + x * y % 3) % 2 == 0,
+    lambda x, y: ((x + y) % 2 + x * y % 3) % 2 == 0,
+)
+
+
+def test_mask_rows_flip_the_modules_table_10_flips_across_a_version_40_symbol():
+    for mask, flips in enumerate(TABLE_10):
+        for y in range(177):
+            six = tables.MASK_ROWS[mask * 12 + y % 12]
+            for x in range(177):
+                assert bool(six & 32 >> x % 6) == flips(x, y), (mask, x, y)
 
 
 def set_module(m, size, x, y, dark):

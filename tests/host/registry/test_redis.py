@@ -12,16 +12,9 @@ import pytest
 import valkey
 from valkey.exceptions import ConnectionError as LostConnection
 
-from host.registry import (
-    ADMIN,
-    InvalidInput,
-    Location,
-    Reservation,
-    StoreUnavailable,
-    open_registry,
-)
+from host.registry import InvalidInput, Location, StoreUnavailable, open_registry
 from host.registry import redis as redis_store
-from host.registry.redis import IntegrityError, RedisTransaction
+from host.registry.redis import RedisTransaction
 from tests.host.registry.conftest import empty_valkey_db, replay_audit
 from tests.host.registry.writer import AGENTS, UNITS, writer
 from tools.valkey import free_port, running_valkey
@@ -175,27 +168,6 @@ async def test_a_read_sees_one_snapshot_even_when_a_write_lands_between_its_read
 
         assert await registry.store.read(both_names) == ("New L1", "New L2")
         assert runs[0] == ("Main street", "New L2")  # torn: thrown away and read again
-
-
-async def test_the_store_itself_refuses_a_second_owner_and_a_second_reservation(url):
-    async with open_registry(url) as registry:
-        await registry.create_location("L1", "Main street")
-        for agent_id in ("a", "b"):
-            await registry.create_agent(agent_id, f"Till {agent_id}", "L1")
-        await registry.register_device("u1", SECRET, None, "L1")
-        await registry.acquire_device("u1", "s1", 60)
-        await registry.link("a", "u1", None, ADMIN)
-        reservation = await registry.reserve_for_agent("a", "t1", 60)
-
-        with pytest.raises(IntegrityError, match="already has an owner"):
-            await registry.store.write(lambda tx: tx.put_link("u1", "b", 0.0))
-        with pytest.raises(IntegrityError, match="already reserved"):
-            await registry.store.write(
-                lambda tx: tx.put_reservation(Reservation("t2", "u1", "b", "s1", 1, 0.0, 1e12))
-            )
-
-        assert (await registry.get_device("u1")).agent_id == "a"
-        assert (await registry.get_device("u1")).txn_id == reservation.txn_id
 
 
 # Losing the connection (faults injected in the client: the server keeps running)

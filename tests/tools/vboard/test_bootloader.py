@@ -548,16 +548,6 @@ def test_malformed_requests_never_crash_the_board_and_it_still_answers_afterward
         assert any(p[:2] == bytes((1, SYNC)) for p in host.packets())
 
 
-def test_mac_of_the_wrong_length_is_refused_with_an_example():
-    with pytest.raises(ValueError, match="6 bytes"):
-        RomBootloader(RamFlash(b"\xff" * SECTOR), b"\x24\x0a")
-
-
-def test_unknown_chip_is_refused_naming_the_emulated_ones():
-    with pytest.raises(ValueError, match="esp32"):
-        RomBootloader(RamFlash(b"\xff" * SECTOR), MAC, chip="esp8266")
-
-
 def test_noise_before_a_packet_is_ignored_like_the_rom_does(host):
     host.send_raw(b"garbage\r\n")
     assert host.request(SYNC, SYNC_PAYLOAD) == OK_ROM

@@ -12,7 +12,7 @@ from tools.micropython import REPO_ROOT
 def qrfleet(*args, token):
     env = dict(os.environ, QRFLEET_TOKEN=token)
     return subprocess.run(
-        [sys.executable, "-m", "host.cli", *args],
+        [sys.executable, "-m", "qrfleet", *args],
         capture_output=True,
         text=True,
         env=env,

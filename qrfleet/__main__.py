@@ -1,0 +1,5 @@
+import sys
+
+from qrfleet.cli import main
+
+sys.exit(main())
