@@ -28,6 +28,7 @@ from host.devices import CommandFailed
 
 PRESENCE_TTL_S = 3
 _WATCH_S = 0.25  # how often a routed command checks that its holder still holds the unit
+_POLL_S = 1.0  # longest single wait for a pub/sub message (below the client's socket timeout)
 
 
 class HolderChanged(CommandFailed):
@@ -177,11 +178,16 @@ class Cluster:
 
     async def _listen(self):
         """Deliver routed commands, replies and takeovers; after a lost connection (Valkey
-        restarting), subscribe again on a fresh one."""
+        restarting), subscribe again on a fresh one. Reads wait at most _POLL_S at a time:
+        a blocking read would hit the client's socket timeout whenever the cluster is quiet,
+        and messages published while it resubscribed would be lost."""
         while True:
             try:
-                async for message in self.pubsub.listen():
-                    if message["type"] == "message":
+                while True:
+                    message = await self.pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=_POLL_S
+                    )
+                    if message is not None:
                         self._dispatch(message["channel"].decode(), json.loads(message["data"]))
             except asyncio.CancelledError:
                 raise

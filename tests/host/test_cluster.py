@@ -162,3 +162,16 @@ def test_valkey_restart_mid_traffic_grants_nothing_twice_and_changes_no_link(clu
         shown = []
         wait_for(lambda a=agent_id, s=shown: served(a, s), 10, f"{agent_id}'s QR after restart")
         assert shown[0]["verified"]
+
+
+@pytest.mark.slow
+def test_a_quiet_cluster_keeps_listening_and_routes_the_next_command(cluster):
+    time.sleep(6)  # longer than the Valkey client's 5 s socket timeout, with no message
+    agent_id, (board, _) = next(iter(cluster.agents.items()))
+    holder = cluster.devices()[board.device_id]["server_id"]
+    via = next(s for s in cluster.servers if s != holder)
+    shown = cluster.show(agent_id, "upi://pay?pa=shop@bank&tn=after-quiet", via)
+    assert shown["verified"]
+    for server in cluster.servers.values():
+        with open(server.log_path) as log:
+            assert "cluster_listen_failed" not in log.read()
