@@ -9,21 +9,26 @@ transaction.
 
 import time
 import uuid
+from collections import Counter
 
 from firmware import qr
 from firmware.proto import messages
-from host.devices import CommandFailed
+from host.devices import CommandFailed, command_text
 from host.http import ApiError, Router
 from host.registry import (
     ADMIN,
     Actor,
     Forbidden,
     InvalidInput,
+    PairingRejected,
+    PairingThrottled,
     RegistryError,
     Unauthorized,
     parse_pairing_uri,
 )
 from host.registry.errors import format_time
+from host.symbols import EncoderBusy
+from host.throttle import GUESSES_PER_AGENT, GUESSES_PER_UNIT, GuessThrottle
 
 _COMMAND_STATUS = {
     "device_offline": 503,
@@ -103,6 +108,9 @@ class Api:
         self.registry = server.registry
         self.hub = server.hub
         self.router = Router()
+        self.refusals = Counter()  # error code -> answers refused with it
+        self.agent_guesses = GuessThrottle(GUESSES_PER_AGENT)
+        self.unit_guesses = GuessThrottle(GUESSES_PER_UNIT)
 
         def add(method, pattern, handler):
             self.router.add(method, pattern, self._refusals_as_answers(handler))
@@ -127,16 +135,20 @@ class Api:
         add("GET", "/api/audit", self.audit)
         add("GET", "/api/metrics", self.metrics)
 
-    @staticmethod
-    def _refusals_as_answers(handler):
+    def _refusals_as_answers(self, handler):
         """The one place a registry refusal, from the handler or anywhere below it (e.g. the
-        store going away in the middle of a command), becomes an answer."""
+        store going away in the middle of a command), becomes an answer; every refusal is
+        counted by its code for /api/metrics."""
 
         async def guarded(req):
             try:
                 return await handler(req)
             except RegistryError as e:
+                self.refusals[e.code] += 1
                 raise ApiError(e.status, e.code, e.message, e.facts) from None
+            except ApiError as e:
+                self.refusals[e.code] += 1
+                raise
 
         return guarded
 
@@ -237,9 +249,9 @@ class Api:
         return 200, {"devices": [device_json(s, self.hub.session(s.device_id)) for s in statuses]}
 
     async def get_device(self, req):
-        await self._caller(req)
+        actor = await self._caller(req)
         device_id = req.params["device_id"]
-        status = await self.registry.get_device(device_id)
+        status = await self.registry.get_device(device_id, actor)
         return 200, device_json(status, self.hub.session(device_id))
 
     async def link(self, req):
@@ -251,10 +263,37 @@ class Api:
         else:
             device_id = _text(doc, "device_id", 64)
             code = _text(doc, "code", 32, required=not actor.is_admin)
-        await self.registry.link(agent_id, device_id, code, actor)
+        if actor.is_admin:
+            await self.registry.link(agent_id, device_id, code, actor)
+        else:
+            await self._link_with_code(agent_id, device_id, code, actor)
         await self.server.show_idle(device_id)
         status = await self.registry.get_device(device_id)
         return 201, device_json(status, self.hub.session(device_id))
+
+    async def _link_with_code(self, agent_id, device_id, code, actor):
+        """Link, counting wrong codes per agent and per unit: past a few, the guesser waits."""
+        guessers = (
+            (self.agent_guesses, agent_id, "from agent"),
+            (self.unit_guesses, device_id, "for unit"),
+        )
+        for throttle, key, about in guessers:
+            wait_s = throttle.wait_s(key)
+            if wait_s:
+                raise PairingThrottled(f"{about} {key}", wait_s)
+        try:
+            await self.registry.link(agent_id, device_id, code, actor)
+        except PairingRejected:
+            for throttle, key, about in guessers:
+                if throttle.wrong(key):
+                    self.server.log.warning(
+                        "pairing_throttled",
+                        guesses=f"{about} {key}",
+                        agent_id=agent_id,
+                        device_id=device_id,
+                        wait_s=throttle.block_s,
+                    )
+            raise
 
     async def unlink(self, req):
         agent_id, device_id = req.params["agent_id"], req.params["device_id"]
@@ -289,26 +328,37 @@ class Api:
         )
         wait_s = _seconds(doc, "wait_s", 0, MAX_WAIT_S)
         ttl_s = _seconds(doc, "ttl_s", 120, MAX_TTL_S) or 120
+        fields = {"payload": payload, "caption": caption, "ecc": ecc}
+        symbols = self.server.symbols
+        # Refused before anything is held: a message over the unit's limit (1009 and a
+        # reconnect), a payload no QR symbol holds.
         try:
-            expected = qr.encode(payload, ecc)
+            command_text("show_qr", **fields)
+            await symbols.fits(agent_id, payload, ecc)
+        except CommandFailed as e:
+            raise ApiError(422, e.code, e.message) from None
         except qr.QRError as e:
-            raise ApiError(422, "payload_too_large", str(e)) from None
+            raise ApiError(422, messages.PAYLOAD_TOO_LARGE, str(e)) from None
+        except EncoderBusy as e:
+            raise ApiError(503, "encoder_busy", str(e)) from None
         started = time.monotonic()
         txn_id = uuid.uuid4().hex
         reservation = await self.registry.reserve_for_agent(agent_id, txn_id, ttl_s, wait_s)
+        # The whole encode only now that a unit is held for it.
         try:
+            expected = await symbols.symbol(agent_id, payload, ecc)
             async with self.server.screen(reservation.device_id):
-                ack = await self.server.command(
-                    reservation.device_id, "show_qr", payload=payload, caption=caption, ecc=ecc
-                )
+                ack = await self.server.command(reservation.device_id, "show_qr", **fields)
+        except EncoderBusy as e:
+            await self.registry.cancel(txn_id, actor)
+            raise ApiError(503, "encoder_busy", str(e)) from None
         except CommandFailed as e:
             await self.registry.cancel(txn_id, actor)
             raise ApiError(_COMMAND_STATUS.get(e.code, 502), e.code, e.message) from None
-        digest = messages.matrix_digest(expected)
         if (ack.get("version"), ack.get("mask"), ack.get("sha256")) != (
             expected.version,
             expected.mask,
-            digest,
+            expected.sha256,
         ):
             await self.registry.cancel(txn_id, actor)
             raise ApiError(
@@ -327,8 +377,8 @@ class Api:
         }
 
     async def get_txn(self, req):
-        await self._caller(req)
-        r = await self.registry.get_reservation(req.params["txn_id"])
+        actor = await self._caller(req)
+        r = await self.registry.get_reservation(req.params["txn_id"], actor)
         return 200, {
             "txn_id": r.txn_id,
             "device_id": r.device_id,
@@ -343,7 +393,7 @@ class Api:
         txn_id = req.params["txn_id"]
         # The unit is known before the commit, to keep its screen for this result: once the
         # commit frees the unit, the next sale's QR must not overtake the result.
-        device_id = (await self.registry.get_reservation(txn_id)).device_id
+        device_id = (await self.registry.get_reservation(txn_id, actor)).device_id
         async with self.server.screen(device_id):
             await outcome(txn_id, actor)
             shown = await self.server.show_result(device_id, result)
@@ -379,7 +429,10 @@ class Api:
         doc = {
             "server_id": self.server.server_id,
             "sessions": len(self.hub.sessions),
+            "connections": self.server.http.connections,
             **self.hub.metrics,
+            **self.server.http.metrics,
+            "refusals": dict(self.refusals),
         }
         if self.server.cluster:
             doc.update(

@@ -21,10 +21,12 @@ class ServerUnreachable(ApiClientError):
 
 
 class ApiClient:
-    def __init__(self, base_url, token=None, timeout=30):
+    def __init__(self, base_url, token=None, timeout=30, ssl_context=None):
+        """`ssl_context` checks an https:// server (default: against the system's CAs)."""
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self.ssl_context = ssl_context
 
     def request(self, method, path, body=None):
         data = None if body is None else json.dumps(body).encode()
@@ -33,7 +35,9 @@ class ApiClient:
         if self.token:
             req.add_header("Authorization", f"Bearer {self.token}")
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with urllib.request.urlopen(
+                req, timeout=self.timeout, context=self.ssl_context
+            ) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as e:
             raw = e.read()

@@ -13,7 +13,10 @@ byte mover is `firmware.net.ws.WebSocket`, shared with the units too. This modul
   (`HeartbeatBatch`): at thousands of units, one store transaction each would queue QR
   requests behind them;
 - commands are sent only while the session still holds the unit (checked right before the
-  send), and each waits for its ack or error up to a deadline.
+  send), and each gets its ack or error, or fails, within one deadline, sending included;
+- a unit that stops reading is given up after `ws.SEND_TIMEOUT_S` (its commands fail at
+  once), and one that sends more than PINGS_PER_S pings and pongs (after a burst of PING_BURST)
+  is closed with 1008: answering pings costs the server, not the sender.
 """
 
 import asyncio
@@ -24,10 +27,14 @@ from firmware.proto import auth, messages
 from firmware.proto.errors import MessageError, ProtocolError
 from firmware.proto.frames import CLOSE_GOING_AWAY, CLOSE_POLICY_VIOLATION, CLOSE_REPLACED
 from firmware.proto.messages import MAX_ERROR_MESSAGE, SILENT_HEARTBEATS
-from firmware.proto.websocket import ServerProtocol
+from firmware.proto.websocket import DEFAULT_MAX_SIZE, OPEN, Ping, Pong, ServerProtocol
+from host import streams
+from host.log import Tally
 from host.registry import RegistryError
 
 ACCEPT_PER_S = 200
+PINGS_PER_S = 2  # pings and pongs a unit may send; a unit sends none, websockets one per 20 s
+PING_BURST = 20
 _HELLO_TIMEOUT_S = 10
 _HEARTBEAT_ACK = messages.encode("heartbeat_ack")
 _HEARTBEAT_BATCH_S = 0.05
@@ -40,6 +47,27 @@ class CommandFailed(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+# Units connect with the protocol's default limit (firmware/net/session.py): a larger message
+# makes the unit close with 1009 and reconnect.
+UNIT_MAX_MESSAGE = DEFAULT_MAX_SIZE
+_WIDEST_ID = 0x7FFFFFFF
+
+
+def command_text(kind, command_id=_WIDEST_ID, **fields):
+    """A command as the unit receives it -> its text; CommandFailed(payload_too_large) if its
+    UTF-8 bytes are over the unit's limit. With the default, the widest id: a request can be
+    refused before anything is reserved for it."""
+    text = messages.encode(kind, id=command_id, **fields)
+    size = len(text.encode())
+    if size > UNIT_MAX_MESSAGE:
+        raise CommandFailed(
+            messages.PAYLOAD_TOO_LARGE,
+            f"The {kind} message would be {size} bytes as sent; a unit takes at most "
+            f"{UNIT_MAX_MESSAGE} bytes per message. Shorten the payload or the caption.",
+        )
+    return text
 
 
 class DeviceSession:
@@ -55,6 +83,7 @@ class DeviceSession:
         self._pending = {}
         self._next_id = 1
         self.closed = False
+        self.closing = False  # the watchdog has begun closing it
 
     async def command(self, kind, timeout_s, **fields):
         """Send a command and wait for the unit's answer -> the ack's fields."""
@@ -70,9 +99,9 @@ class DeviceSession:
         future = asyncio.get_running_loop().create_future()
         self._pending[command_id] = future
         try:
-            await self.ws.send(messages.encode(kind, id=command_id, **fields))
-            self.hub.metrics["commands_sent"] += 1
-            return await asyncio.wait_for(future, timeout_s)
+            return await asyncio.wait_for(
+                self._exchange(command_text(kind, command_id, **fields), future), timeout_s
+            )
         except (asyncio.TimeoutError, TimeoutError):
             raise CommandFailed(
                 "device_timeout",
@@ -84,6 +113,11 @@ class DeviceSession:
             ) from None
         finally:
             self._pending.pop(command_id, None)
+
+    async def _exchange(self, text, reply):
+        await self.ws.send(text)
+        self.hub.metrics["commands_sent"] += 1
+        return await reply
 
     def answer(self, msg):
         future = self._pending.get(msg.get("id"))
@@ -101,8 +135,38 @@ class DeviceSession:
                 future.set_exception(CommandFailed("device_offline", reason))
 
 
+class Allowance:
+    """A token bucket: `burst` at once, then `per_s` a second."""
+
+    def __init__(self, per_s, burst):
+        self.per_s = per_s
+        self.burst = burst
+        self.tokens = burst
+        self.stamp = time.monotonic()
+
+    def take(self):
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.per_s)
+        self.stamp = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
 class ServerWebSocket(WebSocket):
-    """The units' byte mover (firmware.net.ws), in the server role."""
+    """The units' byte mover (firmware.net.ws), in the server role, with the server's limits.
+
+    The protocol answers every ping, as RFC 6455 wants; how many a peer may send is policy and
+    needs a clock, so it is counted here, not in the sans-I/O core the units share. `metrics`
+    (the hub's) counts connections closed for a ping flood or for taking nothing we sent.
+    """
+
+    def __init__(self, reader, writer, proto, metrics=None):
+        super().__init__(reader, writer, proto)
+        self.metrics = {"ping_floods": 0, "send_timeouts": 0} if metrics is None else metrics
+        self._pings = Allowance(PINGS_PER_S, PING_BURST)
+        self._flooded = False
 
     async def accept(self, request, leftover):
         """Answer the upgrade `request` already parsed by host/http.py; `leftover` is what
@@ -112,8 +176,36 @@ class ServerWebSocket(WebSocket):
             if leftover:
                 self.proto.receive_data(leftover)
         finally:
-            self._pending.extend(self.proto.events_received())
+            self._received(self.proto.events_received())
             await self._flush()
+
+    def _received(self, events):
+        for event in events:
+            if isinstance(event, (Ping, Pong)) and not self._pings.take():
+                self._flooded = self.proto.state == OPEN  # once closing, pings are not answered
+        super()._received(events)
+
+    async def _feed(self):
+        # A read returns at once while data is buffered: without this turn, a unit with a
+        # backlog of messages would keep the event loop from every other unit and request.
+        await asyncio.sleep(0)
+        await super()._feed()
+        if self._flooded:
+            self._flooded = False
+            self.metrics["ping_floods"] += 1
+            reason = f"more than {PINGS_PER_S} pings a second"
+            await self.close(CLOSE_POLICY_VIOLATION, reason)
+            raise ConnectionClosed(CLOSE_POLICY_VIOLATION, reason)
+
+    async def _drain(self):
+        try:
+            await super()._drain()
+        except asyncio.TimeoutError:
+            self.metrics["send_timeouts"] += 1
+            raise
+
+    def abort(self):
+        streams.close(self.writer)
 
 
 class HeartbeatBatch:
@@ -159,23 +251,20 @@ class HeartbeatBatch:
 
 
 class AcceptRate:
-    """Token bucket for new sessions: a reconnect storm is admitted at `per_s`, so the
-    heartbeats of units already online keep being served."""
+    """New sessions are admitted at `per_s` after a burst of one second's worth, so a reconnect
+    storm leaves the heartbeats of units already online served. Each arrival is given the next
+    free slot at once and sleeps until it: first come, first admitted, one timer each."""
 
     def __init__(self, per_s):
-        self.per_s = per_s
-        self.tokens = per_s
-        self.stamp = time.monotonic()
+        self.interval_s = 1 / per_s
+        self._next_slot = 0.0
 
     async def admit(self):
-        while True:
-            now = time.monotonic()
-            self.tokens = min(self.per_s, self.tokens + (now - self.stamp) * self.per_s)
-            self.stamp = now
-            if self.tokens >= 1:
-                self.tokens -= 1
-                return
-            await asyncio.sleep((1 - self.tokens) / self.per_s)
+        now = time.monotonic()
+        slot = max(self._next_slot, now - 1)
+        self._next_slot = slot + self.interval_s
+        if slot > now:
+            await asyncio.sleep(slot - now)
 
 
 class DeviceHub:
@@ -205,9 +294,13 @@ class DeviceHub:
             "fenced_writes": 0,
             "sessions_accepted": 0,
             "auth_refused": 0,
+            "unsupported_version": 0,
+            "ping_floods": 0,
+            "send_timeouts": 0,
         }
         self.heartbeats = HeartbeatBatch(registry, server_id, self.lease_ttl_s, tasks)
         self._watchdog = None
+        self._handshakes_refused = Tally(log, "device_handshake_refused")
 
     @property
     def lease_ttl_s(self):
@@ -218,14 +311,13 @@ class DeviceHub:
 
     async def accept(self, head, leftover, reader, writer):
         """Take over a connection whose head asked for the `/ws/device` upgrade."""
-        await self.accept_rate.admit()
         if self._watchdog is None:
             self._watchdog = self.tasks.spawn(self._close_silent())
-        ws = ServerWebSocket(reader, writer, ServerProtocol())
+        ws = ServerWebSocket(reader, writer, ServerProtocol(), self.metrics)
         try:
             await ws.accept(head, leftover)
-        except ProtocolError as e:
-            self.log.warning("device_handshake_refused", reason=str(e))
+        except (ProtocolError, ConnectionClosed) as e:
+            self._handshakes_refused.note(reason=str(e))
             ws.abort()
             return
         session = None
@@ -246,6 +338,17 @@ class DeviceHub:
             await self._refuse(ws, "expected hello first", peer)
             return None
         device_id = hello["device_id"]
+        if hello["proto"] != messages.PROTOCOL_VERSION:
+            self.metrics["unsupported_version"] += 1
+            self.log.warning(
+                "device_unsupported_version", device_id=device_id, proto=hello["proto"]
+            )
+            await self._send_error(
+                ws,
+                messages.UNSUPPORTED_VERSION,
+                f"this server speaks protocol version {messages.PROTOCOL_VERSION}",
+            )
+            return None
         try:
             secret = await self.registry.device_secret(device_id)
         except RegistryError:  # unknown or malformed id
@@ -264,6 +367,9 @@ class DeviceHub:
                 ws, f"wrong answer to the challenge for {device_id}", peer, device_id
             )
             return None
+        # Admission is spent only here, on units that proved who they are: strangers cannot
+        # use up the rate meant for a fleet reconnecting.
+        await self.accept_rate.admit()
         epoch = await self.registry.acquire_device(device_id, self.server_id, self.lease_ttl_s)
         await self.registry.report_device(device_id, epoch, firmware=hello["fw"])
         old = self.sessions.get(device_id)
@@ -286,13 +392,15 @@ class DeviceHub:
         """The log says why; the peer only learns that authentication failed."""
         self.metrics["auth_refused"] += 1
         self.log.warning("device_auth_refused", device_id=device_id, reason=reason, peer=str(peer))
+        await self._send_error(ws, messages.AUTH_FAILED, "authentication failed")
+
+    async def _send_error(self, ws, code, message):
+        """An `error` message, then close with 1008 (docs/protocol.md, close codes)."""
         try:
-            await ws.send(
-                messages.encode("error", code=messages.AUTH_FAILED, message="authentication failed")
-            )
+            await ws.send(messages.encode("error", code=code, message=message))
         except ConnectionClosed:
             pass
-        await ws.close(CLOSE_POLICY_VIOLATION, "authentication failed")
+        await ws.close(CLOSE_POLICY_VIOLATION, message)
 
     async def _replace(self, old):
         old.fail_pending("replaced by a newer session of the same unit")
@@ -351,15 +459,17 @@ class DeviceHub:
 
     async def _close_silent(self):
         """Close sessions silent for 3 heartbeats. One watchdog for all, every half period: a
-        timeout on each receive would cost a task per message, at thousands of units."""
+        timeout on each receive would cost a task per message, at thousands of units. Each
+        close is a task of its own, so no one socket can hold up the watchdog."""
+        reason = f"unit silent for {SILENT_HEARTBEATS} heartbeats"
         while True:
             await asyncio.sleep(self.heartbeat_s / 2)
             heard_since = time.monotonic() - SILENT_HEARTBEATS * self.heartbeat_s
-            silent = [s for s in self.sessions.values() if s.last_heard < heard_since]
-            for session in silent:
-                self.log.warning("device_silent", device_id=session.device_id)
-            reason = f"unit silent for {SILENT_HEARTBEATS} heartbeats"
-            await asyncio.gather(*(s.ws.close(CLOSE_GOING_AWAY, reason) for s in silent))
+            for session in list(self.sessions.values()):
+                if session.last_heard < heard_since and not session.closing:
+                    session.closing = True
+                    self.log.warning("device_silent", device_id=session.device_id)
+                    self.tasks.spawn(session.ws.close(CLOSE_GOING_AWAY, reason))
 
     async def drop_older(self, device_id, epoch):
         """Another instance took the unit with `epoch`: close our older session of it."""
@@ -370,5 +480,6 @@ class DeviceHub:
     async def close(self):
         if self._watchdog:
             self._watchdog.cancel()
-        for session in list(self.sessions.values()):
-            await session.ws.close(CLOSE_GOING_AWAY, "server shutting down")
+        await asyncio.gather(
+            *(s.ws.close(CLOSE_GOING_AWAY, "server shutting down") for s in self.sessions.values())
+        )

@@ -7,18 +7,48 @@ with the connection, to the device endpoint.
 
 Every failure is JSON `{"error": code, "message": sentence}` with a fitting status, plus the
 facts the sentence was built from where there are any (e.g. `"waiting": 2`).
+
+Every wait on a peer has a deadline and every peer a cap (README, "Limits"): a connection
+waits IDLE_TIMEOUT_S for its next request, a request must arrive whole (head and body) within
+REQUEST_TIMEOUT_S, an answer must be taken within WRITE_TIMEOUT_S, and connections are capped
+in total and per peer address.
 """
 
 import asyncio
 import json
 import re
+import resource
+import ssl
 from urllib.parse import parse_qsl
 
 from firmware.proto import http11
 from firmware.proto.errors import HeadError
+from host import streams
+from host.log import Log, Tally
 
 MAX_BODY = 64 * 1024
-_READ_TIMEOUT_S = 30
+MAX_JSON_DEPTH = 32  # arrays and objects inside each other in a request body
+IDLE_TIMEOUT_S = 15  # for the next request on an open connection
+REQUEST_TIMEOUT_S = 10  # from a request's first byte to its last (and for a TLS handshake)
+WRITE_TIMEOUT_S = 10  # for the peer to take an answer
+MAX_CONNECTIONS_PER_PEER = 1000  # a shop's units and tills behind one address fit
+_FD_RESERVE = 100  # descriptors kept for the store and the logs when connections are at the cap
+
+
+def default_max_connections():
+    """The total cap: what the process's open-file limit leaves after a reserve, so a flood of
+    connections is refused before accept() runs out of descriptors."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    return max(1, soft - _FD_RESERVE)
+
+
+def tls_context(cert_file, key_file):
+    """A server-side TLS context from PEM files: the certificate (chain) and its private key."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    return context
 
 
 class ApiError(Exception):
@@ -50,6 +80,29 @@ def parse_query(query):
     return params
 
 
+class JsonTooDeep(ApiError):
+    def __init__(self):
+        super().__init__(
+            400,
+            "invalid",
+            f"The request body nests arrays and objects deeper than {MAX_JSON_DEPTH} levels.",
+            {"max_depth": MAX_JSON_DEPTH},
+        )
+
+
+def _nesting_within(doc, limit):
+    """Whether arrays and objects in `doc` nest at most `limit` deep (walked without recursion)."""
+    stack = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return False
+        for child in value.values() if isinstance(value, dict) else value:
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
+    return True
+
+
 class Request:
     """`path` is the target without its query; `query` the query's parameters, decoded;
     `params` the parts of the path the route named."""
@@ -71,6 +124,12 @@ class Request:
             doc = json.loads(self.body)
         except (ValueError, UnicodeDecodeError):
             raise ApiError(400, "bad_json", "The request body is not valid JSON.") from None
+        except RecursionError:
+            raise JsonTooDeep() from None
+        # Cheap first: a body with few brackets cannot nest deeply.
+        brackets = self.body.count(b"[") + self.body.count(b"{")
+        if brackets > MAX_JSON_DEPTH and not _nesting_within(doc, MAX_JSON_DEPTH):
+            raise JsonTooDeep()
         if not isinstance(doc, dict):
             raise ApiError(400, "bad_json", "The request body must be a JSON object.")
         return doc
@@ -108,9 +167,9 @@ class Router:
         raise ApiError(404, "not_found", f"There is no endpoint at {path}.")
 
 
-def json_response(status, obj, keep_alive=True):
+def json_response(status, obj, keep_alive=True, extra_fields=()):
     body = json.dumps(obj).encode()
-    fields = [("Content-Type", "application/json"), ("Content-Length", len(body))]
+    fields = [("Content-Type", "application/json"), ("Content-Length", len(body)), *extra_fields]
     if not keep_alive:
         fields.append(("Connection", "close"))
     return http11.response_head(status, fields) + body
@@ -121,15 +180,52 @@ def error_body(error):
 
 
 class HttpServer:
-    """Serves `router` on a port; `upgrade(head, reader, writer)` takes WebSocket connections."""
+    """Serves `router` on a port; `upgrade(head, leftover, reader, writer)` takes WebSocket
+    connections, which count towards the connection caps for as long as they last.
 
-    def __init__(self, router, upgrade=None, log=None):
+    `tls` (an ssl.SSLContext from `tls_context`) serves https:// and wss:// instead. A
+    connection past a cap is refused before anything of it is read: on plain HTTP with a 503
+    `too_many_connections` and `Retry-After`, on TLS with a plain close (no handshake is spent
+    on a refusal).
+    """
+
+    def __init__(
+        self,
+        router,
+        upgrade=None,
+        log=None,
+        tls=None,
+        max_connections=None,
+        max_connections_per_peer=MAX_CONNECTIONS_PER_PEER,
+    ):
+        if tls is not None and not hasattr(asyncio.StreamWriter, "start_tls"):
+            raise RuntimeError("serving TLS needs Python 3.11 or newer")
         self.router = router
         self.upgrade = upgrade
-        self.log = log
+        self.log = log or Log("error")
+        self.tls = tls
+        self.max_connections = max_connections or default_max_connections()
+        self.max_connections_per_peer = max_connections_per_peer
+        self.connections = 0
+        self._per_peer = {}  # peer address -> its open connections
+        self.metrics = {
+            "connections_refused_total_cap": 0,
+            "connections_refused_peer_cap": 0,
+            "http_read_timeouts": 0,
+            "http_write_timeouts": 0,
+            "tls_handshakes_failed": 0,
+            "json_too_deep": 0,
+            "accept_errors": 0,
+        }
+        self._refusals = Tally(self.log, "connections_refused")
+        self._accept_errors = Tally(self.log, "accept_failed", level="error")
         self._server = None
+        self._previous_handler = None
 
     async def start(self, host, port):
+        loop = asyncio.get_running_loop()
+        self._previous_handler = loop.get_exception_handler()
+        loop.set_exception_handler(self._loop_exception)
         self._server = await asyncio.start_server(self._serve, host, port)
         return self._server.sockets[0].getsockname()[1]
 
@@ -137,52 +233,125 @@ class HttpServer:
         if self._server:
             self._server.close()
             await self._server.wait_closed()
+            asyncio.get_running_loop().set_exception_handler(self._previous_handler)
+
+    def _loop_exception(self, loop, context):
+        """Accept errors (EMFILE and the like) are one log line per interval with a count;
+        asyncio itself retries the accept a second later."""
+        if "socket" in context and context.get("message", "").startswith("socket.accept()"):
+            self.metrics["accept_errors"] += 1
+            self._accept_errors.note(reason=str(context.get("exception")))
+        elif self._previous_handler:
+            self._previous_handler(loop, context)
+        else:
+            loop.default_exception_handler(context)
 
     async def _serve(self, reader, writer):
+        # Counted before the first await: with TLS, the handshake's first bytes must not be read
+        # into `reader` before start_tls takes over the transport.
         peer = writer.get_extra_info("peername")
-        buf = bytearray()
+        address = peer[0] if peer else None
+        if self._refused(address, writer):
+            return
+        self.connections += 1
+        self._per_peer[address] = self._per_peer.get(address, 0) + 1
         try:
-            while True:
+            if self.tls:
                 try:
-                    head = await asyncio.wait_for(self._read_head(reader, buf), _READ_TIMEOUT_S)
-                except (TimeoutError, asyncio.TimeoutError, ConnectionError):
+                    await writer.start_tls(self.tls, ssl_handshake_timeout=REQUEST_TIMEOUT_S)
+                except (OSError, asyncio.TimeoutError):
+                    self.metrics["tls_handshakes_failed"] += 1
                     return
-                if head is None:
-                    return
-                if head.path.split("?", 1)[0] == "/ws/device" and self.upgrade:
-                    await self.upgrade(head, bytes(buf), reader, writer)
-                    return
-                keep_alive = head.headers.get("connection", "").lower() != "close"
-                response = await self._answer(head, buf, reader, peer)
-                if response is None:
-                    keep_alive = False
-                    response = json_response(
-                        413,
-                        error_body(
-                            ApiError(
-                                413,
-                                "body_too_large",
-                                f"The request body is larger than {MAX_BODY} bytes.",
-                            )
-                        ),
-                        keep_alive,
-                    )
-                writer.write(response)
-                await writer.drain()
-                if not keep_alive:
-                    return
-        except HeadError as e:
-            writer.write(
-                json_response(
-                    e.status, {"error": "bad_request", "message": str(e)}, keep_alive=False
-                )
-            )
-        except ConnectionError:
+            await self._requests(reader, writer, peer)
+        except (ConnectionError, asyncio.TimeoutError):
             pass
         finally:
-            writer.close()
+            self.connections -= 1
+            if self._per_peer[address] == 1:
+                del self._per_peer[address]
+            else:
+                self._per_peer[address] -= 1
+            streams.close(writer)
 
-    async def _read_head(self, reader, buf):
+    def _refused(self, address, writer):
+        """Whether the connection is past a cap; if so it is answered and closed here."""
+        if self.connections >= self.max_connections:
+            kind, limit = "total", self.max_connections
+        elif self._per_peer.get(address, 0) >= self.max_connections_per_peer:
+            kind, limit = "peer", self.max_connections_per_peer
+        else:
+            return False
+        self.metrics[f"connections_refused_{kind}_cap"] += 1
+        self._refusals.note(cap=kind, limit=limit, peer=address)
+        if not self.tls:
+            error = ApiError(
+                503,
+                "too_many_connections",
+                f"The server holds its limit of {limit} connections"
+                + (" from your address" if kind == "peer" else "")
+                + "; retry in a moment.",
+                {"limit": limit},
+            )
+            writer.write(json_response(503, error_body(error), False, [("Retry-After", 1)]))
+        streams.close(writer)
+        return True
+
+    async def _requests(self, reader, writer, peer):
+        buf = bytearray()
+        while True:
+            if not buf:  # idle between requests (nothing pipelined)
+                try:
+                    data = await asyncio.wait_for(reader.read(65536), IDLE_TIMEOUT_S)
+                except asyncio.TimeoutError:
+                    return
+                if not data:
+                    return
+                buf.extend(data)
+            try:
+                request = await asyncio.wait_for(self._read_request(reader, buf), REQUEST_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                self.metrics["http_read_timeouts"] += 1
+                error = ApiError(
+                    408,
+                    "request_timeout",
+                    f"The request did not arrive whole within {REQUEST_TIMEOUT_S} s.",
+                )
+                writer.write(json_response(408, error_body(error), keep_alive=False))
+                return
+            except HeadError as e:
+                writer.write(
+                    json_response(
+                        e.status, {"error": "bad_request", "message": str(e)}, keep_alive=False
+                    )
+                )
+                return
+            if request is None:
+                return
+            head, body = request
+            if self._upgrades(head):
+                await self.upgrade(head, bytes(buf), reader, writer)
+                return
+            keep_alive = head.headers.get("connection", "").lower() != "close"
+            if body is None:
+                keep_alive = False
+                error = ApiError(
+                    413, "body_too_large", f"The request body is larger than {MAX_BODY} bytes."
+                )
+                response = json_response(413, error_body(error), keep_alive)
+            else:
+                response = await self._answer(head, body, peer)
+            writer.write(response)
+            try:
+                await streams.drain(writer, WRITE_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                self.metrics["http_write_timeouts"] += 1
+                return
+            if not keep_alive:
+                return
+
+    async def _read_request(self, reader, buf):
+        """-> (head, body) of the next request; body None for an upgrade to `/ws/device` (read
+        no further) or for a body over MAX_BODY (not read); None at the end of the stream."""
         parser = http11.read_head(buf)
         try:
             next(parser)
@@ -193,12 +362,9 @@ class HttpServer:
                 buf.extend(data)
                 parser.send(None)
         except StopIteration as done:
-            return http11.parse_request_head(done.value)
-
-    async def _answer(self, head, buf, reader, peer):
-        """The whole response for one request; None when its body is too large to read."""
-        if head.content_length > MAX_BODY:
-            return None
+            head = http11.parse_request_head(done.value)
+        if self._upgrades(head) or head.content_length > MAX_BODY:
+            return head, None
         while len(buf) < head.content_length:
             data = await reader.read(65536)
             if not data:
@@ -206,13 +372,22 @@ class HttpServer:
             buf.extend(data)
         body = bytes(buf[: head.content_length])
         del buf[: head.content_length]
+        return head, body
+
+    def _upgrades(self, head):
+        return self.upgrade and head.path.split("?", 1)[0] == "/ws/device"
+
+    async def _answer(self, head, body, peer):
+        """The whole response for one request."""
         try:
             request = Request(head, body, peer)
             handler, request.params = self.router.match(request.method, request.path)
             status, obj = await handler(request)
         except ApiError as e:
             status, obj = e.status, error_body(e)
-            if self.log and status in (401, 403, 409):  # who tried what they may not do
+            if isinstance(e, JsonTooDeep):
+                self.metrics["json_too_deep"] += 1
+            if status in (401, 403, 409):  # who tried what they may not do
                 self.log.warning(
                     "api_refused",
                     status=status,
@@ -221,8 +396,14 @@ class HttpServer:
                     path=head.path.split("?", 1)[0],
                     peer=str(peer),
                 )
-        except Exception as e:  # noqa: BLE001 - one bad request must not take the port down
-            if self.log:
-                self.log.exception("request failed", method=head.method, path=head.path)
-            status, obj = 500, {"error": "internal", "message": f"The server failed: {e}"}
+        except Exception:  # noqa: BLE001 - one bad request must not take the port down
+            self.log.exception("request failed", method=head.method, path=head.path)
+            # What failed is in the log; an answer must not show the server's insides.
+            status, obj = (
+                500,
+                {
+                    "error": "internal",
+                    "message": "The server failed to answer this request; its log says why.",
+                },
+            )
         return json_response(status, obj)

@@ -47,3 +47,25 @@ class Log:
 
     def exception(self, event, **fields):
         self._write("error", event, {**fields, "traceback": traceback.format_exc()})
+
+
+class Tally:
+    """Counts an event and logs it at most once every `every_s`, with how many happened since the
+    line before: a flood of one failure (refused connections, accept errors) is one line per
+    interval, not one per occurrence."""
+
+    def __init__(self, log, event, every_s=10, level="warning"):
+        self.log = log
+        self.event = event
+        self.every_s = every_s
+        self.level = level
+        self.count = 0
+        self._logged = None
+
+    def note(self, **fields):
+        self.count += 1
+        now = time.monotonic()
+        if self._logged is None or now - self._logged >= self.every_s:
+            self.log._write(self.level, self.event, {**fields, "count": self.count})
+            self.count = 0
+            self._logged = now

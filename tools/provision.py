@@ -9,9 +9,10 @@ unit is provisioned (a virtual board's first boot, or a technician's `qrfleet pr
     1. reset the unit into download mode, read its MAC (its device id) over esptool
     2. refuse a unit that is already provisioned (config.json on it, or known to the server)
        unless confirmed or forced: re-provisioning gives it a new secret
-    3. write the filesystem image (firmware compiled for the target + config.json) into the
-       vfs partition, verified by MD5; or, with files_only, copy the files over mpremote to a
-       unit that already runs MicroPython
+    3. write the filesystem image (firmware compiled for the target + config.json) where
+       MicroPython on the unit mounts it (its partition table and flash size decide, see
+       tools/flash.py), verified by MD5; or, with files_only, copy the files over mpremote to
+       a unit that already runs MicroPython
     4. register it with the server, link it to the agent if asked
     5. reboot it and wait until the server reports it online
 
@@ -34,7 +35,7 @@ from firmware.config import CONFIG_PATH
 from firmware.config import device_id as device_id_from_mac
 from host.client import ApiClient, ApiClientError, ServerUnreachable
 from tools import flash, image
-from tools.vboard import flash as layout
+from tools.image import littlefs_image
 
 SECRET_BYTES = 32
 DEFAULT_DISPLAY = {"esp32": "ssd1306-i2c", "virtual": "virtual-128x64"}
@@ -137,8 +138,9 @@ def provision_unit(port, order, report=None, confirm=None):
     with flash.open_unit(port) as unit:
         device_id = device_id_from_mac(unit.mac)
         report(f"{device_id}: checking")
+        vfs = unit.vfs_partition()
         # --force replaces whatever is there: no need to read it
-        on_unit = None if order.force and not order.register_only else _config_on_unit(unit)
+        on_unit = None if order.force and not order.register_only else _config_on_unit(unit, vfs)
         bytes_sent = 0
         if order.register_only:
             if on_unit is None:
@@ -152,7 +154,7 @@ def provision_unit(port, order, report=None, confirm=None):
             secret = new_secret()
             files = _unit_files(device_id, secret, order)
             if not order.files_only:
-                bytes_sent = _write_filesystem(unit, files, device_id, report)
+                bytes_sent = _write_filesystem(unit, vfs, files, device_id, report)
         if not order.files_only:
             registered = _register(port, device_id, secret, order, report)
             old_session = _session_epoch(order.api(), device_id)
@@ -178,25 +180,15 @@ def provision_unit(port, order, report=None, confirm=None):
     return Provisioned(device_id, status["status"], status.get("agent_id"), bytes_sent, pairing)
 
 
-def _config_on_unit(unit):
-    """The unit's config.json, or None when it has none (or no filesystem yet)."""
-    fs = unit.filesystem(*_vfs_partition(unit))  # held: an open file does not keep it alive
+def _config_on_unit(unit, vfs):
+    """The unit's config.json, or None when it has none (or no filesystem MicroPython would
+    mount: littlefs, like the unit, refuses one sized for another partition)."""
+    fs = unit.filesystem(vfs)  # held: an open file does not keep it alive
     try:
         with fs.open(CONFIG_PATH, "r") as f:
             return json.loads(f.read())
     except (OSError, ValueError):
         return None
-
-
-def _vfs_partition(unit):
-    partitions = unit.partitions()
-    if "vfs" not in partitions:
-        raise flash.FlashError(
-            f"the unit on {unit.port} has no MicroPython partition table: flash MicroPython "
-            f"first, with: qrfleet flash --port {unit.port} --firmware micropython.bin"
-        )
-    _, _, offset, size = partitions["vfs"]
-    return offset, size
 
 
 def _check_not_provisioned(port, device_id, on_unit, order, confirm):
@@ -236,11 +228,11 @@ def _firmware_files(target):
     return image.board_files(target=target)
 
 
-def _write_filesystem(unit, files, device_id, report):
-    offset, size = _vfs_partition(unit)
-    fs_image = layout.littlefs_image(files, size)
-    unit.write(
-        offset, fs_image, lambda done, total: report(f"{device_id}: writing files", done, total)
+def _write_filesystem(unit, vfs, files, device_id, report):
+    unit.write_filesystem(
+        vfs.offset,
+        littlefs_image(files, vfs.size),
+        lambda done, total: report(f"{device_id}: writing files", done, total),
     )
     return unit.bytes_sent
 

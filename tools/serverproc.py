@@ -3,6 +3,7 @@
 import os
 import selectors
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -19,16 +20,21 @@ class Server:
 
     url: str
     admin_token: str
+    ca_file: str = None  # the CA that signed an https:// server's certificate
 
     def admin(self):
-        return ApiClient(self.url, self.admin_token)
+        return self.client(self.admin_token)
 
     def client(self, token):
-        return ApiClient(self.url, token)
+        return ApiClient(self.url, token, ssl_context=self.ssl_context())
+
+    def ssl_context(self):
+        """A client context trusting `ca_file` (None: the system's CAs, or plain http)."""
+        return ssl.create_default_context(cafile=self.ca_file) if self.ca_file else None
 
     @property
     def device_url(self):
-        return self.url.replace("http://", "ws://") + "/ws/device"
+        return self.url.replace("http", "ws", 1) + "/ws/device"  # https:// -> wss://
 
 
 @dataclass
@@ -38,9 +44,18 @@ class ServerProcess(Server):
 
 
 def spawn(
-    store, admin_token, log_path, server_id=None, heartbeat_s=5, port=0, extra=(), command=None
+    store,
+    admin_token,
+    log_path,
+    server_id=None,
+    heartbeat_s=5,
+    port=0,
+    extra=(),
+    command=None,
+    tls=None,
 ):
-    """Start `qrfleet serve`; `command` is the qrfleet command to run (default: this Python's)."""
+    """Start `qrfleet serve`; `command` is the qrfleet command to run (default: this Python's),
+    `tls` a (certificate, key) pair of PEM files to serve https:// and wss://."""
     argv = [
         *(command or (sys.executable, "-m", "qrfleet")),
         "serve",
@@ -54,6 +69,8 @@ def spawn(
     ]
     if server_id:
         argv += ["--server-id", server_id]
+    if tls:
+        argv += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
     env = dict(os.environ, QRFLEET_ADMIN_TOKEN=admin_token)
     with open(log_path, "ab") as log:  # the child keeps its own descriptor
         return subprocess.Popen(
@@ -96,12 +113,13 @@ def stop(proc, timeout=10):
 
 
 @contextmanager
-def running_server(directory, admin_token="admin-secret", store=None, **options):
-    """A server on a free loopback port with its own SQLite file (unless `store` is given)."""
+def running_server(directory, admin_token="admin-secret", store=None, ca_file=None, **options):
+    """A server on a free loopback port with its own SQLite file (unless `store` is given);
+    `ca_file` is the CA its clients trust when it serves TLS (`tls=(cert, key)`)."""
     store = store or f"sqlite:///{directory}/qrfleet.db"
     log_path = f"{directory}/server.log"
     proc = spawn(store, admin_token, log_path, **options)
     try:
-        yield ServerProcess(read_url(proc), admin_token, proc, log_path)
+        yield ServerProcess(read_url(proc), admin_token, ca_file, proc, log_path)
     finally:
         stop(proc)

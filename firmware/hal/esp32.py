@@ -1,16 +1,18 @@
-"""A real ESP32 running MicroPython's generic build.
-
-This module is only imported on hardware; it cannot run here and is exercised by the harness
-on real units (`pytest --board /dev/ttyUSB0 ...`).
+"""An ESP32 running MicroPython's generic build: a unit, or a virtual board, whose port layer
+has the same machine, network and esp32 modules (tools/vboard/port/), so this is the code path
+of both; the harness runs it on either (`pytest --board virtual:4`, `--board /dev/ttyUSB0`).
 """
 
 import machine
 import network
 
-from firmware.compat import const
+from firmware.compat import const, sleep_ms
 
 DISPLAY = "ssd1306-i2c"  # the generic board's panel, for a unit whose config names none
-_SAFE_MODE_PIN = const(0)  # BOOT button: held low at power-on skips the application
+_SAFE_MODE_PIN = const(0)  # BOOT button: held low as the firmware starts skips the application
+# Held, not a glitch: opening or closing a USB-serial port pulses DTR/RTS, and the auto-reset
+# circuit passes that to GPIO0 for as long as the driver takes (50 ms over RFC 2217).
+_SAFE_MODE_HOLD_MS = const(500)
 _RESET_CAUSES = {
     machine.PWRON_RESET: "power-on",
     machine.HARD_RESET: "hard",
@@ -46,7 +48,11 @@ def boot_count():
 
 
 def safe_mode():
-    return machine.Pin(_SAFE_MODE_PIN, machine.Pin.IN, machine.Pin.PULL_UP).value() == 0
+    button = machine.Pin(_SAFE_MODE_PIN, machine.Pin.IN, machine.Pin.PULL_UP)
+    if button.value():
+        return False
+    sleep_ms(_SAFE_MODE_HOLD_MS)
+    return button.value() == 0
 
 
 class WLAN:
@@ -61,6 +67,9 @@ class WLAN:
         return self._sta.isconnected()
 
     def rssi(self):
+        """The signal of the joined access point; None while not joined (the port raises)."""
+        if not self._sta.isconnected():
+            return None
         return self._sta.status("rssi")
 
 

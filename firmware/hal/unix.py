@@ -1,45 +1,35 @@
-"""The virtual board: the MicroPython Unix port run by tools/vboard.
+"""The plain MicroPython Unix port, with no board around it: where the firmware's tests run.
 
-The supervisor passes the board's identity in the environment. There is no radio and no
-watchdog peripheral here: the Wi-Fi interface is a stand-in that is always associated, and the
-watchdog only counts feeds. The radio's behaviour is the supervisor's: plain TCP connections
-go through its "radio" relay (QRFLEET_RADIO), which the harness can switch off to take the
-board's Wi-Fi down (existing connections drop, new ones fail). TLS connections go direct,
-since MicroPython cannot start TLS on a stream that is already open.
+It has none of the ESP32 port's modules (a virtual board has them all, and runs `esp32`), so
+these are stand-ins: a fixed MAC, a first power-on, a Wi-Fi interface that is always joined, a
+watchdog that only counts feeds, plain asyncio connections, a `safe_mode` flag file for the
+held button, and the screen kept as display.pbm in the current directory.
 """
 
 import os
 import sys
 
-DISPLAY = "virtual-128x64"  # the screen of a board whose config names none
-_HARD_RESET_EXIT = 3  # tools/vboard/upy_port.py turns this exit status into a hard reset
+from firmware.display.virtual import PBMFile
+
+DISPLAY = "virtual-128x64"
+show_frame = PBMFile("display.pbm")
 _SAFE_MODE_FLAG = "safe_mode"
 
 
 def unique_id():
-    return bytes.fromhex(os.getenv("QRFLEET_MAC") or "020000000001")
+    return b"\x02\x00\x00\x00\x00\x01"
 
 
 def reset():
-    sys.exit(_HARD_RESET_EXIT)
+    sys.exit()  # the script ends: there is no board to restart
 
 
 def reset_cause():
-    return os.getenv("QRFLEET_RESET_CAUSE") or "power-on"
+    return "power-on"
 
 
 def boot_count():
-    return int(os.getenv("QRFLEET_BOOT_COUNT") or 1)
-
-
-def show_frame(width, height, rows):
-    """Hand a MONO_HLSB frame (1 = black, as PBM) to the virtual board's supervisor.
-
-    The supervisor keeps it as display.pbm; the board itself has no host filesystem.
-    """
-    err = sys.stderr.buffer
-    err.write(b"qrfleet-port: screen %d %d %d\n" % (width, height, len(rows)))
-    err.write(rows)
+    return 1
 
 
 def safe_mode():
@@ -50,38 +40,23 @@ def safe_mode():
         return False
 
 
-async def open_connection(host, port, ssl=None):
+def open_connection(host, port, ssl=None):
     import asyncio
 
-    radio = os.getenv("QRFLEET_RADIO")
-    if ssl is not None or not radio:
-        if ssl is None:
-            return await asyncio.open_connection(host, port)
-        return await asyncio.open_connection(host, port, ssl=ssl)
-    relay_host, relay_port = radio.split(":")
-    reader, writer = await asyncio.open_connection(relay_host, int(relay_port))
-    writer.write(b"%s %d\n" % (host.encode(), port))
-    await writer.drain()
-    if await reader.readline() != b"OK\n":
-        writer.close()
-        raise OSError(113, "no Wi-Fi: %s:%d unreachable" % (host, port))  # EHOSTUNREACH
-    return reader, writer
+    if ssl is None:
+        return asyncio.open_connection(host, port)
+    return asyncio.open_connection(host, port, ssl=ssl)
 
 
 class WLAN:
-    """Stand-in for network.WLAN(STA_IF): associated at once, fixed signal."""
-
-    def __init__(self):
-        self._ssid = None
-
     def connect(self, ssid=None, password=None):
-        self._ssid = ssid
+        pass
 
     def isconnected(self):
         return True
 
     def rssi(self):
-        return -55
+        return None
 
 
 _wlan = WLAN()

@@ -17,7 +17,10 @@ from firmware.proto.frames import CLOSE_ABNORMAL, CLOSE_NORMAL, CLOSE_PROTOCOL_E
 from firmware.proto.websocket import CLOSED, ClientProtocol, Close
 
 _READ_SIZE = 512
-_CLOSE_WAIT_S = 2
+_CLOSE_WAIT_S = 2  # the whole close handshake, sending our close frame included
+# A peer that has not taken what we sent after this long (its buffers and ours are full) has
+# stopped reading: the connection is given up rather than waited on.
+SEND_TIMEOUT_S = 5
 
 
 class ConnectionClosed(Exception):
@@ -100,9 +103,30 @@ class WebSocket:
         self._pending = []
 
     async def _flush(self):
-        for chunk in self.proto.data_to_send():
+        out = self.proto.data_to_send()
+        if not out:
+            return
+        for chunk in out:
             self.writer.write(chunk)
-        await self.writer.drain()
+        try:
+            await self._drain()
+        except asyncio.TimeoutError:
+            self.abort()
+            raise ConnectionClosed(
+                CLOSE_ABNORMAL, "peer took nothing we sent for %d s" % SEND_TIMEOUT_S
+            ) from None
+
+    async def _drain(self):
+        transport = getattr(self.writer, "transport", None)  # CPython's; MicroPython has none
+        if transport is not None and not transport.get_write_buffer_size():
+            # All of it is with the kernel, so drain() cannot wait: no deadline (a timer and a
+            # task per message, and a wait_for that may swallow a cancel before Python 3.12).
+            await self.writer.drain()
+        else:
+            await asyncio.wait_for(self.writer.drain(), SEND_TIMEOUT_S)
+
+    def _received(self, events):
+        self._pending.extend(events)
 
     async def _feed(self):
         """Read once from the socket into the protocol; queue what arrived."""
@@ -113,7 +137,7 @@ class WebSocket:
             else:
                 self.proto.receive_eof()
         finally:
-            self._pending.extend(self.proto.events_received())
+            self._received(self.proto.events_received())
             await self._flush()  # pongs, close replies, or the close frame for a fault
 
     async def handshake(self):
@@ -159,17 +183,18 @@ class WebSocket:
             raise ConnectionClosed(CLOSE_ABNORMAL, "connection lost: %s" % e) from None
 
     async def close(self, code=CLOSE_NORMAL, reason=""):
-        """Close handshake, bounded in time; the socket is closed in every case."""
+        """Close handshake, bounded in time as a whole (a peer that reads nothing cannot hold
+        it up); the socket is closed in every case."""
         try:
             if self.proto.state != CLOSED:
                 self.proto.send_close(code, reason)
-                await self._flush()
-                await asyncio.wait_for(self._wait_closed(), _CLOSE_WAIT_S)
+                await asyncio.wait_for(self._close_handshake(), _CLOSE_WAIT_S)
         except Exception:  # noqa: BLE001 - closing: the peer may already be gone
             pass
         self.abort()
 
-    async def _wait_closed(self):
+    async def _close_handshake(self):
+        await self._flush()
         while self.proto.state != CLOSED:
             await self._feed()
 

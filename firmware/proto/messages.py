@@ -19,8 +19,17 @@ import hashlib
 import json
 from binascii import hexlify
 
-from firmware.compat import const
+from firmware.compat import CPYTHON, const
 from firmware.proto.errors import MessageError
+
+if CPYTHON:
+
+    def _json(value):
+        # UTF-8 as MicroPython writes it, not \u escapes: "é" is 2 bytes on the wire, not 6.
+        return json.dumps(value, ensure_ascii=False)
+
+else:
+    _json = json.dumps
 
 PROTOCOL_VERSION = const(1)
 
@@ -157,15 +166,15 @@ def encode(kind, **fields):
     if spec is None:
         raise MessageError(BAD_MESSAGE, "cannot encode unknown message type %r" % kind)
     _check(kind, fields, spec, fields.get("id"))
-    parts = ['"type":' + json.dumps(kind)]
+    parts = ['"type":' + _json(kind)]
     listed = []
     for name, _, _ in spec:
         listed.append(name)
         if name in fields:
-            parts.append(json.dumps(name) + ":" + json.dumps(fields[name]))
+            parts.append(_json(name) + ":" + _json(fields[name]))
     for name in sorted(fields):
         if name not in listed:
-            parts.append(json.dumps(name) + ":" + json.dumps(fields[name]))
+            parts.append(_json(name) + ":" + _json(fields[name]))
     return "{" + ",".join(parts) + "}"
 
 

@@ -2,6 +2,7 @@
 
     encode(data, ecc="M", version=None, mask=None) -> QRCode
         .version .size .ecc .mask .module(x, y) .matrix (packed bytearray, see QRCode)
+    fit(data, ecc="M") -> the version encode() would pick, without building the symbol
     capacity(version, ecc, mode) -> most chars of one segment ("numeric"/"alphanumeric"/"byte")
 
 Exceptions:
@@ -21,6 +22,6 @@ version 40) and no buffer is larger, so a fragmented heap does not stop a large 
 Between encodes, the function patterns of the last version stay cached (two such buffers).
 """
 
-from .encoder import QRCode, QRError, capacity, encode
+from .encoder import QRCode, QRError, capacity, encode, fit
 
-__all__ = ["QRCode", "QRError", "capacity", "encode"]
+__all__ = ["QRCode", "QRError", "capacity", "encode", "fit"]

@@ -29,9 +29,13 @@ from host.registry.errors import (
     NotFound,
     NotLinked,
     PairingRejected,
+    PairingThrottled,
     QueueFull,
+    QueuePlaceLimit,
     RegistryError,
+    ReservationLimit,
     StoreUnavailable,
+    TooMany,
     Unauthorized,
     Unavailable,
 )
@@ -48,6 +52,7 @@ from host.registry.records import (
     Device,
     DeviceStatus,
     Lease,
+    Limits,
     Location,
     PairingCode,
     Reservation,
@@ -77,7 +82,7 @@ def open_registry(url, clock=time.time, **options):
     """Open the store at `url` (creating its schema) and wrap it in a `Registry`.
 
     Blocks while the store connects and migrates: call it at startup. `options`
-    go to `Registry` (queue_limit, poll_s).
+    go to `Registry` (limits, poll_s).
     """
     return Registry(store_class(url).open(url), clock=clock, **options)
 
@@ -101,17 +106,22 @@ __all__ = [
     "Forbidden",
     "InvalidInput",
     "Lease",
+    "Limits",
     "Location",
     "NotFound",
     "NotLinked",
     "PairingCode",
     "PairingRejected",
+    "PairingThrottled",
     "QueueFull",
+    "QueuePlaceLimit",
     "Registry",
     "RegistryError",
     "Reservation",
+    "ReservationLimit",
     "StoreUnavailable",
     "Ticket",
+    "TooMany",
     "Unauthorized",
     "Unavailable",
     "open_registry",

@@ -7,6 +7,10 @@
     │   └── PairingRejected         pairing_rejected    403
     ├── NotFound                    not_found           404
     ├── Conflict                    conflict            409
+    ├── TooMany                     too_many            429 (a cap per agent or unit; retry later)
+    │   ├── ReservationLimit        reservation_limit   429
+    │   ├── QueuePlaceLimit         queue_place_limit   429
+    │   └── PairingThrottled        pairing_throttled   429
     ├── Unavailable                 unavailable         503 (no unit can take the agent's QR now)
     │   ├── NotLinked               not_linked          409 (the agent must link a unit first)
     │   ├── DeviceOffline           device_offline      503
@@ -78,6 +82,49 @@ class NotFound(RegistryError):
 class Conflict(RegistryError):
     code = "conflict"
     status = 409
+
+
+class TooMany(RegistryError):
+    """A cap that keeps one agent (or one unit's guessers) from crowding out the others."""
+
+    code = "too_many"
+    status = 429
+
+
+class ReservationLimit(TooMany):
+    code = "reservation_limit"
+
+    def __init__(self, agent_id, limit):
+        super().__init__(
+            f"agent {agent_id} already holds {limit} unfinished transaction(s), its limit; "
+            "complete or cancel one first",
+            agent_id=agent_id,
+            limit=limit,
+        )
+
+
+class QueuePlaceLimit(TooMany):
+    code = "queue_place_limit"
+
+    def __init__(self, agent_id, limit):
+        super().__init__(
+            f"agent {agent_id} already has {limit} request(s) waiting for a unit, its limit; "
+            "retry once one of them is served",
+            agent_id=agent_id,
+            limit=limit,
+        )
+
+
+class PairingThrottled(TooMany):
+    code = "pairing_throttled"
+
+    def __init__(self, about, retry_after_s):
+        """`about`: whose guesses, e.g. "from agent till-1" or "for unit qrf-0a1b2c"."""
+        super().__init__(
+            f"too many wrong pairing codes {about}; try again in {retry_after_s:.0f} s, "
+            "scanning the pairing QR the unit shows",
+            retry_after_s=round(retry_after_s),
+        )
 
 
 class Unavailable(RegistryError):

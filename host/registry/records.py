@@ -128,6 +128,17 @@ class Reservation:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """What requests may hold at once: places in each location's wait queue, and per agent,
+    unfinished transactions and queue places, so one cashier cannot hold every pool unit
+    (for up to an hour each) nor fill the queue."""
+
+    queue: int = 64
+    reservations_per_agent: int = 2
+    queue_places_per_agent: int = 2
+
+
+@dataclass(frozen=True)
 class Ticket:
     """A request waiting in its location's FIFO queue for a free unit."""
 

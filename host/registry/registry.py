@@ -18,7 +18,9 @@ import time
 import uuid
 
 from host.registry import rules
-from host.registry.records import ADMIN, HYBRID, Reservation
+from host.registry.records import ADMIN, HYBRID, Limits, Reservation
+
+DEFAULT_LIMITS = Limits()
 
 # No 0/O or 1/I: a cashier may have to type a code shown on a small screen.
 _CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
@@ -30,12 +32,13 @@ def hash_token(token):
 
 
 class Registry:
-    def __init__(self, store, clock=time.time, queue_limit=64, poll_s=0.1):
-        """`queue_limit` bounds each location's wait queue; waiting requests try again when
-        this registry frees a unit, and every `poll_s` for frees made elsewhere."""
+    def __init__(self, store, clock=time.time, limits=DEFAULT_LIMITS, poll_s=0.1):
+        """`limits` bounds each location's wait queue and what each agent holds; waiting
+        requests try again when this registry frees a unit, and every `poll_s` for frees
+        made elsewhere."""
         self.store = store
         self._clock = clock
-        self._queue_limit = queue_limit
+        self.limits = limits
         self._poll_s = poll_s
         self._changed = asyncio.Event()
 
@@ -106,8 +109,10 @@ class Registry:
             rules.register_device, ADMIN, device_id, secret, name, location_id
         )
 
-    async def get_device(self, device_id):
-        return await self._read(rules.get_device, device_id)
+    async def get_device(self, device_id, actor=None):
+        """The unit's status; with `actor`, as that caller may see it (an agent of another
+        location gets NotFound)."""
+        return await self._read(rules.get_device, device_id, actor)
 
     async def list_devices(self, location_id=None):
         return await self._read(rules.list_devices, location_id)
@@ -172,18 +177,18 @@ class Registry:
         ticket_id = uuid.uuid4().hex if wait_s else None
         args = (agent_id, txn_id, ttl_s, ticket_id)
         if ticket_id is None:
-            return await self._write(rules.reserve, *args, 0, self._queue_limit)
+            return await self._write(rules.reserve, *args, 0, self.limits)
         result = None
         changed = self._changed
         try:
-            result = await self._write(rules.reserve, *args, wait_s, self._queue_limit)
+            result = await self._write(rules.reserve, *args, wait_s, self.limits)
             while not isinstance(result, Reservation):
                 try:
                     await asyncio.wait_for(changed.wait(), self._poll_s)
                 except asyncio.TimeoutError:
                     pass
                 changed = self._changed
-                result = await self._write(rules.reserve, *args, 0, self._queue_limit)
+                result = await self._write(rules.reserve, *args, 0, self.limits)
         finally:
             if not isinstance(result, Reservation):
                 await asyncio.shield(self._leave_queue(ticket_id))
@@ -206,8 +211,9 @@ class Registry:
     async def cancel(self, txn_id, actor):
         return await self._write_and_wake(rules.finish, actor, txn_id, "cancel")
 
-    async def get_reservation(self, txn_id):
-        return await self._read(rules.get_reservation, txn_id)
+    async def get_reservation(self, txn_id, actor=None):
+        """The live transaction; with `actor`, as that caller may see it (as get_device)."""
+        return await self._read(rules.get_reservation, txn_id, actor)
 
     # Upkeep and history
 

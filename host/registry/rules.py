@@ -29,7 +29,15 @@ serves another agent, whatever the policy: that is what ownership means.
 
 The wait queue is per location and first in, first out: a free unit goes to
 the earliest waiting request that may use it, and a request that does not wait
-never takes a unit from under one that does.
+never takes a unit from under one that does. Each agent holds at most a few
+unfinished transactions and queue places (`Limits`).
+
+A pairing code links only while its unit shows it: a unit reserved for a
+transaction is not linked by anyone, and the reservation deletes the code (the
+QR replaced the pairing screen; back home, the unit shows a new code).
+
+Agents read units and transactions of their own location only; to an agent of
+another location they do not exist.
 """
 
 import hmac
@@ -46,6 +54,8 @@ from host.registry.errors import (
     NotLinked,
     PairingRejected,
     QueueFull,
+    QueuePlaceLimit,
+    ReservationLimit,
     Unauthorized,
 )
 from host.registry.records import (
@@ -129,11 +139,16 @@ def get_agent(tx, agent_id):
     return agent
 
 
-def _device(tx, device_id):
+def _device(tx, device_id, actor=None):
     device = tx.device(check_id("device", device_id))
-    if device is None:
+    if device is None or not _sees(tx, actor, device.location_id):
         raise NotFound(f"unit {device_id} is not registered; provision it first")
     return device
+
+
+def _sees(tx, actor, location_id):
+    """An agent sees its own location only; the admin and the server itself (None) see all."""
+    return actor is None or actor.kind != "agent" or tx.agent(actor.id).location_id == location_id
 
 
 def _audit(tx, now, actor, action, **subject):
@@ -245,6 +260,13 @@ def link(tx, now, actor, agent_id, device_id, code):
         raise Forbidden(
             f"unit {device_id} belongs to location {device.location_id} and agent {agent_id} "
             f"to {agent.location_id}; an admin can re-register the unit at the agent's location"
+        )
+    held = tx.reservation_of(device_id)
+    if held is not None and held.live(now):
+        raise Conflict(
+            f"unit {device_id} is showing the QR of a transaction in progress; link it once "
+            "that sale is over and the unit shows its pairing QR again",
+            device_id=device_id,
         )
     if not actor.is_admin:
         pairing = tx.pairing_code(device_id)
@@ -425,14 +447,15 @@ def _expire(tx, now, reservation):
     )
 
 
-def reserve(tx, now, agent_id, txn_id, ttl_s, ticket_id, wait_s, queue_limit):
+def reserve(tx, now, agent_id, txn_id, ttl_s, ticket_id, wait_s, limits):
     """Reserve a unit for the agent's transaction, by its location's policy.
 
     Returns the `Reservation` when a unit is free for this request now. Otherwise a
     request that may wait gets its `Ticket` in the location's queue: a first call
     with `ticket_id` and `wait_s > 0` joins the queue, later calls with the same
     `ticket_id` (and `wait_s=0`) keep their place until the ticket expires. Any
-    other outcome is a refusal: NotLinked, DeviceOffline, AllBusy or QueueFull.
+    other outcome is a refusal: NotLinked, DeviceOffline, AllBusy, QueueFull, or past
+    the agent's `limits` ReservationLimit or QueuePlaceLimit.
     """
     check_id("transaction", txn_id)
     ttl_s = _check_seconds("ttl_s", ttl_s, MAX_RESERVATION_S)
@@ -445,6 +468,14 @@ def reserve(tx, now, agent_id, txn_id, ttl_s, ticket_id, wait_s, queue_limit):
     candidates = _candidates(tx, agent, location.policy)
     if not candidates:
         raise NotLinked(agent_id, location.location_id, location.policy)
+    # Counted over the units the agent may use, which it reads anyway: a count over every
+    # reservation would make all concurrent reservations conflict in a shared store.
+    holding = 0
+    for device_id, _ in candidates:
+        held = tx.reservation_of(device_id)
+        holding += held is not None and held.live(now) and held.agent_id == agent_id
+    if holding >= limits.reservations_per_agent:
+        raise ReservationLimit(agent_id, limits.reservations_per_agent)
 
     queue = _live_queue(tx, now, location.location_id)
     position = next((i for i, t in enumerate(queue) if t.ticket_id == ticket_id), None)
@@ -474,6 +505,8 @@ def reserve(tx, now, agent_id, txn_id, ttl_s, ticket_id, wait_s, queue_limit):
             txn_id, device_id, agent_id, lease.server_id, lease.epoch, now, now + ttl_s
         )
         tx.put_reservation(reservation)
+        if not owned:
+            tx.delete_pairing_code(device_id)  # the QR replaces the pairing screen
         _audit(
             tx,
             now,
@@ -494,8 +527,10 @@ def reserve(tx, now, agent_id, txn_id, ttl_s, ticket_id, wait_s, queue_limit):
         refusal = DeviceOffline(agent_id, [d for d, _ in candidates], since=last_seen)
     if ticket_id is None or not wait_s:
         raise refusal
-    if len(queue) >= queue_limit:
-        raise QueueFull(location.location_id, queue_limit)
+    if sum(t.agent_id == agent_id for t in queue) >= limits.queue_places_per_agent:
+        raise QueuePlaceLimit(agent_id, limits.queue_places_per_agent)
+    if len(queue) >= limits.queue:
+        raise QueueFull(location.location_id, limits.queue)
     ticket = Ticket(ticket_id, location.location_id, agent_id, now + wait_s)
     tx.push_ticket(ticket)
     return ticket
@@ -515,7 +550,7 @@ def finish(tx, now, actor, txn_id, outcome):
     """Complete or cancel a transaction, releasing its unit; only its holder may."""
     check_id("transaction", txn_id)
     reservation = tx.reservation(txn_id)
-    if reservation is None:
+    if reservation is None or not _sees(tx, actor, tx.agent(reservation.agent_id).location_id):
         raise NotFound(
             f"transaction {txn_id} is unknown or already finished; start a new transaction"
         )
@@ -569,8 +604,8 @@ def device_status(tx, now, device):
     )
 
 
-def get_device(tx, now, device_id):
-    return device_status(tx, now, _device(tx, device_id))
+def get_device(tx, now, device_id, actor):
+    return device_status(tx, now, _device(tx, device_id, actor))
 
 
 def list_devices(tx, now, location_id):
@@ -584,8 +619,12 @@ def device_secret(tx, device_id):
     return tx.device_secret(device_id)
 
 
-def get_reservation(tx, now, txn_id):
+def get_reservation(tx, now, txn_id, actor):
     reservation = tx.reservation(check_id("transaction", txn_id))
-    if reservation is None or not reservation.live(now):
+    if (
+        reservation is None
+        or not reservation.live(now)
+        or not _sees(tx, actor, tx.agent(reservation.agent_id).location_id)
+    ):
         raise NotFound(f"transaction {txn_id} is unknown, finished or expired")
     return reservation

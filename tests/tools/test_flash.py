@@ -15,10 +15,11 @@ from esptool import cmds
 
 from qrfleet import cli
 from tools import flash
+from tools import partitions as P
 from tools.vboard import flash as layout
 from tools.vboard.process import running_boards
 
-from .units import board_in_background, stand_in_firmware
+from .units import board_in_background, filesystem_on, stand_in_firmware
 
 ESPTOOL = Path(sys.executable).parent / "esptool"
 MiB = 1024 * 1024
@@ -101,8 +102,12 @@ def test_qrfleet_flash_writes_micropython_and_the_files_verifies_and_boots_them(
     )
 
     assert "1 of 1 units done" in capsys.readouterr().out
-    assert flash_bytes(board, flash.FIRMWARE_OFFSET, len(firmware)) == firmware
-    files = layout.FlashImage(str(board.dir / "flash.bin")).filesystem().listdir("/")
+    # Booting writes the nvs partition (nvs_flash_init), as on a unit: the rest is the .bin.
+    nvs = P.find(P.GENERIC, label="nvs")[0]
+    start, end = nvs.offset - flash.FIRMWARE_OFFSET, nvs.end - flash.FIRMWARE_OFFSET
+    assert flash_bytes(board, flash.FIRMWARE_OFFSET, start) == firmware[:start]
+    assert flash_bytes(board, nvs.end, len(firmware) - end) == firmware[end:]
+    files = filesystem_on(board).listdir("/")
     assert {"boot.py", "main.py", "firmware"} <= set(files)
     assert "config.json" not in files
     board.wait_for_log(f"qrfleet 0.1.0 on {board.device_id}", start=log_size)
@@ -119,16 +124,27 @@ def test_firmware_built_for_another_chip_is_refused_before_anything_is_written(b
     assert hashlib.md5((board.dir / "flash.bin").read_bytes()).digest() == before
 
 
-def test_firmware_too_big_for_the_partition_layout_is_refused(board):
-    too_big = stand_in_firmware(size=0x200000)  # from 0x1000 it runs into the vfs partition
-    with pytest.raises(flash.DoesNotFit, match="overlap"):
-        flash.flash_firmware(board.serial_url, too_big, b"\xff" * flash.VFS_SIZE)
+def test_firmware_too_big_for_its_partition_table_is_refused(board):
+    too_big = stand_in_firmware(code_size=0x200000)  # from 0x1000 it runs into the filesystem
+    before = hashlib.md5((board.dir / "flash.bin").read_bytes()).digest()
+    with pytest.raises(flash.DoesNotFit, match="bigger than its own partition table"):
+        flash.flash_firmware(board.serial_url, too_big, {})
+    assert hashlib.md5((board.dir / "flash.bin").read_bytes()).digest() == before
+
+
+def test_a_bin_whose_table_needs_more_flash_than_the_unit_has_is_refused_untouched(board):
+    # partitions-8MiB.csv of MicroPython before 1.26, onto a 4 MiB unit
+    for_8mib = (*P.GENERIC, P.Partition("vfs", P.TYPE_DATA, P.SUBTYPE_FAT, 0x200000, 0x600000))
+    before = hashlib.md5((board.dir / "flash.bin").read_bytes()).digest()
+    with pytest.raises(flash.DoesNotFit, match="vfs end beyond the 4 MiB flash; use a build"):
+        flash.flash_firmware(board.serial_url, stand_in_firmware(for_8mib), {})
+    assert hashlib.md5((board.dir / "flash.bin").read_bytes()).digest() == before
 
 
 def test_unit_of_another_chip_is_refused(background, tmp_path):
     with board_in_background(background, tmp_path / "s2", chip="esp32s2") as board:
         with pytest.raises(flash.WrongChip, match="is an ESP32-S2, not an ESP32"):
-            flash.flash_firmware(board.serial_url, stand_in_firmware(), b"")
+            flash.flash_firmware(board.serial_url, stand_in_firmware(), {})
 
 
 # -- errors a technician can act on
@@ -161,6 +177,52 @@ def test_unit_that_never_answers_is_reported_as_not_in_download_mode():
         listener.close()
         for conn, _ in accepted:
             conn.close()
+
+
+def test_a_bin_cut_short_or_damaged_is_refused_before_any_unit_is_touched():
+    firmware = stand_in_firmware()
+    with pytest.raises(flash.BadFirmware, match="cut short or damaged: its app fails"):
+        flash.check_firmware(firmware[:-1000], "micropython.bin")
+    damaged = bytearray(firmware)
+    damaged[0x20000] ^= 0x01
+    with pytest.raises(flash.BadFirmware, match="Checksum failed"):
+        flash.check_firmware(bytes(damaged), "micropython.bin")
+
+
+def test_an_app_only_image_is_refused_with_what_to_use_instead():
+    app_only = stand_in_firmware()[0x10000 - flash.FIRMWARE_OFFSET :]
+    with pytest.raises(flash.BadFirmware, match="no usable partition table at 0x8000: use the"):
+        flash.check_firmware(app_only, "micropython.bin")
+
+
+def test_a_bin_reads_back_its_own_partition_table():
+    assert flash.check_firmware(stand_in_firmware(P.GENERIC_OTA)) == list(P.GENERIC_OTA)
+
+
+@pytest.mark.parametrize(
+    ("table", "size", "message"),
+    [
+        (P.GENERIC_OTA, 2 * MiB, "ota_1 end beyond the 2 MiB flash; use a build made for"),
+        (P.GENERIC, 2 * MiB, "fills the unit's 2 MiB flash and leaves no room for a filesystem"),
+    ],
+)
+def test_a_table_that_leaves_no_filesystem_on_the_unit_is_refused(table, size, message):
+    with pytest.raises(flash.DoesNotFit, match=message):
+        flash.filesystem_partition(list(table), size, "the firmware")
+
+
+@pytest.mark.parametrize(
+    ("table", "size", "expected"),
+    [
+        (P.GENERIC, 4 * MiB, (0x200000, 0x200000)),
+        (P.GENERIC, 16 * MiB, (0x200000, 0xE00000)),
+        (P.GENERIC_OTA, 8 * MiB, (0x310000, 0x4F0000)),
+        (P.LEGACY_GENERIC, 16 * MiB, (0x200000, 0x200000)),
+    ],
+)
+def test_the_filesystem_goes_where_micropython_mounts_it(table, size, expected):
+    vfs = flash.filesystem_partition(list(table), size, "the firmware")
+    assert (vfs.offset, vfs.size) == expected
 
 
 def test_images_that_overlap_or_pass_the_end_of_flash_are_refused():

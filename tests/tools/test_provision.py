@@ -5,15 +5,17 @@ import time
 
 import pytest
 import zxingcpp
+from esptool import cmds
 from PIL import Image
 
 from firmware.config import CONFIG_PATH
 from qrfleet import cli
-from tools import gang, provision, serverproc
+from tools import flash, gang, provision, serverproc
 from tools.serverproc import running_server
 from tools.vboard import screen
-from tools.vboard.flash import FlashImage
 from tools.vboard.process import running_boards
+
+from .units import filesystem_on
 
 TOKEN = "admin-secret"
 
@@ -69,7 +71,7 @@ def showing_ready(server, board):
 
 
 def unit_config(board):
-    fs = FlashImage(str(board.dir / "flash.bin")).filesystem()  # held while its file is open
+    fs = filesystem_on(board)  # held while its file is open
     with fs.open(CONFIG_PATH, "r") as f:
         return f.read()
 
@@ -128,6 +130,19 @@ def test_provisioned_unit_is_refused_again_unless_forced(server, vboards):
     assert cli.main(provision_command(server, board, extra=["--force"])) == 0
     assert unit_config(board) != first_config  # a new secret
     assert device(server, board.device_id)["status"] == "online"
+
+
+def test_unit_without_micropython_is_refused_with_the_command_that_flashes_it(server, vboards):
+    board = vboards[0]
+    with flash.open_unit(board.serial_url) as unit:
+        cmds.erase_flash(unit.esp)
+    order = provision.Order([server.url], TOKEN, target="virtual")
+
+    with pytest.raises(flash.NoPartitionTable, match="no partition table at 0x8000") as refused:
+        provision.provision_unit(board.serial_url, order)
+
+    assert f"qrfleet flash --port {board.serial_url} --firmware" in str(refused.value)
+    assert (board.dir / "flash.bin").read_bytes() == b"\xff" * (4 << 20)
 
 
 def test_files_only_copies_over_mpremote_to_a_running_unit(server, vboards):

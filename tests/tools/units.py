@@ -3,29 +3,45 @@
 import random
 from contextlib import contextmanager
 
-from tools import flash
-from tools.vboard import flash as layout
+from littlefs import LittleFS, UserContext
+
+from tools import esp_image, partitions
 from tools.vboard.board import VirtualBoard
 
-STAND_IN_SIZE = 1536 * 1024  # about a MicroPython ESP32 build
+STAND_IN_CODE = 1400 * 1024  # about the code of a MicroPython ESP32 build (OTA: -Os)
 
 
-def stand_in_firmware(chip_id=layout.CHIP_ID_ESP32, size=STAND_IN_SIZE, seed=1):
-    """A MicroPython-shaped .bin for 0x1000: bootloader header, partition table, app header.
+def stand_in_firmware(
+    table=partitions.GENERIC, chip_id=esp_image.CHIP_ID_ESP32, code_size=STAND_IN_CODE, seed=1
+):
+    """A MicroPython .bin for 0x1000 as micropython.org publishes them, well formed as a unit's
+    ROM and bootloader check it: the bootloader, the partition table `table` at 0x8000 and an
+    app in its first app partition, 0xFF between them. The app's code is random
+    (incompressible, like real code)."""
+    app = esp_image.app(chip_id, note=random.Random(seed).randbytes(code_size))
+    app_offset = partitions.find(table, partitions.TYPE_APP)[0].offset
+    image = bytearray(b"\xff" * (app_offset - partitions.BOOTLOADER_OFFSET)) + app
 
-    The rest is random (incompressible, like real code). A virtual board boots the Unix port
-    whatever the app bytes are, as long as those headers and the table are valid.
-    """
-    image = bytearray(random.Random(seed).randbytes(size))
-
-    def put(flash_offset, data):
-        at = flash_offset - flash.FIRMWARE_OFFSET
+    def put(offset, data):
+        at = offset - partitions.BOOTLOADER_OFFSET
         image[at : at + len(data)] = data
 
-    put(layout.BOOTLOADER_OFFSET, layout.esp_image_header(chip_id))
-    put(layout.PARTITION_TABLE_OFFSET, layout.partition_table())
-    put(0x10000, layout.esp_image_header(chip_id, b"stand-in MicroPython"))
+    put(partitions.BOOTLOADER_OFFSET, esp_image.bootloader(chip_id))
+    put(partitions.TABLE_OFFSET, partitions.build_table(table))
     return bytes(image)
+
+
+def filesystem_on(board):
+    """The LittleFS a unit with the board's flash would mount, found as MicroPython finds it
+    (the table at 0x8000, the flash size, the `vfs` rule), read from the board's flash file."""
+    flash = (board.dir / "flash.bin").read_bytes()
+    table = partitions.parse_table(flash[partitions.TABLE_OFFSET :])
+    vfs = partitions.vfs_partition(table, len(flash))
+    return LittleFS(
+        context=UserContext(buffer=bytearray(flash[vfs.offset : vfs.end])),
+        block_size=partitions.SECTOR,
+        block_count=vfs.size // partitions.SECTOR,
+    )
 
 
 @contextmanager

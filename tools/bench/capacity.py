@@ -335,7 +335,10 @@ def run(steps, workers, agents, hold_s, every_s, connect_rate, p99_ms):
     )
     with (
         tempfile.TemporaryDirectory(prefix="qrfleet-capacity-") as workdir,
-        running_server(workdir, heartbeat_s=HEARTBEAT_S) as server,
+        # Every simulated unit connects from 127.0.0.1: one peer, as many connections as units.
+        running_server(
+            workdir, heartbeat_s=HEARTBEAT_S, extra=["--max-connections-per-peer", "1000000"]
+        ) as server,
     ):
         server.admin().post(
             "/api/locations", {"location_id": LOCATION, "name": "Capacity", "policy": "strict"}

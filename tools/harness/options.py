@@ -51,6 +51,14 @@ OPTIONS = (
     ),
     Option("store", "--store", "QRFLEET_STORE", "sqlite", "registry store: sqlite or redis"),
     Option("heap", "--heap", "QRFLEET_HEAP", "160K", "MicroPython heap of virtual boards"),
+    Option("flash_size", "--flash-size", "QRFLEET_FLASH_SIZE", "4MB", "flash of virtual boards"),
+    Option(
+        "variant",
+        "--variant",
+        "QRFLEET_VARIANT",
+        "generic",
+        "partition table of virtual boards: generic or ota",
+    ),
     Option(
         "wifi_ssid",
         "--wifi-ssid",

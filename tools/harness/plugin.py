@@ -110,6 +110,8 @@ def _bench(request, _hil_server, tmp_path_factory):
                     virtual,
                     heap=options.resolve(config, "heap"),
                     provisioning=provisioning,
+                    flash_size=options.resolve(config, "flash_size"),
+                    variant=options.resolve(config, "variant"),
                 ),
                 timeout=300,
             )
@@ -126,7 +128,6 @@ def _real_units(config, server, ports):
     this session's server first (tools/flash.py, tools/provision.py)."""
     from firmware.config import device_id
     from tools import flash, image, provision
-    from tools.vboard.flash import littlefs_image
 
     found = []
     firmware = options.resolve(config, "firmware")
@@ -141,8 +142,7 @@ def _real_units(config, server, ports):
         if options.resolve(config, "flash"):
             if firmware:
                 with open(firmware, "rb") as f:
-                    vfs = littlefs_image(image.board_files(target="esp32"), flash.VFS_SIZE)
-                    flash.flash_firmware(port, f.read(), vfs)
+                    flash.flash_firmware(port, f.read(), image.board_files(target="esp32"))
             order = provision.Order([server.url], server.admin_token, wifi=wifi, force=True)
             found.append((provision.provision_unit(port, order).device_id, port))
         else:

@@ -2,13 +2,31 @@
 
 The board's directory holds everything that would survive a power cycle on a real unit:
 
-    flash.bin     the 4 MiB SPI flash (partition table, app, LittleFS vfs partition)
+    flash.bin     the SPI flash, 4, 8 or 16 MiB (bootloader, partition table, apps, vfs)
     efuse.json    the factory-burnt MAC
     serial.log    everything the board printed on its serial port
     display.pbm   the current screen (binary PBM), replaced atomically on each frame
 
-The MicroPython process sees only the flash image, as a real board does: its screen frames
-reach the supervisor on stderr (see firmware/hal/unix.py), not through the host filesystem.
+The MicroPython process sees only the flash image, as a real board does. The ESP32 port's own
+modules (machine, network, esp32) are the port layer's (tools/vboard/port/), wired to the
+supervisor: it resets the board for machine.reset(), times machine.WDT and resets the board when
+it starves, drives GPIO0 and the access point through the `signals` file (tools/vboard/signals.py),
+relays Wi-Fi connections (tools/vboard/radio.py) and keeps the screen's frames
+(tools/vboard/port/vscreen.py); requests reach it on the process's stderr.
+
+At each reset the supervisor is the ROM and the second-stage bootloader (see `startup`): it
+reads the partition table and the OTA data, picks the app and checks its image, and starts the
+MicroPython process only for a bootable one; otherwise it prints what the chip prints and
+resets in a loop. The process learns what it runs on from its environment:
+
+    QRFLEET_MAC            the eFuse MAC, 12 hex digits
+    QRFLEET_RESET_CAUSE    power-on | hard (EN) | software (machine.reset) | soft | panic |
+                           watchdog
+    QRFLEET_RADIO          HOST:PORT of the board's Wi-Fi relay
+    QRFLEET_FLASH_IMAGE    path of flash.bin, the whole flash (its size is the chip's)
+    QRFLEET_RUNNING_APP    flash offset of the app partition the bootloader started
+    QRFLEET_SIGNALS        path of the signals file
+    QRFLEET_BUILTINS_HEAP  heap added for the port's modules, held back by the port layer
 
 Its serial port is an RFC 2217 server on 127.0.0.1. DTR and RTS drive EN and GPIO0 through the
 usual auto-reset circuit of ESP32 dev boards, so a reset pulse reboots the board and esptool's
@@ -17,7 +35,8 @@ the MicroPython process, which raises KeyboardInterrupt in whatever it is runnin
 
 Fault injection for the field tools' tests: while a file `cut-serial` exists in the board's
 directory, the port behaves as if its USB cable were pulled (the client is dropped, new ones are
-refused). `chip` picks the identity download mode reports (see chip.CHIPS).
+refused). `chip` picks the identity download mode reports (see chip.CHIPS); `flash_size` and
+`table` what a fresh flash image holds (tools/partitions.py: FLASH_SIZES, VARIANTS).
 """
 
 import asyncio
@@ -32,26 +51,49 @@ from pathlib import Path
 import serial.rfc2217
 
 from firmware.config import device_id as device_id_from_mac
-from tools import image, micropython
-from tools.vboard.flash import FlashImage, build_image
+from tools import image, micropython, partitions
+from tools.vboard import startup
+from tools.vboard.flash import FLASH_SIZE, FlashImage, build_image
 from tools.vboard.radio import Radio
+from tools.vboard.signals import ACCESS_POINT, GPIO0, Signals
+from tools.vboard.watchdog import Watchdog
 
 _PORT_SCRIPT = str(Path(__file__).with_name("upy_port.py"))
-_EXIT_HARD, _EXIT_SOFT_RAW, _EXIT_SOFT = 3, 4, 5
-_ROM_BANNER = "ets Jun  8 2016 00:22:57\r\n\r\nrst:{rst},boot:{boot}\r\n"
+_EXIT_SOFT_RAW, _EXIT_SOFT = 4, 5
 _RST = {
     "power-on": "0x1 (POWERON_RESET)",
     "hard": "0x1 (POWERON_RESET)",
     "soft": "0xc (SW_CPU_RESET)",
     "panic": "0xc (SW_CPU_RESET)",
+    "software": "0xc (SW_CPU_RESET)",
+    "watchdog": "0xc (SW_CPU_RESET)",  # the task watchdog panics, and a panic restarts the CPU
 }
-_BOOT_FLASH = "0x13 (SPI_FAST_FLASH_BOOT)"
-_BOOT_DOWNLOAD = "0x3 (DOWNLOAD_BOOT(UART0/UART1/SDIO_REI_REO_V2))"
+# ESP-IDF's task watchdog report (task_wdt.c) when machine.WDT starves, before the panic restart.
+_WDT_REPORT = (
+    "E ({ms}) task_wdt: Task watchdog got triggered. The following tasks/users did not reset "
+    "the watchdog in time:\r\nE ({ms}) task_wdt:  - mpy_machine_wdt (CPU 0)\r\n"
+    "E ({ms}) task_wdt: Tasks currently running:\r\nE ({ms}) task_wdt: CPU 0: mp_task\r\n"
+    "E ({ms}) task_wdt: CPU 1: IDLE1\r\nE ({ms}) task_wdt: Aborting.\r\n\r\nRebooting...\r\n"
+)
+# The ESP32 port's own modules are C in a unit's flash; on this board they are Python in the
+# MicroPython heap. The process gets this much more heap for them and the port layer holds back
+# what they leave of it (upy_port.import_port_modules), so the firmware has what `heap` gives.
+_BUILTINS_HEAP = 56 * 1024
+_HEAP_UNITS = {"K": 1024, "M": 1024 * 1024}
 _LOG_LIMIT = 4 * 1024 * 1024
 _PANIC_DELAY_S = 1.0
+_RETRY_DELAY_S = 1.0  # between boot attempts of a chip with nothing bootable
 # pyserial's RFC 2217 client takes ~50 ms per control-line change (it polls for the ack), so
 # GPIO0 is sampled later than on hardware: after esptool drops RTS, before it drops DTR.
 _EN_RC_DELAY_S = 0.1
+
+
+def _heap_bytes(heap):
+    """`--heap` as micropython's -X heapsize reads it: bytes, or a K or M suffix."""
+    heap = str(heap)
+    if heap[-1:] in _HEAP_UNITS:
+        return int(heap[:-1]) * _HEAP_UNITS[heap[-1]]
+    return int(heap)
 
 
 def new_mac():
@@ -138,16 +180,26 @@ class _Connection:
 
 
 class VirtualBoard:
-    def __init__(self, directory, heap=micropython.DEFAULT_HEAP, port=0, files=None, chip="esp32"):
+    def __init__(
+        self,
+        directory,
+        heap=micropython.DEFAULT_HEAP,
+        port=0,
+        files=None,
+        chip="esp32",
+        flash_size=FLASH_SIZE,
+        table=partitions.GENERIC,
+    ):
         self.dir = Path(directory).resolve()
         self.chip = chip
+        self.flash_size = flash_size
+        self.table = table
         self.heap = heap
         self.port = port
         self.files = files  # what a fresh flash image holds; default: the firmware, no config
         self.mac = None
         self.flash = None
         self.mode = "off"  # off | reset | running | download | halted
-        self.boot_count = 0
         self.reset_cause = "power-on"
         self._lines = Lines(self._lines_changed)
         self._en = True
@@ -162,6 +214,9 @@ class VirtualBoard:
         self._boot_request = None
         self._newline_pending = False
         self._log = None
+        self._watchdog = Watchdog(self._watchdog_expired)
+        self._booted_at = 0.0
+        self.signals = None
         self.bootloader = None
 
     # -- identity and flash ---------------------------------------------------------------
@@ -191,7 +246,7 @@ class VirtualBoard:
         if not flash_path.exists():
             files = self.files if self.files is not None else image.board_files()
             tmp = flash_path.with_suffix(".tmp")
-            tmp.write_bytes(build_image(files))
+            tmp.write_bytes(build_image(files, self.flash_size, self.table))
             tmp.replace(flash_path)
         self.flash = FlashImage(str(flash_path))
 
@@ -210,7 +265,8 @@ class VirtualBoard:
         for fd in (self._stdin_w, self._stdout_r):
             fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
         asyncio.get_running_loop().add_reader(self._stdout_r, self._on_stdout)
-        self.radio = Radio()
+        self.signals = Signals(self.dir / "signals")
+        self.radio = Radio(on_change=lambda up: self.signals.set(ACCESS_POINT, up))
         await self.radio.start()
         self._server = await asyncio.start_server(self._on_client, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
@@ -225,7 +281,9 @@ class VirtualBoard:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._runner
         await self._kill()
+        self._watchdog.stop()
         await self.radio.stop()
+        self.signals.close()
         if self._server:
             self._server.close()
             if self._client:
@@ -245,6 +303,7 @@ class VirtualBoard:
         self._powered = False
         self.mode = "off"
         self._boot_request.clear()
+        self._watchdog.stop()
         await self._kill()
 
     def power_on(self, download=False):
@@ -259,7 +318,13 @@ class VirtualBoard:
         """The board loses its access point for `seconds` (see tools/vboard/radio.py)."""
         self.radio.down_for(seconds)
 
+    def _watchdog_expired(self):
+        uptime_ms = int((asyncio.get_running_loop().time() - self._booted_at) * 1000)
+        self._emit(_WDT_REPORT.format(ms=uptime_ms).encode())
+        self._request_boot("watchdog", False)
+
     def _request_boot(self, cause, download):
+        self._watchdog.stop()
         self.reset_cause = cause
         self._download = download
         self.mode = "reset"
@@ -268,6 +333,8 @@ class VirtualBoard:
             self._process.kill()
 
     def _lines_changed(self):
+        if self.signals:
+            self.signals.set(GPIO0, self._lines.gpio0)
         en = self._lines.en
         if en == self._en:
             return
@@ -277,6 +344,7 @@ class VirtualBoard:
             self._release = None
         if not en:  # held in reset
             self.mode = "reset"
+            self._watchdog.stop()
             if self._process and self._process.returncode is None:
                 self._process.kill()
         else:
@@ -298,26 +366,31 @@ class VirtualBoard:
             if not self._en or not self._powered:
                 continue
             self._drain_stdin()
-            self.boot_count += 1
-            boot = _BOOT_DOWNLOAD if self._download else _BOOT_FLASH
-            self._emit(_ROM_BANNER.format(rst=_RST[self.reset_cause], boot=boot).encode())
             if self._download:
-                self._enter_download_mode()
+                self._enter_download_mode()  # the ROM loader prints its own banner
                 continue
-            if self.flash.app_offset() is None:
-                self.mode = "halted"
-                self._emit(b"invalid header: 0xffffffff\r\n")
-                continue
+            self._emit(startup.rom_banner(_RST[self.reset_cause]).encode())
+            self._booted_at = asyncio.get_running_loop().time()
+            boot = None
             boot_mode = "normal"
             while not self._boot_request.is_set():
-                status = await self._run_port(boot_mode)
+                if boot is None:
+                    boot = await asyncio.to_thread(startup.start, self.flash)
+                    if self._boot_request.is_set() or not self._en or not self._powered:
+                        break  # reset or power cut while the bootloader ran
+                    self._emit(boot.output.encode())
+                    if boot.app is None:
+                        self.mode = "halted"
+                        retry = not await self._reset_within(_RETRY_DELAY_S)
+                        if not (retry and self._en and self._powered):
+                            break
+                        self._emit(startup.rom_banner(boot.retry_reset).encode())
+                        boot = None
+                        continue
+                status = await self._run_port(boot, boot_mode)
                 if self._boot_request.is_set() or not self._en or not self._powered:
                     break
-                if status == _EXIT_HARD:
-                    self.reset_cause = "hard"
-                    self._emit(_ROM_BANNER.format(rst=_RST["soft"], boot=_BOOT_FLASH).encode())
-                    boot_mode = "normal"
-                elif status in (_EXIT_SOFT_RAW, _EXIT_SOFT):
+                if status in (_EXIT_SOFT_RAW, _EXIT_SOFT):
                     self.reset_cause = "soft"
                     boot_mode = "raw" if status == _EXIT_SOFT_RAW else "normal"
                 else:
@@ -327,24 +400,31 @@ class VirtualBoard:
                         "rebooting\r\n".encode()
                     )
                     await asyncio.sleep(_PANIC_DELAY_S)
-                    self._emit(_ROM_BANNER.format(rst=_RST["panic"], boot=_BOOT_FLASH).encode())
-                    boot_mode = "normal"
-                self.boot_count += 1
+                    self._emit(startup.rom_banner(_RST["panic"]).encode())
+                    boot, boot_mode = None, "normal"
 
-    async def _run_port(self, boot_mode):
-        vfs_offset, vfs_size = self.flash.vfs_partition()
+    async def _reset_within(self, seconds):
+        """Whether a reset or power cut came within `seconds` (the wait ends with it)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._boot_request.wait(), seconds)
+        return self._boot_request.is_set()
+
+    async def _run_port(self, boot, boot_mode):
         env = dict(
             os.environ,
             QRFLEET_MAC=self.mac.hex(),
             QRFLEET_RESET_CAUSE=self.reset_cause,
             QRFLEET_RADIO=f"127.0.0.1:{self.radio.port}",
-            QRFLEET_BOOT_COUNT=str(self.boot_count),
+            QRFLEET_FLASH_IMAGE=self.flash.path,
+            QRFLEET_RUNNING_APP=str(boot.app.offset),
+            QRFLEET_SIGNALS=self.signals.path,
+            QRFLEET_BUILTINS_HEAP=str(_BUILTINS_HEAP),
         )
-        argv = [_PORT_SCRIPT, self.flash.path, str(vfs_offset), str(vfs_size), boot_mode]
+        argv = [_PORT_SCRIPT, boot_mode, boot.banner]
         self._ready = False
         self.mode = "running"
         process = self._process = await asyncio.create_subprocess_exec(
-            *micropython.command(argv, self.heap),
+            *micropython.command(argv, _heap_bytes(self.heap) + _BUILTINS_HEAP),
             stdin=self._stdin_r,
             stdout=self._stdout_w,
             stderr=asyncio.subprocess.PIPE,
@@ -353,8 +433,14 @@ class VirtualBoard:
         if self._boot_request.is_set() or not self._en or not self._powered:
             process.kill()  # reset or power cut while it was starting
         async for line in process.stderr:
-            if line.startswith(b"qrfleet-port: ready"):
+            if line.startswith(b"qrfleet-port: feed"):
+                self._watchdog.feed()
+            elif line.startswith(b"qrfleet-port: ready"):
                 self._ready = True
+            elif line.startswith(b"qrfleet-port: reset"):
+                self._request_boot("software", False)
+            elif line.startswith(b"qrfleet-port: wdt "):
+                self._watchdog.start(int(line.split()[2]))
             elif line.startswith(b"qrfleet-port: screen "):
                 width, height, size = (int(v) for v in line.split()[2:5])
                 with contextlib.suppress(asyncio.IncompleteReadError):

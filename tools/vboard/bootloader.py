@@ -41,9 +41,10 @@ import operator
 import struct
 import zlib
 
+from tools.partitions import SECTOR
+
 from . import slip
-from .chip import Chip
-from .flash import SECTOR
+from .chip import ROM_BANNER, Chip
 
 # Commands (esptool loader.py, ESP_CMDS).
 FLASH_BEGIN = 0x02
@@ -76,9 +77,8 @@ _MAX_READ_PACKET = 0x1000  # the stub's READ_FLASH buffer
 _BLOCK_HEADER = struct.Struct("<IIII")  # data length, sequence number, 2 reserved words
 
 _BOOT_BANNER = (
-    "ets Jun  8 2016 00:22:57\r\n\r\n"
-    "rst:{},boot:0x3 (DOWNLOAD_BOOT(UART0/UART1/SDIO_REI_REO_V2))\r\n"
-    "waiting for download\r\n"
+    ROM_BANNER.format(rst="{}", boot="0x3 (DOWNLOAD_BOOT(UART0/UART1/SDIO_REI_REO_V2))")
+    + "waiting for download\r\n"
 )
 _POWER_ON = "0x1 (POWERON_RESET)"
 _SOFTWARE_RESET = "0x3 (SW_RESET)"

@@ -17,9 +17,11 @@ data)` and `erase(offset, length)`, such as the board's `flash.FlashImage`.
 import hashlib
 import struct
 
-from .flash import SECTOR
+from tools.partitions import SECTOR
 
 ROM_BAUD = 115200  # what the ROM's UART runs at after a reset
+# The ROM's first lines after a reset; the date is that of the revision 3 mask ROM.
+ROM_BANNER = "ets Jul 29 2019 12:21:46\r\n\r\nrst:{rst},boot:{boot}\r\n"
 _MD5_CHUNK = 0x10000
 
 # ---------------------------------------------------------------------------

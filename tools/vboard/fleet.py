@@ -5,7 +5,7 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from tools import image, micropython, provision
+from tools import image, micropython, partitions, provision
 from tools.vboard.board import VirtualBoard
 
 
@@ -37,16 +37,35 @@ def board_dirs(directory, count):
 
 
 async def start_boards(
-    directory, count, heap=micropython.DEFAULT_HEAP, provisioning=None, on_boot=None
+    directory,
+    count,
+    heap=micropython.DEFAULT_HEAP,
+    provisioning=None,
+    on_boot=None,
+    flash_size="4MB",
+    variant="generic",
 ):
     """Boot `count` boards under `directory` (reusing existing ones) and return them.
 
-    New boards are provisioned first when `provisioning` is given. on_boot(board) is called
-    as each board's serial port opens and its power comes on.
+    New boards get `flash_size` of flash (a key of partitions.FLASH_SIZES) holding the
+    partition table of the MicroPython build `variant` (a key of partitions.VARIANTS), and
+    are provisioned first when `provisioning` is given. on_boot(board) is called as each
+    board's serial port opens and its power comes on.
     """
+    if flash_size not in partitions.FLASH_SIZES or variant not in partitions.VARIANTS:
+        raise ValueError(
+            f"no virtual board with {flash_size} of flash and the {variant!r} table: flash "
+            f"sizes are {', '.join(partitions.FLASH_SIZES)}, variants "
+            f"{', '.join(partitions.VARIANTS)}"
+        )
 
     async def start(path):
-        board = VirtualBoard(path, heap=heap)
+        board = VirtualBoard(
+            path,
+            heap=heap,
+            flash_size=partitions.FLASH_SIZES[flash_size],
+            table=partitions.VARIANTS[variant],
+        )
         if provisioning:
             await asyncio.to_thread(provisioning.prepare, board)
         await board.start()

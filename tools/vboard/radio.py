@@ -1,61 +1,121 @@
-"""The virtual board's radio: a relay its TCP connections go through, which can be switched off.
+"""The virtual board's radio: the access point its connections go through, which can be
+switched off.
 
-The board's HAL connects to the relay and names its destination on the first line
-(`HOST PORT\\n`); the relay answers `OK\\n` and then moves bytes both ways. Switching the radio
-off (Wi-Fi down) drops every relayed connection at once and refuses new ones until it is back,
-as a unit that lost its access point sees it.
+The board's socket.getaddrinfo (tools/vboard/port/socket.py) asks the lookup port for a host
+(`HOST PORT\\n`); the radio answers `OK <route>\\n`, where route is a local port of its own
+that leads to HOST:PORT, or closes the lookup when the name does not resolve or needs the
+network while Wi-Fi is down. Every connection to a route is relayed byte for byte, so TLS
+runs end to end. Switching the radio off (Wi-Fi down) drops every relayed connection at once
+and refuses new ones until it is back, as a unit that lost its access point sees it;
+`on_change(up)` tells the board (tools/vboard/signals.py) so that its station leaves too.
 """
 
 import asyncio
 import contextlib
-import time
+import ipaddress
 
 _HEADER_LIMIT = 300
+_ROUTES_LIMIT = 64  # destinations one board may reach: a cap, far above what the firmware uses
 
 
 class Radio:
-    def __init__(self):
+    def __init__(self, on_change=None):
+        self._on_change = on_change
         self._server = None
+        self._routes = {}  # (host, port) -> server relaying to it
         self._links = set()
-        self._down_until = 0.0
+        self._up = True
+        self._back = None
         self.port = None
 
     async def start(self):
-        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._lookup, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self):
+        if self._back is not None:
+            self._back.cancel()
         self.drop_all()
-        self._server.close()
-        await self._server.wait_closed()
+        servers = [self._server, *self._routes.values()]
+        for server in servers:
+            server.close()
+        for server in servers:
+            await server.wait_closed()
 
     @property
     def up(self):
-        return time.monotonic() >= self._down_until
+        return self._up
 
     def down_for(self, seconds):
         """Wi-Fi down for `seconds`: every connection drops now, new ones fail until then."""
-        self._down_until = time.monotonic() + seconds
+        if self._back is not None:
+            self._back.cancel()
+        self._set(False)
         self.drop_all()
+        self._back = asyncio.get_running_loop().call_later(seconds, self._set, True)
+
+    def _set(self, up):
+        self._up = up
+        if self._on_change:
+            self._on_change(up)
 
     def drop_all(self):
         for writer in list(self._links):
             writer.transport.abort()
         self._links.clear()
 
-    async def _relay(self, reader, writer):
-        peer_writer = None
+    async def _lookup(self, reader, writer):
         try:
             line = await reader.readline()
             host, port = line.decode().split()
-            if not self.up or len(line) > _HEADER_LIMIT:
+            port = int(port)
+            if len(line) > _HEADER_LIMIT or not await self._resolves(host, port):
                 return
-            peer_reader, peer_writer = await asyncio.open_connection(host, int(port))
-            writer.write(b"OK\n")
-            self._links.update((writer, peer_writer))
-            await asyncio.gather(_pipe(reader, peer_writer), _pipe(peer_reader, writer))
+            route = await self._route(host, port)
+            writer.write(b"OK %d\n" % route)
+            await writer.drain()
         except (OSError, ValueError, UnicodeDecodeError):
             pass
+        finally:
+            writer.close()
+
+    async def _resolves(self, host, port):
+        """A numeric address needs no lookup; a name resolves only over a working Wi-Fi."""
+        with contextlib.suppress(ValueError):
+            ipaddress.ip_address(host)
+            return True
+        if not self.up:
+            return False
+        try:
+            await asyncio.get_running_loop().getaddrinfo(host, port)
+        except OSError:
+            return False
+        return True
+
+    async def _route(self, host, port):
+        server = self._routes.get((host, port))
+        if server is None:
+            if len(self._routes) >= _ROUTES_LIMIT:
+                raise OSError(f"the radio already routes to {_ROUTES_LIMIT} destinations")
+
+            async def relay(reader, writer):
+                await self._relay(host, port, reader, writer)
+
+            server = await asyncio.start_server(relay, "127.0.0.1", 0)
+            self._routes[(host, port)] = server
+        return server.sockets[0].getsockname()[1]
+
+    async def _relay(self, host, port, reader, writer):
+        if not self.up:
+            writer.transport.abort()
+            return
+        peer_writer = None
+        try:
+            peer_reader, peer_writer = await asyncio.open_connection(host, port)
+            self._links.update((writer, peer_writer))
+            await asyncio.gather(_pipe(reader, peer_writer), _pipe(peer_reader, writer))
+        except OSError:
+            writer.transport.abort()  # the host refused: the board sees a reset connection
         finally:
             for w in (writer, peer_writer):
                 if w is not None:

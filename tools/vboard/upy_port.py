@@ -1,59 +1,55 @@
 # The virtual board's port layer, run by the MicroPython Unix port.
 #
-# It does what ports/esp32/main.c does on a real board: mount the flash's `vfs` partition
-# (LittleFS2) as the root filesystem, run boot.py then main.py from it, then serve the REPL on
-# the serial port (stdin/stdout), including the raw REPL and raw-paste mode that mpremote uses.
-# The supervisor (tools/vboard/board.py) owns the process; resets end the process with a
-# status that tells the supervisor how to start the next one:
+# It does what ports/esp32/main.c and its frozen _boot.py do on a real board: mount the flash's
+# vfs partition (LittleFS2) as the root filesystem, formatting it only when it is blank and
+# printing the "corrupted" text in a loop when it cannot be mounted (see mount_vfs), run
+# boot.py then main.py from it, then serve the REPL on the serial port (stdin/stdout),
+# including the raw REPL and raw-paste mode that mpremote uses. The host's filesystem is
+# unmounted first, so the board sees only its flash: modules the port layer provides must be
+# imported before that.
+# The supervisor (tools/vboard/board.py) owns the process. The ESP32 port's own modules
+# (machine, network, esp32) come from tools/vboard/port/, whose link.py carries the requests
+# that are the chip's on a unit (a hard reset, the watchdog) to the supervisor. Soft resets end
+# the process with a status that tells the supervisor how to start the next one:
 #
-#   3  hard reset (machine.reset())        4  soft reset, raw REPL stays (main.py skipped)
-#   5  soft reset from the friendly REPL   other  crash: the supervisor reboots the board
+#   4  soft reset, raw REPL stays (main.py skipped)
+#   5  soft reset from the friendly REPL            other  crash: the supervisor reboots the board
 #
-# usage: micropython upy_port.py IMAGE VFS_OFFSET VFS_SIZE BOOT_MODE
+# usage: micropython upy_port.py BOOT_MODE BANNER (the flash image: QRFLEET_FLASH_IMAGE, read
+# by the board's esp32 module, through which the filesystem is mounted, as flashbdev.py does)
 #   BOOT_MODE: "normal" (boot.py + main.py) or "raw" (boot.py, then the raw REPL)
+#   BANNER: MicroPython's first banner line, for the image and board the supervisor booted
 
 import sys
 
 import vfs
 
-_BLOCK = 4096
-_EXIT_HARD, _EXIT_SOFT_RAW, _EXIT_SOFT = 3, 4, 5
-_BANNER = b"MicroPython v1.29.0 on 2026-07-05; qrfleet virtual board with ESP32\r\n"
+_EXIT_SOFT_RAW, _EXIT_SOFT = 4, 5
+# Built into the ESP32 port, provided here by tools/vboard/port/ (vscreen: the virtual board's
+# screen, which a unit does not have).
+_PORT_MODULES = ("machine", "network", "esp32", "socket", "vscreen")
 _HELP = b'Type "help()" for more information.\r\n'
 _RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n>"
 _PASTE_WINDOW = 256
+_BANNER = sys.argv[2].encode() + b"\r\n"
+
+# ports/esp32/modules/inisetup.py, word for word.
+_CORRUPTED = """\
+The filesystem appears to be corrupted. If you had important data there, you
+may want to make a flash snapshot to try to recover it. Otherwise, perform
+factory reprogramming of MicroPython firmware (completely erase flash, followed
+by firmware programming).
+"""
+_DEFAULT_BOOT_PY = """\
+# This file is executed on every boot (including wake-boot from deepsleep)
+#import esp
+#esp.osdebug(None)
+#import webrepl
+#webrepl.start()
+"""
 
 _out = sys.stdout.buffer
 _in = sys.stdin.buffer
-
-
-class Partition:
-    """Block device over one partition of the flash image file (LittleFS extended interface)."""
-
-    def __init__(self, path, offset, size):
-        self.file = open(path, "r+b")
-        self.offset = offset
-        self.blocks = size // _BLOCK
-        self.erased = b"\xff" * _BLOCK
-
-    def readblocks(self, block, buf, off=0):
-        self.file.seek(self.offset + block * _BLOCK + off)
-        self.file.readinto(buf)
-
-    def writeblocks(self, block, buf, off=0):
-        self.file.seek(self.offset + block * _BLOCK + off)
-        self.file.write(buf)
-        self.file.flush()
-
-    def ioctl(self, op, arg):
-        if op == 4:  # block count
-            return self.blocks
-        if op == 5:  # block size
-            return _BLOCK
-        if op == 6:  # erase a block
-            self.writeblocks(arg, self.erased)
-            return 0
-        return 0
 
 
 def write(data):
@@ -83,20 +79,50 @@ def read_char():
     return c[0]
 
 
-class Board:
-    def __init__(self, image, vfs_offset, vfs_size):
-        self.globals = {"__name__": "__main__"}
-        bdev = Partition(image, vfs_offset, vfs_size)
-        try:
-            vfs.mount(vfs.VfsLfs2(bdev), "/")
-        except OSError as e:
-            # As the ESP32 port does: a blank or corrupt vfs partition is formatted.
-            write(b"qrfleet: vfs partition not mountable (%s), formatting\r\n" % str(e).encode())
-            vfs.VfsLfs2.mkfs(bdev)
-            vfs.mount(vfs.VfsLfs2(bdev), "/")
-        import os
+def flash_bdev():
+    """flashbdev.py: the data partition labelled `vfs` (registered by main.c after the table's
+    partitions when the table has none) or TinyUF2's `ffat`, or None."""
+    from esp32 import Partition
 
-        os.chdir("/")
+    bdev = Partition.find(Partition.TYPE_DATA, label="vfs")
+    if not bdev:
+        bdev = Partition.find(Partition.TYPE_DATA, label="ffat", block_size=512)
+    return bdev[0] if bdev else None
+
+
+def mount_vfs(bdev):
+    """_boot.py: mount the vfs partition (vfs.mount detects LittleFS or FAT, as on a board); if
+    that fails, inisetup.setup(): a blank partition (block 0 all 0xFF) is formatted and given
+    the default boot.py, anything else is reported as corrupted, every 3 s, until Ctrl-C."""
+    try:
+        if bdev:
+            vfs.mount(bdev, "/")
+        return
+    except OSError:
+        pass
+    block = bytearray(bdev.ioctl(5, 0))
+    bdev.readblocks(0, block)
+    if block != b"\xff" * len(block):
+        import time
+
+        while True:
+            print(_CORRUPTED)
+            time.sleep(3)
+    print("Performing initial setup")
+    if bdev.info()[4] == "vfs":
+        vfs.VfsLfs2.mkfs(bdev)
+        fs = vfs.VfsLfs2(bdev)
+    else:
+        vfs.VfsFat.mkfs(bdev)
+        fs = vfs.VfsFat(bdev)
+    vfs.mount(fs, "/")
+    with open("boot.py", "w") as f:
+        f.write(_DEFAULT_BOOT_PY)
+
+
+class Board:
+    def __init__(self):
+        self.globals = {"__name__": "__main__"}
         sys.path[:] = ["", ".frozen", "/lib"]
 
     def run_file(self, name):
@@ -108,25 +134,22 @@ class Board:
             return True
         try:
             exec(compile(source, name, "exec"), self.globals)
-        except SystemExit as e:
-            self.reset_from_exit(e, _EXIT_SOFT)
+        except SystemExit:
+            self.soft_reset(_EXIT_SOFT)
         except BaseException as e:  # noqa: BLE001 - a board prints every crash and goes on
             print_exception(e)
             return False
         return True
 
-    def reset_from_exit(self, exc, soft_status):
-        code = exc.args[0] if exc.args else 0
-        if code == _EXIT_HARD:
-            sys.exit(_EXIT_HARD)
+    def soft_reset(self, soft_status):
         write(b"MPY: soft reboot\r\n")
         sys.exit(soft_status)
 
     def execute(self, source):
         try:
             exec(compile(source, "<stdin>", "exec"), self.globals)
-        except SystemExit as e:
-            self.reset_from_exit(e, _EXIT_SOFT_RAW)
+        except SystemExit:
+            self.soft_reset(_EXIT_SOFT_RAW)
         except BaseException as e:  # noqa: BLE001
             write(b"\x04")
             print_exception(e)
@@ -232,16 +255,50 @@ class Board:
         try:
             mode = "exec" if "\n" in text else "single"
             exec(compile(text, "<stdin>", mode), self.globals)
-        except SystemExit as e:
-            self.reset_from_exit(e, _EXIT_SOFT)
+        except SystemExit:
+            self.soft_reset(_EXIT_SOFT)
         except BaseException as e:  # noqa: BLE001
             print_exception(e)
 
 
+def import_port_modules():
+    """Import the ESP32 port's modules while the host's filesystem is still there; afterwards
+    only they stay importable, as built-in modules are on a unit (their helpers, link.py and
+    tools/partitions.py, are not). They live in heap the supervisor added for them
+    (QRFLEET_BUILTINS_HEAP); what they leave of it is returned, to be held for good."""
+    import gc
+    import os
+
+    gc.collect()
+    before = gc.mem_alloc()
+    here = sys.path[0]  # tools/vboard, this script's directory
+    sys.path[:0] = [here + "/port", here.rsplit("/", 1)[0]]
+    for name in _PORT_MODULES:
+        __import__(name)
+    for name in list(sys.modules):
+        if name not in _PORT_MODULES:
+            del sys.modules[name]
+    gc.collect()
+    spare = int(os.getenv("QRFLEET_BUILTINS_HEAP")) - (gc.mem_alloc() - before)
+    if spare < 0:
+        raise MemoryError(f"the board's modules need {-spare} bytes more heap than it adds")
+    return bytearray(spare)
+
+
 def main():
-    image, vfs_offset, vfs_size, boot_mode = sys.argv[1:5]
+    boot_mode = sys.argv[1]
+    held_back = import_port_modules()  # noqa: F841 - kept for the life of the process
+    bdev = flash_bdev()
+    vfs.umount("/")  # the host's filesystem
     sys.stderr.write("qrfleet-port: ready\n")  # from here on, SIGINT is a KeyboardInterrupt
-    board = Board(image, int(vfs_offset), int(vfs_size))
+    try:
+        mount_vfs(bdev)
+    except KeyboardInterrupt as e:  # out of the corrupted loop: on, without a filesystem
+        print_exception(e)
+    import os
+
+    os.chdir("/")
+    board = Board()
     try:
         board.run_file("boot.py")
         if boot_mode == "raw":

@@ -68,7 +68,7 @@ def test_virtual_profiles_publish_each_frame_through_the_hal(size):
     assert hal.frames == [(*size, bytes(rows))]
 
 
-def test_the_virtual_boards_default_screen_is_128x64():
+def test_the_plain_unix_ports_screen_is_128x64():
     from firmware.hal import unix
 
     assert profiles.screen_size(unix.DISPLAY) == (128, 64)

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from qrcodegen import QrCode, QrSegment
 
-from firmware.qr import QRCode, QRError, capacity, encode
+from firmware.qr import QRCode, QRError, capacity, encode, fit
 from tools.bench.qr_bench import payloads
 
 from .conftest import REFERENCE_ECC, decode, source_of
@@ -120,6 +120,17 @@ class TestCapacity:
             assert encode(fill * n, ecc, version=version).version == version
             with pytest.raises(QRError, match="too long"):
                 encode(fill * (n + 1), ecc, version=version)
+
+    @pytest.mark.parametrize("data", ["7" * 500, "HELLO " * 90, "é" * 300, b"\xff" * 1300])
+    def test_fit_picks_the_version_encode_picks_and_refuses_what_encode_refuses(self, data):
+        for ecc in "LMQH":
+            try:
+                version = encode(data, ecc).version
+            except QRError:
+                with pytest.raises(QRError, match="too long"):
+                    fit(data, ecc)
+            else:
+                assert fit(data, ecc) == version
 
     def test_capacity_matches_the_standard_tables(self):
         # ISO/IEC 18004 Table 7, a few corners.

@@ -144,6 +144,34 @@ async def test_a_linked_unit_gets_no_pairing_code(shop):
         await shop.registry.issue_pairing_code("u1")
 
 
+@pytest.mark.parametrize("actor", [Actor.agent("a"), ADMIN])
+async def test_a_unit_reserved_for_a_sale_is_linked_by_nobody(shop, actor):
+    await shop.open("pool")
+    await shop.connect("u1")
+    pairing = await shop.registry.issue_pairing_code("u1")
+    sale = await shop.registry.reserve_for_agent("b", "t1")
+
+    with pytest.raises(Conflict, match="transaction in progress"):
+        await shop.registry.link("a", "u1", pairing.code, actor)
+
+    assert (await shop.owners())["u1"] is None
+    assert (await shop.registry.get_device("u1")).txn_id == sale.txn_id
+
+
+async def test_a_pairing_code_dies_when_a_qr_replaces_the_pairing_screen(shop):
+    await shop.open("pool")
+    await shop.connect("u1")
+    shown_before = await shop.registry.issue_pairing_code("u1")
+    await shop.registry.reserve_for_agent("b", "t1")
+    await shop.registry.complete("t1", Actor.agent("b"))
+
+    with pytest.raises(PairingRejected):
+        await shop.registry.link("a", "u1", shown_before.code, Actor.agent("a"))
+    assert (await shop.owners())["u1"] is None
+    shown_now = await shop.registry.issue_pairing_code("u1")
+    assert (await shop.registry.link("a", "u1", shown_now.code, Actor.agent("a"))).agent_id == "a"
+
+
 async def test_the_owner_unlinks_its_unit(shop):
     await shop.open()
     await shop.pair("a", "u1")

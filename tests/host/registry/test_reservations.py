@@ -12,9 +12,12 @@ from host.registry import (
     DeviceOffline,
     Forbidden,
     InvalidInput,
+    Limits,
     NotFound,
     NotLinked,
     QueueFull,
+    QueuePlaceLimit,
+    ReservationLimit,
     open_registry,
 )
 from host.registry.errors import format_time
@@ -77,24 +80,28 @@ async def test_pool_serves_any_free_unit_of_the_location(shop):
     await shop.open("pool")
     await shop.connect("u1", "u2", "u3")
 
-    units = [(await shop.registry.reserve_for_agent("a", f"t{i}")).device_id for i in range(3)]
+    units = [
+        (await shop.registry.reserve_for_agent(agent, f"t{i}")).device_id
+        for i, agent in enumerate("aba")
+    ]
 
     assert units == ["u1", "u2", "u3"]
 
 
 @pytest.mark.parametrize("policy", ["strict", "pool", "hybrid"])
-async def test_no_policy_takes_a_unit_linked_to_another_agent(shop, policy):
-    await shop.open(policy)
-    await shop.pair("b", "u1")
-    await shop.connect("u1", "u2", "u3")
+async def test_no_policy_takes_a_unit_linked_to_another_agent(store_url, clock, policy):
+    async with open_registry(store_url, clock=clock, limits=Limits(reservations_per_agent=9)) as r:
+        shop = await Shop(r).open(policy)
+        await shop.pair("b", "u1")
+        await shop.connect("u1", "u2", "u3")
 
-    taken = []
-    with pytest.raises((AllBusy, NotLinked)):
-        for i in range(4):
-            taken.append((await shop.registry.reserve_for_agent("a", f"t{i}")).device_id)
+        taken = []
+        with pytest.raises((AllBusy, NotLinked)):
+            for i in range(4):
+                taken.append((await r.reserve_for_agent("a", f"t{i}")).device_id)
 
-    assert taken == ([] if policy == "strict" else ["u2", "u3"])
-    assert (await shop.owners())["u1"] == "b"
+        assert taken == ([] if policy == "strict" else ["u2", "u3"])
+        assert (await shop.owners())["u1"] == "b"
 
 
 async def test_an_agent_without_any_unit_to_use_is_told_how_to_get_one(shop):
@@ -329,7 +336,9 @@ async def test_a_waiting_request_is_served_when_a_unit_comes_online(shop):
 
 
 async def test_a_full_queue_refuses_at_once(store_url, clock):
-    async with open_registry(store_url, clock=clock, queue_limit=1, poll_s=0.01) as registry:
+    async with open_registry(
+        store_url, clock=clock, limits=Limits(queue=1), poll_s=0.01
+    ) as registry:
         shop = await Shop(registry).open("pool", units=("u1",))
         await shop.connect("u1")
         await registry.reserve_for_agent("a", "t0")
@@ -373,3 +382,67 @@ async def test_a_unit_freed_through_another_registry_reaches_a_waiting_request(
         await other_server.complete("t0", Actor.agent("a"))
 
     assert (await waiter).device_id == "u1"
+
+
+async def test_an_agent_holds_at_most_its_limit_of_units_and_the_others_still_get_one(shop):
+    await shop.open("pool", units=("u1", "u2", "u3", "u4"))
+    await shop.connect("u1", "u2", "u3", "u4")
+    limit = shop.registry.limits.reservations_per_agent
+    for i in range(limit):
+        await shop.registry.reserve_for_agent("a", f"a{i}", ttl_s=3600)
+
+    with pytest.raises(ReservationLimit, match=f"already holds {limit} unfinished") as e:
+        await shop.registry.reserve_for_agent("a", "one-more", ttl_s=3600, wait_s=30)
+
+    assert (e.value.code, e.value.status) == ("reservation_limit", 429)
+    assert await shop.registry.waiting("L1") == []  # refused, not queued
+    assert (await shop.registry.reserve_for_agent("b", "b0")).device_id == f"u{limit + 1}"
+    await shop.registry.complete("a0", Actor.agent("a"))
+    assert await shop.registry.reserve_for_agent("a", "after-one-ended")
+
+
+async def test_an_agent_takes_at_most_its_limit_of_places_in_the_queue(shop):
+    await shop.open("pool", units=("u1",))
+    await shop.connect("u1")
+    await shop.registry.reserve_for_agent("b", "t0")
+    limit = shop.registry.limits.queue_places_per_agent
+    waiters = [
+        asyncio.create_task(shop.registry.reserve_for_agent("a", f"w{i}", wait_s=30))
+        for i in range(limit)
+    ]
+    await until(queue_is, shop.registry, limit)
+
+    with pytest.raises(QueuePlaceLimit, match=f"already has {limit} request"):
+        await shop.registry.reserve_for_agent("a", "one-more", wait_s=30)
+
+    other = asyncio.create_task(shop.registry.reserve_for_agent("b", "t1", wait_s=30))
+    await until(queue_is, shop.registry, limit + 1)  # another agent still gets in line
+    for task in (*waiters, other):
+        task.cancel()
+    await asyncio.gather(*waiters, other, return_exceptions=True)
+
+
+async def test_an_agent_of_another_location_finds_no_unit_or_transaction_there(shop):
+    await shop.open("pool")
+    await shop.connect("u1")
+    await shop.registry.create_location("L2", "High street")
+    await shop.registry.create_agent("z", "Till z", "L2")
+    sale = await shop.registry.reserve_for_agent("a", "t1")
+    stranger = Actor.agent("z")
+
+    for read in (
+        shop.registry.get_device("u1", stranger),
+        shop.registry.get_reservation(sale.txn_id, stranger),
+        shop.registry.cancel(sale.txn_id, stranger),
+    ):
+        with pytest.raises(NotFound) as e:
+            await read
+        assert "a" not in e.value.facts.values() and "L1" not in e.value.message
+
+    with pytest.raises(NotFound) as unknown:
+        await shop.registry.get_device("u9", stranger)
+    with pytest.raises(NotFound) as hidden:
+        await shop.registry.get_device("u1", stranger)
+    assert str(hidden.value).replace("u1", "u9") == str(unknown.value)
+    assert (await shop.registry.get_device("u1", Actor.agent("b"))).txn_id == sale.txn_id
+    assert (await shop.registry.get_reservation(sale.txn_id, Actor.agent("b"))).agent_id == "a"

@@ -37,6 +37,7 @@ from host.registry import (
     PairingRejected,
     RegistryError,
     Reservation,
+    ReservationLimit,
     open_registry,
 )
 from host.registry.sqlite import path_from_url
@@ -130,6 +131,8 @@ class RegistryMachine(RuleBasedStateMachine):
             assert outcome is Forbidden
         elif owner not in (None, agent_id):
             assert outcome is Conflict
+        elif owner is None and self.holder(unit) is not None:
+            assert outcome is Conflict  # never linked in the middle of a sale
         elif owner is None and who == "self" and not right_code:
             assert outcome is PairingRejected
         else:
@@ -214,8 +217,13 @@ class RegistryMachine(RuleBasedStateMachine):
         candidates = self.candidates(agent_id)
         online = [u for u in candidates if self.online(u)]
         free = [u for u in online if self.holder(u) is None]
+        holding = [
+            u for u in candidates if self.holder(u) and self.held[self.holder(u)][1] == agent_id
+        ]
         if not candidates:
             assert outcome is NotLinked
+        elif len(holding) >= self.registry.limits.reservations_per_agent:
+            assert outcome is ReservationLimit
         elif not online:
             assert outcome is DeviceOffline
         elif not free:

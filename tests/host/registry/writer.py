@@ -21,13 +21,13 @@ import threading
 import uuid
 from collections import Counter
 
-from host.registry import ADMIN, Actor, Unavailable, open_registry
+from host.registry import ADMIN, Actor, TooMany, Unavailable, open_registry
 from host.registry import sqlite as sqlite_store
 from host.registry.errors import Conflict, Forbidden, NotFound, PairingRejected
 
 AGENTS = [f"a{i}" for i in range(8)]
 UNITS = [f"u{i}" for i in range(8)]
-REFUSALS = (Conflict, Forbidden, NotFound, PairingRejected, Unavailable)
+REFUSALS = (Conflict, Forbidden, NotFound, PairingRejected, TooMany, Unavailable)
 
 
 async def writer(registry, rng, ops, results):

@@ -1,0 +1,201 @@
+# machine, as the ESP32 port has it (ports/esp32/modmachine.c, machine_pin.c, machine_i2c.c,
+# machine_hw_spi.c, machine_wdt.c), over the Unix port's own machine module, whose functions
+# (idle, mem8/16/32, time_pulse_us, Signal, PinBase, soft_reset) stay available.
+#
+# What is silicon on a unit is the supervisor's here (see link.py): the eFuse MAC, the reset
+# reason, GPIO0 (the BOOT button, or DTR through the auto-reset circuit), the hard reset and
+# the watchdog, which the supervisor times and fires.
+
+import sys
+
+_path = sys.path
+sys.path = ()  # the Unix port's built-in machine, not this module
+try:
+    from machine import *  # noqa: F403
+finally:
+    sys.path = _path
+del _path
+
+import time  # noqa: E402
+
+import link  # noqa: E402
+
+PWRON_RESET = 1
+HARD_RESET = 2
+WDT_RESET = 3
+DEEPSLEEP_RESET = 4
+SOFT_RESET = 5
+
+# The supervisor's name for the last reset -> esp_reset_reason() as machine.reset_cause()
+# reports it. An EN-pin reset reads as power-on on an ESP32; a panic restart as a hard reset.
+_CAUSES = {
+    "power-on": PWRON_RESET,
+    "hard": PWRON_RESET,
+    "software": HARD_RESET,
+    "panic": HARD_RESET,
+    "watchdog": WDT_RESET,
+    "soft": SOFT_RESET,
+}
+
+
+def unique_id():
+    return link.MAC
+
+
+def reset_cause():
+    return _CAUSES.get(link.RESET_CAUSE, 0)
+
+
+def reset():
+    """esp_restart(): nothing runs after it. The supervisor resets the board on this line."""
+    link.tell(link.RESET)
+    while True:
+        try:
+            time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+
+
+_freq = 160000000  # ESP32_GENERIC: IDF's default CONFIG_ESP_DEFAULT_CPU_FREQ_MHZ_160
+
+
+def freq(hz=None):
+    global _freq
+    if hz is None:
+        return _freq
+    if hz // 1000000 not in (20, 40, 80, 160, 240):
+        raise ValueError("frequency must be 20MHz, 40MHz, 80Mhz, 160MHz or 240MHz")
+    _freq = hz // 1000000 * 1000000
+
+
+class WDT:
+    """The IDF task watchdog: once started it cannot be stopped, and it outlives a soft reset
+    (the supervisor keeps timing it). Expiry resets the board with WDT_RESET."""
+
+    def __init__(self, id=0, timeout=5000):
+        if id != 0:
+            raise ValueError
+        if timeout <= 0:
+            raise ValueError("WDT timeout too short")
+        link.tell(b"qrfleet-port: wdt %d\n" % timeout)
+
+    def feed(self):
+        link.tell(link.FEED)
+
+
+# GPIOs the ESP32 port offers (machine_pin.h): 0-23, 25-27, 32-39; 34 and up are input only.
+_VALID = b"\x01" * 24 + b"\x00\x01\x01\x01\x00\x00\x00\x00" + b"\x01" * 8
+_FIRST_INPUT_ONLY = 34
+_OUTPUT = 2  # GPIO_MODE_DEF_OUTPUT
+_levels = bytearray(40)  # what each output pin drives
+_modes = bytearray(40)
+_pulls = bytearray(40)
+
+
+class Pin:
+    IN = 1
+    OUT = 3
+    OPEN_DRAIN = 7
+    PULL_DOWN = 1
+    PULL_UP = 2
+    IRQ_RISING = 1
+    IRQ_FALLING = 2
+    WAKE_LOW = 4
+    WAKE_HIGH = 5
+    DRIVE_0 = 0
+    DRIVE_1 = 1
+    DRIVE_2 = 2
+    DRIVE_3 = 3
+
+    def __init__(self, id, mode=None, pull=-1, *, value=None, drive=None, hold=None):
+        if not (isinstance(id, int) and 0 <= id < 40 and _VALID[id]):
+            raise ValueError("invalid pin")
+        self.id = id
+        self.init(mode, pull, value=value)
+
+    def init(self, mode=None, pull=-1, *, value=None, drive=None, hold=None):
+        if value is not None:
+            _levels[self.id] = 1 if value else 0
+        if mode is not None:
+            if self.id >= _FIRST_INPUT_ONLY and mode & _OUTPUT:
+                raise ValueError("pin can only be input")
+            _modes[self.id] = mode
+        if pull != -1:
+            _pulls[self.id] = pull or 0
+
+    def value(self, level=None):
+        if level is not None:
+            _levels[self.id] = 1 if level else 0
+            return None
+        if _modes[self.id] & _OUTPUT:
+            return _levels[self.id]
+        if self.id == 0:
+            return link.level(link.GPIO0)
+        # Nothing else is wired on this board: an input reads what its pull resistor gives.
+        return 1 if _pulls[self.id] & Pin.PULL_UP else 0
+
+    __call__ = value
+
+    def on(self):
+        _levels[self.id] = 1
+
+    def off(self):
+        _levels[self.id] = 0
+
+    def toggle(self):
+        _levels[self.id] ^= 1
+
+    def __repr__(self):
+        return "Pin(%d)" % self.id
+
+
+# The buses a display profile drives. No panel is wired to them on this board yet (the
+# virtual-* profiles use vscreen instead): an I2C transfer finds no device that acknowledges,
+# as on a unit with nothing on the bus (ENODEV); SPI, which has no acknowledgement, drops what
+# it sends.
+class I2C:
+    def __init__(self, id=0, *, scl=None, sda=None, freq=400000, timeout=50000):
+        if id not in (0, 1):
+            raise ValueError("I2C(%d) doesn't exist" % id)
+
+    def scan(self):
+        return []
+
+    def writeto(self, addr, buf, stop=True):
+        raise OSError(19)  # ENODEV
+
+    def writevto(self, addr, vector, stop=True):
+        raise OSError(19)
+
+    def readfrom_into(self, addr, buf, stop=True):
+        raise OSError(19)
+
+    def readfrom(self, addr, nbytes, stop=True):
+        raise OSError(19)
+
+
+class SPI:
+    MSB = 0
+    LSB = 1
+
+    def __init__(
+        self,
+        id,
+        baudrate=500000,
+        *,
+        polarity=0,
+        phase=0,
+        bits=8,
+        firstbit=0,
+        sck=None,
+        mosi=None,
+        miso=None,
+    ):
+        if id not in (1, 2):
+            raise ValueError("SPI(%d) doesn't exist" % id)
+
+    def write(self, buf):
+        pass
+
+    def deinit(self):
+        pass
