@@ -1,29 +1,14 @@
 """The /ws/device endpoint against a unit that authenticates and then falls silent."""
 
-import time
-
-from firmware.net import ws
-from firmware.proto import auth, messages
 from tests.conftest import wait_for
-from tools import provision
+from tools import hostile, provision
 
 HEARTBEAT_S = 1  # the `server` fixture's
 
 
 async def authenticate_then_listen(url, device_id, secret):
     """Log in as the unit, send no heartbeat, answer nothing -> (seconds until closed, code)."""
-    conn = await ws.connect(url)
-    hello = {"device_id": device_id, "fw": "silent", "proto": messages.PROTOCOL_VERSION}
-    await conn.send(messages.encode("hello", **hello))
-    nonce = messages.from_server(await conn.recv())["nonce"]
-    await conn.send(messages.encode("auth", mac=auth.answer(secret, nonce, device_id)))
-    assert messages.from_server(await conn.recv())["type"] == "welcome"
-    online = time.monotonic()
-    try:
-        while True:
-            await conn.recv()
-    except ws.ConnectionClosed as e:
-        return time.monotonic() - online, e.code
+    return await hostile.listen_until_closed(await hostile.log_in(url, device_id, secret))
 
 
 def test_a_unit_silent_for_three_heartbeats_is_closed_and_goes_offline(server, background):
