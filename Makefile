@@ -24,7 +24,7 @@ test: setup firmware-check
 
 lint: setup
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check firmware host tools tests boot.py main.py
+	$(BIN)/ruff format --check firmware host tools qrfleet tests boot.py main.py
 
 # Every firmware module must compile for the board.
 firmware-check: setup
