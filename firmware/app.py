@@ -12,8 +12,8 @@ from firmware import config, hal
 from firmware.compat import ticks_diff, ticks_ms
 from firmware.display import profiles
 from firmware.display.render import PayloadTooLarge, Renderer
-from firmware.net.session import CommandError, Session
 from firmware.proto import messages
+from firmware.proto.messages import CommandError
 
 FIRMWARE_VERSION = "0.1.0"
 _WATCHDOG_MS = 30000
@@ -154,6 +154,10 @@ def main():
         return
     unit = Unit(device_id, cfg, Renderer(display))
     unit.draw(unit.renderer.status("booting", device_id))
+    # The network code is imported only now: the display's and the encoder's buffers were
+    # taken from a heap still whole, before its import left garbage between the code it keeps.
+    from firmware.net.session import Session
+
     session = Session(
         device_id,
         cfg["secret"],

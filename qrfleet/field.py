@@ -66,7 +66,8 @@ def add_parsers(sub):
     p.add_argument(
         "--display",
         default="virtual-128x64",
-        help="display profile of new boards (default %(default)s)",
+        help="display profile of new boards (default %(default)s); the boards are that "
+        "profile's hardware: its panel is wired to them, except for the virtual-* profiles",
     )
     p.add_argument(
         "--flash-size",
@@ -167,6 +168,7 @@ def vboard(args):
             on_boot=lambda b: print(fleet.describe(b), flush=True),
             flash_size=args.flash_size,
             variant=args.variant,
+            display=args.display,
         )
         await fleet.run_until_stopped(boards)
 

@@ -117,6 +117,10 @@ class Renderer:
         self.height = display.height
         self._glyph = bytearray(8)  # one character, MONO_HLSB, for scaled text
         self._glyph_fb = framebuf.FrameBuffer(self._glyph, 8, 8, framebuf.MONO_HLSB)
+        most = max_version(self.width, self.height)
+        # The encoder's buffers for the largest symbol this panel shows, taken now, while
+        # the heap is whole, and reused by every QR screen.
+        self._workspace = qr.Workspace(most) if most else None
 
     # ---- screens
 
@@ -173,30 +177,28 @@ class Renderer:
 
     def _encode(self, payload, ecc):
         """The symbol for `payload`, or PayloadTooLarge if this panel cannot show it."""
-        most = max_version(self.width, self.height)
-        gc.collect()  # a large symbol needs several KB: return the garbage to the heap first
-        size = len(payload.encode() if isinstance(payload, str) else payload)
+        if self._workspace is None:
+            raise PayloadTooLarge(
+                "a %dx%d display is too small for any QR code" % (self.width, self.height)
+            )
+        gc.collect()  # the payload's copies and segments need room: return the garbage first
         try:
-            symbol = qr.encode(payload, ecc)
+            return qr.encode(payload, ecc, workspace=self._workspace)
         except qr.QRError:
-            symbol = None
+            pass
         except MemoryError:
             raise PayloadTooLarge(
                 "the QR for a payload of %d bytes needs more memory than this unit has free; "
-                "shorten the payload" % size
+                "shorten the payload" % _byte_length(payload)
             ) from None
-        if symbol is not None and symbol.version <= most:
-            return symbol
-        where = "a %dx%d display" % (self.width, self.height)
-        if most == 0:
-            raise PayloadTooLarge("%s is too small for any QR code" % where)
+        most = self._workspace.max_version
         raise PayloadTooLarge(
             "a payload of %d bytes does not fit %s at ECC %s: the largest it shows is %d bytes, "
             "%d alphanumeric characters or %d digits (QR version %d); shorten the payload or "
             "lower the ECC level"
             % (
-                size,
-                where,
+                _byte_length(payload),
+                "a %dx%d display" % (self.width, self.height),
                 ecc,
                 qr.capacity(most, ecc, "byte"),
                 qr.capacity(most, ecc, "alphanumeric"),
@@ -284,6 +286,10 @@ class Renderer:
                         bits = (bits << 1) & 0xFF
                         col += 1
             x += 8 * scale
+
+
+def _byte_length(payload):
+    return len(payload.encode() if isinstance(payload, str) else payload)
 
 
 def _text_height(text):

@@ -4,8 +4,8 @@
     await session.run_forever()
 
 `commands.handle(msg)` runs one server command and returns the ack's extra fields, or raises
-CommandError(code, message); `status()` returns the heartbeat's changing fields. This module is
-sequencing: firmware.net.policy decides which server is next, how long to back off and when a
+messages.CommandError(code, message); `status()` returns the heartbeat's changing fields. This
+module is sequencing: firmware.net.policy decides which server is next, how long to back off and when a
 server is gone; bytes are moved by firmware.net.ws and parsed by firmware.proto.
 """
 
@@ -18,16 +18,10 @@ from firmware.net.policy import backoff_ms, server_order, server_silent
 from firmware.proto import auth, messages
 from firmware.proto.errors import MessageError, ProtocolError
 from firmware.proto.frames import CLOSE_ABNORMAL, CLOSE_GOING_AWAY
-from firmware.proto.messages import MAX_ERROR_MESSAGE, SILENT_HEARTBEATS
+from firmware.proto.messages import MAX_ERROR_MESSAGE, SILENT_HEARTBEATS, CommandError
+from firmware.proto.websocket import DEFAULT_MAX_SIZE
 
 _AUTH_TIMEOUT_S = 10
-
-
-class CommandError(Exception):
-    def __init__(self, code, message):
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 class AuthRefused(Exception):
@@ -49,6 +43,9 @@ class Session:
         self.connected = False
         self.connects = 0
         self._servers = server_order(device_id, urls)
+        # Every connection reassembles messages here: 4 KB in one piece, taken at boot, while
+        # the heap is whole, not at each reconnect from a heap fragmented by the last session.
+        self._message_buffer = bytearray(DEFAULT_MAX_SIZE)
 
     async def run_forever(self):
         attempt = 0
@@ -74,7 +71,7 @@ class Session:
 
     async def run_once(self, url):
         """One session with one server, until it ends; raises what ended it."""
-        conn = await ws.connect(url, opener=self.opener)
+        conn = await ws.connect(url, opener=self.opener, message_buffer=self._message_buffer)
         try:
             heartbeat_s = await self._authenticate(conn)
             self.connected = True
@@ -122,20 +119,20 @@ class Session:
                 next_beat = ticks_add(now, period_ms)
             wait_ms = max(1, ticks_diff(next_beat, ticks_ms()))
             try:
-                text = await asyncio.wait_for(conn.recv(), wait_ms / 1000)
+                # Decoded as it arrives, the text not kept: a large show_qr's text would
+                # otherwise hold its KBs of heap while the QR is encoded.
+                msg = _decode(await asyncio.wait_for(conn.recv(), wait_ms / 1000))
             except asyncio.TimeoutError:
                 continue
             last_heard = ticks_ms()
-            reply = self._answer(text)
+            reply = self._answer(msg)
             if reply:
                 await conn.send(reply)
 
-    def _answer(self, text):
-        """The reply to one server message (None when it needs none); never raises."""
-        try:
-            msg = messages.from_server(text)
-        except MessageError as e:
-            return messages.encode("error", id=e.id, code=e.code, message=_short(str(e)))
+    def _answer(self, msg):
+        """The reply to one decoded server message (None when it needs none); never raises."""
+        if isinstance(msg, MessageError):
+            return messages.encode("error", id=msg.id, code=msg.code, message=_short(str(msg)))
         kind = msg["type"]
         if kind in ("heartbeat_ack", "challenge", "welcome", "error"):
             return None
@@ -159,6 +156,14 @@ class Session:
                 message=_short("%s: %s" % (type(e).__name__, e)),
             )
         return messages.encode("ack", id=msg["id"], **fields)
+
+
+def _decode(text):
+    """The message `text` holds, or the MessageError that says what is wrong with it."""
+    try:
+        return messages.from_server(text)
+    except MessageError as e:
+        return e
 
 
 def _short(text):

@@ -14,7 +14,7 @@ import asyncio
 
 from firmware.proto.errors import ProtocolError
 from firmware.proto.frames import CLOSE_ABNORMAL, CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR
-from firmware.proto.websocket import CLOSED, ClientProtocol, Close
+from firmware.proto.websocket import CLOSED, DEFAULT_MAX_SIZE, ClientProtocol, Close
 
 _READ_SIZE = 512
 _CLOSE_WAIT_S = 2  # the whole close handshake, sending our close frame included
@@ -71,10 +71,13 @@ def open_tcp(host, port, ssl=None):
     return asyncio.open_connection(host, port, ssl=ssl)
 
 
-async def connect(url, timeout_s=10, ssl_context=None, max_size=None, opener=open_tcp):
+async def connect(
+    url, timeout_s=10, ssl_context=None, max_size=None, opener=open_tcp, message_buffer=None
+):
     """Open the connection and complete the opening handshake; returns a WebSocket.
 
-    `opener(host, port, ssl)` opens the byte stream (the HAL's, on a board). Raises OSError /
+    `opener(host, port, ssl)` opens the byte stream (the HAL's, on a board); `message_buffer`
+    is the protocol's, reused (see firmware.proto.websocket). Raises OSError /
     asyncio.TimeoutError when the server cannot be reached and ProtocolError
     (HandshakeError) when it answers but not as a WebSocket server should.
     """
@@ -82,10 +85,11 @@ async def connect(url, timeout_s=10, ssl_context=None, max_size=None, opener=ope
     context = (ssl_context or _tls_context()) if secure else None
     reader, writer = await asyncio.wait_for(opener(host, port, context), timeout_s)
     hostname = host if port == (443 if secure else 80) else "%s:%d" % (host, port)
-    if max_size:
-        proto = ClientProtocol(hostname, path, max_size=max_size)
-    else:
-        proto = ClientProtocol(hostname, path)
+    if message_buffer is not None:
+        max_size = len(message_buffer)
+    proto = ClientProtocol(
+        hostname, path, max_size=max_size or DEFAULT_MAX_SIZE, message_buffer=message_buffer
+    )
     ws = WebSocket(reader, writer, proto)
     try:
         await asyncio.wait_for(ws.handshake(), timeout_s)

@@ -50,6 +50,17 @@ BUSY = "busy"
 AUTH_FAILED = "auth_failed"
 UNSUPPORTED_VERSION = "unsupported_version"
 
+
+class CommandError(Exception):
+    """A command the unit cannot run: answered with an error message of `code` (one of the
+    codes above) and `message`."""
+
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
 ECC_LEVELS = ("L", "M", "Q", "H")
 RESULTS = ("paid", "cancelled", "expired")
 

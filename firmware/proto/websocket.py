@@ -26,8 +26,9 @@ carries the close code (1002, 1007 or 1009) sent in a close frame, and a server
 refusing a handshake queues an HTTP error response. Events parsed before the
 fault are still in `events_received()`.
 
-Memory: a connection owns two buffers allocated once, `max_size` bytes to
-reassemble data messages and 125 for control frames. Payloads are copied from
+Memory: a connection has two buffers allocated once, `max_size` bytes to
+reassemble data messages (or the caller's `message_buffer`, which a unit allocates
+at boot and hands to each of its connections in turn) and 125 for control frames. Payloads are copied from
 the receive buffer into them and unmasked in place; a frame that would take a
 message past `max_size` is refused with 1009 from its header alone, before any
 of its payload is read, whatever length it claims.
@@ -97,7 +98,7 @@ class Close:
 class Protocol:
     """What both roles share; create a ClientProtocol or a ServerProtocol."""
 
-    def __init__(self, client, max_size):
+    def __init__(self, client, max_size, message_buffer=None):
         self._client = client
         self.state = CONNECTING
         self.max_size = max_size
@@ -105,7 +106,13 @@ class Protocol:
         self.close_code = None
         self.close_reason = ""
         self._buf = bytearray()
-        self._message = bytearray(max_size)
+        if message_buffer is None:
+            message_buffer = bytearray(max_size)
+        elif len(message_buffer) < max_size:
+            raise ValueError(
+                "message_buffer holds %d bytes; max_size needs %d" % (len(message_buffer), max_size)
+            )
+        self._message = message_buffer
         self._control = bytearray(MAX_CONTROL_PAYLOAD)
         self._mask_key = bytearray(4)
         self._events = []
@@ -349,9 +356,11 @@ class Protocol:
 class ClientProtocol(Protocol):
     """The client role: sends the upgrade request at once, masks what it sends."""
 
-    def __init__(self, host, path="/", extra_headers=(), max_size=DEFAULT_MAX_SIZE):
+    def __init__(
+        self, host, path="/", extra_headers=(), max_size=DEFAULT_MAX_SIZE, message_buffer=None
+    ):
         self.key = new_key()
-        super().__init__(True, max_size)
+        super().__init__(True, max_size, message_buffer)
         self._out.append(client_request(host, path, self.key, extra_headers))
 
     def _handshake(self):

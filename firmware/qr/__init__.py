@@ -1,6 +1,6 @@
 """QR Code model 2 encoder for the unit (ISO/IEC 18004:2015), allocation-conscious.
 
-    encode(data, ecc="M", version=None, mask=None) -> QRCode
+    encode(data, ecc="M", version=None, mask=None, workspace=None) -> QRCode
         .version .size .ecc .mask .module(x, y) .matrix (packed bytearray, see QRCode)
     fit(data, ecc="M") -> the version encode() would pick, without building the symbol
     capacity(version, ecc, mode) -> most chars of one segment ("numeric"/"alphanumeric"/"byte")
@@ -20,8 +20,9 @@ two mask loops with faster equivalents.
 Memory: the symbol is built in its packed matrix (size * ((size + 7) // 8) bytes, 4 KB at
 version 40) and no buffer is larger, so a fragmented heap does not stop a large symbol.
 Between encodes, the function patterns of the last version stay cached (two such buffers).
+A unit allocates all of these once, as a Workspace for the largest version its panel shows.
 """
 
-from .encoder import QRCode, QRError, capacity, encode, fit
+from .encoder import QRCode, QRError, Workspace, capacity, encode, fit
 
-__all__ = ["QRCode", "QRError", "capacity", "encode", "fit"]
+__all__ = ["QRCode", "QRError", "Workspace", "capacity", "encode", "fit"]

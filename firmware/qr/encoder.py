@@ -9,6 +9,8 @@
 
 from array import array
 
+from firmware.compat import micropython, ptr8
+
 from . import bitstream, masks, matrix, placement, rs, segments
 from .bitstream import ALPHANUMERIC, BYTE, NUMERIC
 from .tables import ECC_LEVELS
@@ -52,6 +54,48 @@ class QRCode:
             self.size,
             self.size,
         )
+
+
+class Workspace:
+    """The buffers of symbols up to `max_version`, allocated once: a unit makes one at boot, so
+    that encode(..., workspace=) later allocates only payload-sized pieces and a long-running
+    unit's fragmented heap never has to find 4 KB in one piece. The symbol encode() returns
+    lives in it until the next encode. Its function patterns are drawn into the matrix for
+    each symbol instead of copied from a cached one: 4 KB less, a few ms more.
+    """
+
+    def __init__(self, max_version):
+        _check_version(max_version)
+        n = _matrix_bytes(max_version)
+        self.max_version = max_version
+        self.func = bytearray(n)
+        self.packed = bytearray(n)
+        self.codewords = bytearray(matrix.raw_modules(max_version) >> 3)
+
+    def start(self, version):
+        """(the matrix with `version`'s function patterns, its function mask), as views of
+        exactly its size; the codewords buffer zeroed."""
+        n = _matrix_bytes(version)
+        packed = memoryview(self.packed)[:n]
+        func = memoryview(self.func)[:n]
+        _zero(packed, n)
+        _zero(func, n)
+        _zero(self.codewords, len(self.codewords))
+        matrix.draw_function_patterns(version, packed, func)
+        return packed, func
+
+
+@micropython.viper
+def _zero(buf: ptr8, n: int):
+    i = 0
+    while i < n:
+        buf[i] = 0
+        i += 1
+
+
+def _matrix_bytes(version):
+    size = matrix.size_of(version)
+    return size * ((size + 7) >> 3)
 
 
 def _ecc_index(ecc):
@@ -157,10 +201,12 @@ def fit(data, ecc="M"):
     return plan(src, e, None, eci)[0]
 
 
-def encode(data, ecc="M", version=None, mask=None):
+def encode(data, ecc="M", version=None, mask=None, workspace=None):
     """Encode `data` (str as UTF-8, or bytes) at error correction level `ecc` ("L", "M", "Q"
     or "H"), in the smallest version unless `version` (1-40) is given, with the mask that the
     spec's penalty rules choose unless `mask` (0-7) is given. Returns a QRCode; raises QRError.
+    With a `workspace`, the symbol is built in its buffers, and data that needs a version
+    above its max_version raises QRError before anything is built.
 
     Text with a non-ASCII character gets an ECI 26 (UTF-8) header, because a decoder
     otherwise reads bytes as ISO-8859-1 (the spec's default); bytes are encoded as given.
@@ -168,13 +214,20 @@ def encode(data, ecc="M", version=None, mask=None):
     if mask is not None and (not isinstance(mask, int) or not 0 <= mask <= 7):
         raise QRError("mask must be an int from 0 to 7 (or None for the best), not %r" % (mask,))
     e, src, eci = _source(data, ecc, version)
-    version, spans, _ = plan(src, e, version, eci)
+    version, spans, bits = plan(src, e, version, eci)
     grp = segments.group(version)
 
     # Codewords: the data (segments, terminator of up to 4 zero bits, byte alignment, pad
     # codewords), then the ECC of each block after it, in one buffer sized for the version.
     n_data = matrix.data_codewords(version, e)
-    cw = bytearray(matrix.raw_modules(version) >> 3)
+    n_cw = matrix.raw_modules(version) >> 3
+    if workspace is None:
+        cw = bytearray(n_cw)
+    elif version > workspace.max_version:
+        raise _too_long(bits, e, workspace.max_version)
+    else:
+        packed, func = workspace.start(version)
+        cw = memoryview(workspace.codewords)[:n_cw]
     put = bitstream.put_bits
     pos = 0
     if eci:
@@ -194,8 +247,9 @@ def encode(data, ecc="M", version=None, mask=None):
 
     # Modules, in the packed matrix the QRCode keeps: function patterns, the codewords
     # interleaved (§7.6) as they are placed, then the mask with the lowest penalty.
-    dark, func = matrix.function_patterns(version)
-    packed = bytearray(dark)
+    if workspace is None:
+        dark, func = matrix.function_patterns(version)
+        packed = bytearray(dark)
     placement.place(packed, func, cw, dims)
     if mask is None:
         best = 0

@@ -5,10 +5,10 @@ Every module buffer is packed like QRCode.matrix: row-major, 1 bit per module, m
 significant bit first, rows padded to whole bytes (`stride = (size + 7) // 8`). The symbol
 is built in the very matrix a QRCode returns, so no buffer has one byte per module: a
 version-40 matrix is 177 * 23 = 4071 bytes. Two packed buffers of the last version are kept
-for the next symbol: the function patterns' dark modules (a new matrix starts as a copy)
-and the function mask (1 = function module: finder, separator, timing, alignment, format
-and version areas, the dark module; also the padding bits of each row), which placement
-and masking skip.
+for the next symbol (an encoder.Workspace instead draws the patterns into each matrix): the
+function patterns' dark modules (a new matrix starts as a copy) and the function mask
+(1 = function module: finder, separator, timing, alignment, format and version areas, the
+dark module; also the padding bits of each row), which placement and masking skip.
 """
 
 from firmware.compat import micropython, ptr8
@@ -123,6 +123,17 @@ def function_patterns(version):
     stride = (size + 7) >> 3
     dark = bytearray(size * stride)
     func = bytearray(size * stride)
+    draw_function_patterns(version, dark, func)
+    _last[0] = version
+    _last[1] = dark
+    _last[2] = func
+    return dark, func
+
+
+def draw_function_patterns(version, dark, func):
+    """Draw `version`'s function patterns into `dark` and `func`, packed, both all zero."""
+    size = size_of(version)
+    stride = (size + 7) >> 3
 
     def put(x, y, on):
         p = y * stride + (x >> 3)
@@ -162,7 +173,3 @@ def function_patterns(version):
             b = i // 3
             put(a, b, (bits >> i) & 1)
             put(b, a, (bits >> i) & 1)
-    _last[0] = version
-    _last[1] = dark
-    _last[2] = func
-    return dark, func

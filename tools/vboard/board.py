@@ -6,6 +6,7 @@ The board's directory holds everything that would survive a power cycle on a rea
     efuse.json    the factory-burnt MAC
     serial.log    everything the board printed on its serial port
     display.pbm   the current screen (binary PBM), replaced atomically on each frame
+    display.png   on a board with a panel, the screen in the panel's colours
 
 The MicroPython process sees only the flash image, as a real board does. The ESP32 port's own
 modules (machine, network, esp32) are the port layer's (tools/vboard/port/), wired to the
@@ -13,6 +14,12 @@ supervisor: it resets the board for machine.reset(), times machine.WDT and reset
 it starves, drives GPIO0 and the access point through the `signals` file (tools/vboard/signals.py),
 relays Wi-Fi connections (tools/vboard/radio.py) and keeps the screen's frames
 (tools/vboard/port/vscreen.py); requests reach it on the process's stderr.
+
+A board built with a `panel` (a name in tools/vboard/panels.BOARDS) has that panel wired to
+its pins instead of the vscreen: the port layer's Pin, SPI and I2C send what goes out on the
+wired pins, the panel model turns it into what its glass shows, and that is the screen. Its
+warnings (a command the controller would reject, a write it would not hear) are printed on
+the serial port, as lines starting `panel: `.
 
 At each reset the supervisor is the ROM and the second-stage bootloader (see `startup`): it
 reads the partition table and the OTA data, picks the app and checks its image, and starts the
@@ -27,6 +34,8 @@ resets in a loop. The process learns what it runs on from its environment:
     QRFLEET_RUNNING_APP    flash offset of the app partition the bootloader started
     QRFLEET_SIGNALS        path of the signals file
     QRFLEET_BUILTINS_HEAP  heap added for the port's modules, held back by the port layer
+    QRFLEET_WIRED_PINS,    a board with a panel: its wiring (see tools/vboard/port/link.py)
+    QRFLEET_I2C_DEVICES
 
 Its serial port is an RFC 2217 server on 127.0.0.1. DTR and RTS drive EN and GPIO0 through the
 usual auto-reset circuit of ESP32 dev boards, so a reset pulse reboots the board and esptool's
@@ -52,7 +61,7 @@ import serial.rfc2217
 
 from firmware.config import device_id as device_id_from_mac
 from tools import image, micropython, partitions
-from tools.vboard import startup
+from tools.vboard import panels, startup
 from tools.vboard.flash import FLASH_SIZE, FlashImage, build_image
 from tools.vboard.radio import Radio
 from tools.vboard.signals import ACCESS_POINT, GPIO0, Signals
@@ -189,6 +198,7 @@ class VirtualBoard:
         chip="esp32",
         flash_size=FLASH_SIZE,
         table=partitions.GENERIC,
+        panel=None,
     ):
         self.dir = Path(directory).resolve()
         self.chip = chip
@@ -213,11 +223,15 @@ class VirtualBoard:
         self._runner = None
         self._boot_request = None
         self._newline_pending = False
+        self._line_open = False
         self._log = None
         self._watchdog = Watchdog(self._watchdog_expired)
         self._booted_at = 0.0
         self.signals = None
         self.bootloader = None
+        self.panel = None if panel is None else panels.Panel(panels.hardware(panel), self._warn)
+        self._publishing = False
+        self._vscreen_ignored = False
 
     # -- identity and flash ---------------------------------------------------------------
 
@@ -305,6 +319,9 @@ class VirtualBoard:
         self._boot_request.clear()
         self._watchdog.stop()
         await self._kill()
+        if self.panel:
+            self.panel.power_off()
+            self._panel_changed()
 
     def power_on(self, download=False):
         self._powered = True
@@ -366,6 +383,7 @@ class VirtualBoard:
             if not self._en or not self._powered:
                 continue
             self._drain_stdin()
+            self._chip_reset()
             if self._download:
                 self._enter_download_mode()  # the ROM loader prints its own banner
                 continue
@@ -400,6 +418,7 @@ class VirtualBoard:
                         "rebooting\r\n".encode()
                     )
                     await asyncio.sleep(_PANIC_DELAY_S)
+                    self._chip_reset()
                     self._emit(startup.rom_banner(_RST["panic"]).encode())
                     boot, boot_mode = None, "normal"
 
@@ -420,6 +439,9 @@ class VirtualBoard:
             QRFLEET_SIGNALS=self.signals.path,
             QRFLEET_BUILTINS_HEAP=str(_BUILTINS_HEAP),
         )
+        self._vscreen_ignored = False
+        if self.panel:
+            env.update(self.panel.port_environment())
         argv = [_PORT_SCRIPT, boot_mode, boot.banner]
         self._ready = False
         self.mode = "running"
@@ -444,7 +466,23 @@ class VirtualBoard:
             elif line.startswith(b"qrfleet-port: screen "):
                 width, height, size = (int(v) for v in line.split()[2:5])
                 with contextlib.suppress(asyncio.IncompleteReadError):
-                    self._publish_screen(width, height, await process.stderr.readexactly(size))
+                    frame = await process.stderr.readexactly(size)
+                    self._vscreen_frame(width, height, frame)
+            elif line.startswith(b"qrfleet-port: pin "):
+                self.panel.pin(*(int(v) for v in line.split()[2:4]))
+                self._panel_changed()
+            elif line.startswith(b"qrfleet-port: spi-init "):
+                self.panel.spi_init(*(int(v) for v in line.split()[2:9]))
+            elif line.startswith(b"qrfleet-port: spi "):
+                host, size = (int(v) for v in line.split()[2:4])
+                with contextlib.suppress(asyncio.IncompleteReadError):
+                    self.panel.spi_write(host, await process.stderr.readexactly(size))
+                self._panel_changed()
+            elif line.startswith(b"qrfleet-port: i2c "):
+                address, size = (int(v) for v in line.split()[2:4])
+                with contextlib.suppress(asyncio.IncompleteReadError):
+                    self.panel.i2c_write(address, await process.stderr.readexactly(size))
+                self._panel_changed()
             else:
                 self._emit(line.replace(b"\n", b"\r\n"))
         return await process.wait()
@@ -454,6 +492,44 @@ class VirtualBoard:
         path = self.dir / "display.pbm"
         tmp = path.with_suffix(".pbm.tmp")
         tmp.write_bytes(b"P4\n%d %d\n" % (width, height) + rows)
+        tmp.replace(path)
+
+    def _vscreen_frame(self, width, height, rows):
+        if not self.panel:
+            self._publish_screen(width, height, rows)
+        elif not self._vscreen_ignored:  # a unit has no vscreen; this board's screen is its panel
+            self._vscreen_ignored = True
+            self._warn(
+                "qrfleet virtual board: a frame for the virtual screen, which this board "
+                f"({self.panel.hw.description}) does not have; not shown"
+            )
+
+    # -- the panel -------------------------------------------------------------------------
+
+    def _warn(self, line):
+        """A line of the supervisor's own on the serial port, on a line of its own."""
+        self._emit((b"\r\n" if self._line_open else b"") + line.encode() + b"\r\n")
+
+    def _chip_reset(self):
+        if self.panel:
+            self.panel.chip_reset(self.reset_cause)
+            self._panel_changed()
+
+    def _panel_changed(self):
+        """Publish what the glass shows once the bytes at hand are handled (one frame is
+        many writes; the view is drawn when the port's stream pauses, not per write)."""
+        if self.panel.changed and not self._publishing:
+            self._publishing = True
+            asyncio.get_running_loop().call_soon(self._publish_panel)
+
+    def _publish_panel(self):
+        self._publishing = False
+        self.panel.changed = False
+        view = self.panel.view()
+        self._publish_screen(view.width, view.height, panels.pbm_rows(view))
+        path = self.dir / "display.png"
+        tmp = path.with_suffix(".png.tmp")
+        view.save(tmp, "PNG", compress_level=1)
         tmp.replace(path)
 
     async def _kill(self):
@@ -519,6 +595,8 @@ class VirtualBoard:
         """Bytes on the board's UART TX: to the log and to the client, if one is connected."""
         if cook:
             data = self._cook(data)
+        if data:
+            self._line_open = not data.endswith(b"\n")
         if self._log.tell() < _LOG_LIMIT:
             self._log.write(data)
             self._log.flush()

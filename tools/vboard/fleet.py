@@ -1,11 +1,13 @@
 """Several virtual boards in one process: `qrfleet vboard --count N --dir DIR`."""
 
 import asyncio
+import dataclasses
 import signal
 from dataclasses import dataclass
 from pathlib import Path
 
 from tools import image, micropython, partitions, provision
+from tools.vboard import panels
 from tools.vboard.board import VirtualBoard
 
 
@@ -44,6 +46,7 @@ async def start_boards(
     on_boot=None,
     flash_size="4MB",
     variant="generic",
+    display=None,
 ):
     """Boot `count` boards under `directory` (reusing existing ones) and return them.
 
@@ -51,6 +54,11 @@ async def start_boards(
     partition table of the MicroPython build `variant` (a key of partitions.VARIANTS), and
     are provisioned first when `provisioning` is given. on_boot(board) is called as each
     board's serial port opens and its power comes on.
+
+    The boards are the hardware of the display profile `display` (default: the one
+    `provisioning` gives them): for a board profile with a panel (panels.BOARDS), that panel
+    is wired to each board; the virtual-* profiles have none and draw on the vscreen. A
+    `display` given here is also the profile new boards are provisioned with.
     """
     if flash_size not in partitions.FLASH_SIZES or variant not in partitions.VARIANTS:
         raise ValueError(
@@ -58,6 +66,10 @@ async def start_boards(
             f"sizes are {', '.join(partitions.FLASH_SIZES)}, variants "
             f"{', '.join(partitions.VARIANTS)}"
         )
+    if display and provisioning:
+        provisioning = dataclasses.replace(provisioning, display=display)
+    display = display or (provisioning.display if provisioning else None)
+    panel = display if display in panels.BOARDS else None
 
     async def start(path):
         board = VirtualBoard(
@@ -65,6 +77,7 @@ async def start_boards(
             heap=heap,
             flash_size=partitions.FLASH_SIZES[flash_size],
             table=partitions.VARIANTS[variant],
+            panel=panel,
         )
         if provisioning:
             await asyncio.to_thread(provisioning.prepare, board)

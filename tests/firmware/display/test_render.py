@@ -237,7 +237,7 @@ def test_a_unit_out_of_heap_keeps_its_screen_and_says_so(screen, monkeypatch):
     renderer.payment("https://pay.example/t/123")
     before = open(renderer.display.publish.path, "rb").read()
 
-    def out_of_heap(data, ecc="M", version=None, mask=None):
+    def out_of_heap(data, ecc="M", version=None, mask=None, workspace=None):
         raise MemoryError("memory allocation failed, allocating 31329 bytes")
 
     monkeypatch.setattr(qr, "encode", out_of_heap)

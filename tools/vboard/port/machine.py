@@ -91,6 +91,35 @@ _levels = bytearray(40)  # what each output pin drives
 _modes = bytearray(40)
 _pulls = bytearray(40)
 
+# A board with a panel (link.WIRED_PINS): the levels its wired pins drive, and the bytes its
+# buses send on them, go to the supervisor, which plays the panel (tools/vboard/panels.py).
+# The lines are preallocated and patched in place: a frame is thousands of pin changes and
+# writes, which must not each allocate.
+_wired = bytearray(40)
+for _pin in link.WIRED_PINS:
+    _wired[_pin] = 1
+_told = bytearray(b"\xff" * 40)  # the level the supervisor last heard of, 0xff: none yet
+_PIN_LINE = bytearray(b"qrfleet-port: pin 00 0\n")
+_SPI_LINE = bytearray(b"qrfleet-port: spi 0 0000000000\n")
+_I2C_LINE = bytearray(b"qrfleet-port: i2c 000 0000000000\n")
+
+
+def _digits(line, end, width, value):
+    """Write `value` in decimal, zero-padded, over the `width` bytes of `line` before `end`."""
+    for i in range(end - 1, end - 1 - width, -1):
+        line[i] = 0x30 + value % 10
+        value //= 10
+
+
+def _drive(id):
+    """A wired output pin's level, told when it changes."""
+    if _wired[id] and _modes[id] & _OUTPUT and _told[id] != _levels[id]:
+        _told[id] = _levels[id]
+        _PIN_LINE[18] = 0x30 + id // 10
+        _PIN_LINE[19] = 0x30 + id % 10
+        _PIN_LINE[21] = 0x30 + _levels[id]
+        link.tell(_PIN_LINE)
+
 
 class Pin:
     IN = 1
@@ -122,56 +151,94 @@ class Pin:
             _modes[self.id] = mode
         if pull != -1:
             _pulls[self.id] = pull or 0
+        _drive(self.id)
 
     def value(self, level=None):
         if level is not None:
             _levels[self.id] = 1 if level else 0
+            _drive(self.id)
             return None
         if _modes[self.id] & _OUTPUT:
             return _levels[self.id]
         if self.id == 0:
             return link.level(link.GPIO0)
-        # Nothing else is wired on this board: an input reads what its pull resistor gives.
+        # Nothing else drives a pin on this board: an input reads what its pull resistor gives.
         return 1 if _pulls[self.id] & Pin.PULL_UP else 0
 
     __call__ = value
 
     def on(self):
-        _levels[self.id] = 1
+        self.value(1)
 
     def off(self):
-        _levels[self.id] = 0
+        self.value(0)
 
     def toggle(self):
-        _levels[self.id] ^= 1
+        self.value(_levels[self.id] ^ 1)
 
     def __repr__(self):
         return "Pin(%d)" % self.id
 
 
-# The buses a display profile drives. No panel is wired to them on this board yet (the
-# virtual-* profiles use vscreen instead): an I2C transfer finds no device that acknowledges,
-# as on a unit with nothing on the bus (ENODEV); SPI, which has no acknowledgement, drops what
-# it sends.
+def _gpio(pin, default):
+    """The GPIO number of a bus pin given as a Pin, a number, or None (the bus's default)."""
+    if pin is None:
+        return default
+    return pin.id if isinstance(pin, Pin) else Pin(pin).id
+
+
+# The buses a display profile drives. An I2C transfer to an address nothing acknowledges on
+# those pins fails with ENODEV, as on a unit; SPI has no acknowledgement, so what is sent on
+# pins without a panel is simply lost.
+_I2C_DEFAULT_PINS = {0: (18, 19), 1: (25, 26)}  # (scl, sda): machine_i2c.c
+
+
 class I2C:
     def __init__(self, id=0, *, scl=None, sda=None, freq=400000, timeout=50000):
         if id not in (0, 1):
             raise ValueError("I2C(%d) doesn't exist" % id)
+        self._scl = _gpio(scl, _I2C_DEFAULT_PINS[id][0])
+        self._sda = _gpio(sda, _I2C_DEFAULT_PINS[id][1])
+
+    def _acknowledges(self, addr):
+        for sda, scl, device in link.I2C_DEVICES:
+            if sda == self._sda and scl == self._scl and device == addr:
+                return True
+        return False
 
     def scan(self):
-        return []
+        return [addr for sda, scl, addr in link.I2C_DEVICES if self._acknowledges(addr)]
+
+    def _send_header(self, addr, size):
+        if not self._acknowledges(addr):
+            raise OSError(19)  # ENODEV: no acknowledgement
+        _digits(_I2C_LINE, 21, 3, addr)
+        _digits(_I2C_LINE, 32, 10, size)
+        link.tell(_I2C_LINE)
 
     def writeto(self, addr, buf, stop=True):
-        raise OSError(19)  # ENODEV
+        self._send_header(addr, len(buf))
+        link.tell(buf)
+        return len(buf)
 
     def writevto(self, addr, vector, stop=True):
-        raise OSError(19)
+        size = 0
+        for buf in vector:
+            size += len(buf)
+        self._send_header(addr, size)
+        for buf in vector:
+            link.tell(buf)
+        return size
 
+    # Reads: the panels modelled here are written to only.
     def readfrom_into(self, addr, buf, stop=True):
         raise OSError(19)
 
     def readfrom(self, addr, nbytes, stop=True):
         raise OSError(19)
+
+
+_SPI_DEFAULT_PINS = {1: (14, 13), 2: (18, 23)}  # (sck, mosi) of HSPI, VSPI: machine_hw_spi.c
 
 
 class SPI:
@@ -193,9 +260,24 @@ class SPI:
     ):
         if id not in (1, 2):
             raise ValueError("SPI(%d) doesn't exist" % id)
+        sck = _gpio(sck, _SPI_DEFAULT_PINS[id][0])
+        mosi = _gpio(mosi, _SPI_DEFAULT_PINS[id][1])
+        if sck >= _FIRST_INPUT_ONLY or mosi >= _FIRST_INPUT_ONLY:
+            raise OSError("invalid configuration")  # spi_bus_initialize: ESP_ERR_INVALID_ARG
+        self._id = id
+        self._wired = _wired[sck] and _wired[mosi]
+        if self._wired:
+            link.tell(
+                b"qrfleet-port: spi-init %d %d %d %d %d %d %d\n"
+                % (id, baudrate, polarity, phase, firstbit, sck, mosi)
+            )
 
     def write(self, buf):
-        pass
+        if self._wired:
+            _SPI_LINE[18] = 0x30 + self._id
+            _digits(_SPI_LINE, 30, 10, len(buf))
+            link.tell(_SPI_LINE)
+            link.tell(buf)
 
     def deinit(self):
         pass
