@@ -7,6 +7,8 @@ facts behind it, with a status an integrator can branch on; a registry refusal c
 transaction.
 """
 
+import hashlib
+import json
 import time
 import uuid
 from collections import Counter
@@ -19,7 +21,9 @@ from host.registry import (
     ADMIN,
     Actor,
     Forbidden,
+    IdempotentRequest,
     InvalidInput,
+    NotFound,
     PairingRejected,
     PairingThrottled,
     RegistryError,
@@ -40,6 +44,8 @@ _COMMAND_STATUS = {
 COMMAND_TIMEOUT_S = 5.0
 MAX_WAIT_S = 60.0
 MAX_TTL_S = 3600.0
+MAX_AUDIT_ENTRIES = 10000
+MAX_IDEMPOTENCY_KEY = 255
 
 
 def _field(doc, name, kind, required=True, default=None, check=None, what=""):
@@ -342,13 +348,22 @@ class Api:
         except EncoderBusy as e:
             raise ApiError(503, "encoder_busy", str(e)) from None
         started = time.monotonic()
-        txn_id = uuid.uuid4().hex
-        reservation = await self.registry.reserve_for_agent(agent_id, txn_id, ttl_s, wait_s)
+        request = self._idempotent(req, actor, doc, uuid.uuid4().hex)
+        supersede = _field(doc, "supersede", bool, False, True, what="true or false")
+        result = await self.registry.reserve_for_agent(
+            agent_id, request.txn_id, ttl_s, wait_s, request if request.key else None, supersede
+        )
+        if isinstance(result, IdempotentRequest):  # answered before: the same answer again
+            return result.status, result.response
+        reservation = result
+        txn_id = reservation.txn_id  # a retry carries on the transaction it started
         # The whole encode only now that a unit is held for it.
         try:
             expected = await symbols.symbol(agent_id, payload, ecc)
             async with self.server.screen(reservation.device_id):
-                ack = await self.server.command(reservation.device_id, "show_qr", **fields)
+                ack = await self.server.command(
+                    reservation.device_id, "show_qr", txn_id=txn_id, **fields
+                )
         except EncoderBusy as e:
             await self.registry.cancel(txn_id, actor)
             raise ApiError(503, "encoder_busy", str(e)) from None
@@ -367,7 +382,7 @@ class Api:
                 f"Unit {reservation.device_id} drew a different symbol than the "
                 "payload encodes; the transaction was cancelled.",
             )
-        return 201, {
+        answer = {
             "txn_id": txn_id,
             "device_id": reservation.device_id,
             "version": expected.version,
@@ -375,6 +390,22 @@ class Api:
             "latency_ms": round((time.monotonic() - started) * 1000, 1),
             "expires_at": format_time(reservation.expires_at),
         }
+        if request.key:
+            await self.registry.answer_request(request, 201, answer)
+        return 201, answer
+
+    def _idempotent(self, req, actor, doc, txn_id):
+        """The request as its `Idempotency-Key` names it (`key` "" without one): who sent it,
+        and a digest of what it asked, so that a retry is known and a reused key is caught."""
+        key = req.headers.get("idempotency-key", "")
+        if key and not (len(key) <= MAX_IDEMPOTENCY_KEY and key.isascii() and key.isprintable()):
+            raise InvalidInput(
+                f"The Idempotency-Key header must be 1 to {MAX_IDEMPOTENCY_KEY} printable "
+                "ASCII characters, e.g. a UUID."
+            )
+        asked = json.dumps([req.method, req.path, doc], sort_keys=True, separators=(",", ":"))
+        fingerprint = hashlib.sha256(asked.encode()).hexdigest()
+        return IdempotentRequest(str(actor), key, fingerprint, txn_id)
 
     async def get_txn(self, req):
         actor = await self._caller(req)
@@ -388,17 +419,33 @@ class Api:
 
     async def _finish(self, req, outcome, result):
         """End the transaction in the registry, then show how it ended: of a complete and a
-        cancel racing, only the one that committed reaches the screen; the other is refused."""
+        cancel racing, only the one that committed reaches the screen; the other is refused.
+        With an `Idempotency-Key`, the answer is remembered with the change: a retry gets it
+        again (with `shown` null: only the first attempt showed the result)."""
         actor = await self._caller(req)
         txn_id = req.params["txn_id"]
+        request = self._idempotent(req, actor, req.json(), txn_id)
+        if request.key:
+            answered = await self.registry.idempotent_answer(request)
+            if answered is not None:
+                return answered.status, answered.response
         # The unit is known before the commit, to keep its screen for this result: once the
         # commit frees the unit, the next sale's QR must not overtake the result.
-        device_id = (await self.registry.get_reservation(txn_id, actor)).device_id
+        try:
+            device_id = (await self.registry.get_reservation(txn_id, actor)).device_id
+        except NotFound:
+            answered = request.key and await self.registry.idempotent_answer(request)
+            if not answered:
+                raise
+            return answered.status, answered.response  # an attempt that just finished
+        answer = {"txn_id": txn_id, "device_id": device_id, "result": result, "shown": None}
         async with self.server.screen(device_id):
-            await outcome(txn_id, actor)
+            done = await outcome(txn_id, actor, request if request.key else None, answer)
+            if isinstance(done, IdempotentRequest):  # a retry that overtook this attempt
+                return done.status, done.response
             shown = await self.server.show_result(device_id, result)
         self.server.tasks.spawn(self.server.home_after(device_id))
-        return 200, {"txn_id": txn_id, "device_id": device_id, "result": result, "shown": shown}
+        return 200, {**answer, "shown": shown}
 
     async def complete(self, req):
         return await self._finish(req, self.registry.complete, "paid")
@@ -408,7 +455,12 @@ class Api:
 
     async def audit(self, req):
         await self._admin(req)
-        entries = await self.registry.audit(req.query.get("device_id"), req.query.get("agent_id"))
+        limit = req.query.get("limit", "100")
+        if not limit.isdigit() or not 0 < int(limit) <= MAX_AUDIT_ENTRIES:
+            raise InvalidInput(f"limit must be a whole number from 1 to {MAX_AUDIT_ENTRIES}.")
+        entries = await self.registry.audit(
+            req.query.get("device_id"), req.query.get("agent_id"), int(limit)
+        )
         return 200, {
             "audit": [
                 {

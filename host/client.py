@@ -28,10 +28,12 @@ class ApiClient:
         self.timeout = timeout
         self.ssl_context = ssl_context
 
-    def request(self, method, path, body=None):
+    def request(self, method, path, body=None, headers=None):
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.base_url + path, data=data, method=method)
         req.add_header("Content-Type", "application/json")
+        for name, value in (headers or {}).items():
+            req.add_header(name, value)
         if self.token:
             req.add_header("Authorization", f"Bearer {self.token}")
         try:
@@ -55,8 +57,8 @@ class ApiClient:
     def get(self, path):
         return self.request("GET", path)
 
-    def post(self, path, body=None):
-        return self.request("POST", path, {} if body is None else body)
+    def post(self, path, body=None, headers=None):
+        return self.request("POST", path, {} if body is None else body, headers)
 
     def delete(self, path):
         return self.request("DELETE", path)

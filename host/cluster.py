@@ -1,20 +1,20 @@
-"""Several `qrfleet serve` instances on one Valkey/Redis: presence, command routing, takeover.
+"""Several `qrfleet serve` instances on one Valkey/Redis: command routing and takeover.
 
-Every instance holding units announces itself with a key that expires unless renewed (its
-lease, with its load); an instance that stops renewing is gone for everyone after the TTL.
+Which instances are alive is the registry's instance presence (`Registry.join`/`renew`,
+renewed by the server): an instance that stops renewing is gone for everyone after its TTL,
+and so is everything it was granted.
 
 A command for a unit held by another instance goes to that instance over pub/sub, with the
 epoch of the holder's session as the caller saw it; the holder runs it only if that session
 is still the unit's newest (fencing) and answers on the caller's reply channel. The caller
-waits up to a deadline; if the holder's presence key is gone it answers "offline" at once.
+waits up to a deadline; if the holder's presence is gone it answers "offline" at once.
 
 When an instance takes a unit's session, it announces the new epoch; the instance that held the
 older session closes it with 4001 at once (it would also learn it at its next heartbeat, when
 the registry refuses its stale renewal).
 
-Channels and keys carry the store's prefix and database, so clusters sharing one Valkey stay
-apart:  {prefix}{db}:instance:{server_id}  {prefix}{db}:cmd:{server_id}
-        {prefix}{db}:reply:{server_id}     {prefix}{db}:takeover
+Channels carry the store's prefix and database, so clusters sharing one Valkey stay apart:
+{prefix}{db}:cmd:{server_id}  {prefix}{db}:reply:{server_id}  {prefix}{db}:takeover
 """
 
 import asyncio
@@ -26,7 +26,6 @@ from valkey.exceptions import ValkeyError
 
 from host.devices import CommandFailed
 
-PRESENCE_TTL_S = 3
 _WATCH_S = 0.25  # how often a routed command checks that its holder still holds the unit
 _POLL_S = 1.0  # longest single wait for a pub/sub message (below the client's socket timeout)
 
@@ -43,15 +42,13 @@ class HolderChanged(CommandFailed):
 
 
 class Cluster:
-    def __init__(self, address, server_id, hub, log, presence_ttl_s=PRESENCE_TTL_S):
+    def __init__(self, address, server_id, hub, log):
         """`address`: the store's parsed URL (`host.registry.redis.Address`)."""
         self.address = address
         self.server_id = server_id
         self.hub = hub
         self.log = log
-        self.ttl_s = presence_ttl_s
         ns = f"{address.prefix}{address.db}:"
-        self._instance_key = ns + "instance:"
         self._cmd = ns + "cmd:"
         self._reply = ns + "reply:"
         self._takeover = ns + "takeover"
@@ -69,57 +66,37 @@ class Cluster:
         await self.pubsub.subscribe(
             self._cmd + self.server_id, self._reply + self.server_id, self._takeover
         )
-        await self._announce()
-        self.hub.tasks.spawn(self._presence())
         self.hub.tasks.spawn(self._listen())
 
     async def close(self):
         """After the server's tasks (`hub.tasks`, which run this cluster's loops) are closed."""
-        try:
-            await self.redis.delete(self._instance_key + self.server_id)
-        except Exception:  # noqa: BLE001 - the key expires by itself
-            pass
         await self.pubsub.aclose()
         await self.redis.aclose()
 
-    async def _announce(self):
-        load = json.dumps({"units": len(self.hub.sessions)})
-        await self.redis.set(self._instance_key + self.server_id, load, ex=self.ttl_s)
-
-    async def _presence(self):
-        while True:
-            await asyncio.sleep(self.ttl_s / 3)
-            try:
-                await self._announce()
-            except Exception as e:  # noqa: BLE001 - Valkey restarting: try again next tick
-                self.log.warning("presence_renew_failed", reason=str(e))
-
     async def instances(self):
         """{server_id: load} of the instances alive now."""
-        keys = [k async for k in self.redis.scan_iter(match=self._instance_key + "*")]
-        values = await self.redis.mget(keys) if keys else []
         return {
-            k.decode()[len(self._instance_key) :]: json.loads(v)
-            for k, v in zip(keys, values, strict=True)
-            if v is not None
+            i.server_id: {"units": i.units, "epoch": i.epoch}
+            for i in await self.hub.registry.instances()
         }
 
     async def alive(self, server_id):
-        return bool(await self.redis.exists(self._instance_key + server_id))
+        return await self.hub.registry.instance_alive(server_id)
 
     # -- routing
 
-    async def command(self, server_id, device_id, epoch, kind, timeout_s, **fields):
-        """Run a command on a unit held by `server_id` -> the unit's ack fields."""
+    async def command(self, server_id, device_id, epoch, kind, timeout_s, txn_id=None, **fields):
+        """Run a command on a unit held by `server_id` -> the unit's ack fields; with `txn_id`,
+        only while that transaction holds the unit."""
         try:
-            return await self._command(server_id, device_id, epoch, kind, timeout_s, fields)
+            return await self._command(server_id, device_id, epoch, kind, timeout_s, txn_id, fields)
         except ValkeyError as e:
             raise CommandFailed(
                 "store_unavailable",
                 f"The cluster's Valkey cannot be reached ({e}); retry in a few seconds.",
             ) from None
 
-    async def _command(self, server_id, device_id, epoch, kind, timeout_s, fields):
+    async def _command(self, server_id, device_id, epoch, kind, timeout_s, txn_id, fields):
         if not await self.alive(server_id):
             raise CommandFailed(
                 "device_offline",
@@ -135,6 +112,7 @@ class Cluster:
             "device_id": device_id,
             "epoch": epoch,
             "kind": kind,
+            "txn_id": txn_id,
             "fields": fields,
             "timeout_s": timeout_s,
         }
@@ -226,7 +204,9 @@ class Cluster:
             )
         else:
             try:
-                reply["ack"] = await session.command(msg["kind"], msg["timeout_s"], **msg["fields"])
+                reply["ack"] = await session.command(
+                    msg["kind"], msg["timeout_s"], msg["txn_id"], **msg["fields"]
+                )
             except CommandFailed as e:
                 reply.update(error=e.code, message=e.message)
         await self.redis.publish(self._reply + msg["reply_to"], json.dumps(reply))

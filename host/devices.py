@@ -85,14 +85,17 @@ class DeviceSession:
         self.closed = False
         self.closing = False  # the watchdog has begun closing it
 
-    async def command(self, kind, timeout_s, **fields):
-        """Send a command and wait for the unit's answer -> the ack's fields."""
+    async def command(self, kind, timeout_s, txn_id=None, **fields):
+        """Send a command and wait for the unit's answer -> the ack's fields. With `txn_id`,
+        only while that transaction still holds the unit."""
         if self.closed:
             raise CommandFailed("device_offline", f"Unit {self.device_id} has just disconnected.")
-        if not await self.hub.registry.holds_device(self.device_id, self.epoch):
+        if not await self.hub.registry.holds_device(self.device_id, self.epoch, txn_id):
             self.hub.metrics["fenced_commands"] += 1
             raise CommandFailed(
-                "device_offline", f"Unit {self.device_id} is now held by a newer session."
+                "device_offline",
+                f"Unit {self.device_id} is now held by a newer session"
+                + ("." if txn_id is None else f", or transaction {txn_id} no longer holds it."),
             )
         command_id = self._next_id
         self._next_id = self._next_id % 0x7FFFFFFF + 1

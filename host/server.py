@@ -21,6 +21,9 @@ RESULT_SHOWN_S = 4.0  # how long "PAID" / "CANCELLED" stays before the home scre
 _ROUTE_ATTEMPTS = 6
 _FOLLOW_S = 0.25
 _SWEEP_EVERY_S = 10
+# An instance's presence (host.registry, Registry.join): what it holds ends this long after it
+# stops renewing, which it does three times as often.
+PRESENCE_TTL_S = 3
 
 
 class QrfleetServer:
@@ -62,6 +65,9 @@ class QrfleetServer:
     async def start(self, host="127.0.0.1", port=0):
         """Open the store and the port; returns the port (useful with port 0)."""
         self.registry = open_registry(self.store_url)
+        epoch = await self.registry.join(self.server_id, PRESENCE_TTL_S)
+        self.log.info("instance_joined", epoch=epoch)
+        self.tasks.spawn(self._presence())
         self.symbols = Symbols()
         self.hub = DeviceHub(
             self.registry,
@@ -101,10 +107,27 @@ class QrfleetServer:
         if self.cluster:
             await self.cluster.close()
         if self.registry:
+            if self.registry.instance:
+                try:
+                    await self.registry.leave()
+                except RegistryError as e:  # its presence lapses by itself
+                    self.log.warning("leave_failed", reason=str(e))
             await self.registry.close()
 
     def is_admin_token(self, token):
         return hmac.compare_digest(token.encode(), self.admin_token.encode())
+
+    async def _presence(self):
+        """Renew this instance's presence; once it lapsed (the process was paused, the store
+        was away), what it held is gone for good, and it joins again as a new start."""
+        while True:
+            await asyncio.sleep(PRESENCE_TTL_S / 3)
+            try:
+                if not await self.registry.renew(PRESENCE_TTL_S, len(self.hub.sessions)):
+                    epoch = await self.registry.join(self.server_id, PRESENCE_TTL_S)
+                    self.log.warning("instance_lapsed", epoch=epoch)
+            except RegistryError as e:
+                self.log.warning("presence_renew_failed", reason=str(e))
 
     async def _sweep(self):
         while True:
@@ -116,18 +139,25 @@ class QrfleetServer:
 
     # -- commands to units
 
-    async def command(self, device_id, kind, timeout_s=COMMAND_TIMEOUT_S, **fields):
-        """Run a command on a unit, here or, through the cluster, on the instance holding it."""
+    async def command(self, device_id, kind, timeout_s=COMMAND_TIMEOUT_S, txn_id=None, **fields):
+        """Run a command on a unit, here or, through the cluster, on the instance holding it;
+        with `txn_id`, only while that transaction holds the unit."""
         for attempt in range(_ROUTE_ATTEMPTS):
             session = self.hub.session(device_id)
             if session is not None:
-                return await session.command(kind, timeout_s, **fields)
+                return await session.command(kind, timeout_s, txn_id, **fields)
             if self.cluster:
                 status = await self.registry.get_device(device_id)
                 if status.status == "online" and status.server_id != self.server_id:
                     try:
                         return await self.cluster.command(
-                            status.server_id, device_id, status.epoch, kind, timeout_s, **fields
+                            status.server_id,
+                            device_id,
+                            status.epoch,
+                            kind,
+                            timeout_s,
+                            txn_id,
+                            **fields,
                         )
                     except HolderChanged:
                         # The unit is moving to a live instance: follow it.

@@ -3,6 +3,7 @@ which server holds its connection, and which transaction has it reserved.
 
     registry = open_registry("sqlite:///qrfleet.db")
     epoch = await registry.acquire_device("qrf-0a1b2c", "server-1", ttl_s=15)
+    await registry.join("server-1", ttl_s=3)   # this process, as an instance
     reservation = await registry.reserve_for_agent("till-1", "txn-42", ttl_s=60)
 
 Layers, each in its own module:
@@ -25,6 +26,7 @@ from host.registry.errors import (
     Conflict,
     DeviceOffline,
     Forbidden,
+    IdempotencyMismatch,
     InvalidInput,
     NotFound,
     NotLinked,
@@ -35,6 +37,7 @@ from host.registry.errors import (
     RegistryError,
     ReservationLimit,
     StoreUnavailable,
+    Superseded,
     TooMany,
     Unauthorized,
     Unavailable,
@@ -51,6 +54,8 @@ from host.registry.records import (
     AuditEntry,
     Device,
     DeviceStatus,
+    IdempotentRequest,
+    Instance,
     Lease,
     Limits,
     Location,
@@ -104,6 +109,9 @@ __all__ = [
     "DeviceOffline",
     "DeviceStatus",
     "Forbidden",
+    "IdempotencyMismatch",
+    "IdempotentRequest",
+    "Instance",
     "InvalidInput",
     "Lease",
     "Limits",
@@ -120,6 +128,7 @@ __all__ = [
     "Reservation",
     "ReservationLimit",
     "StoreUnavailable",
+    "Superseded",
     "Ticket",
     "TooMany",
     "Unauthorized",

@@ -7,6 +7,8 @@
     │   └── PairingRejected         pairing_rejected    403
     ├── NotFound                    not_found           404
     ├── Conflict                    conflict            409
+    │   ├── Superseded              superseded          409
+    │   └── IdempotencyMismatch     idempotency_key_reused 409
     ├── TooMany                     too_many            429 (a cap per agent or unit; retry later)
     │   ├── ReservationLimit        reservation_limit   429
     │   ├── QueuePlaceLimit         queue_place_limit   429
@@ -82,6 +84,29 @@ class NotFound(RegistryError):
 class Conflict(RegistryError):
     code = "conflict"
     status = 409
+
+
+class Superseded(Conflict):
+    code = "superseded"
+
+    def __init__(self, txn_id, by_txn_id):
+        super().__init__(
+            f"transaction {txn_id} was replaced by the agent's next QR, transaction "
+            f"{by_txn_id}; complete or cancel that one",
+            txn_id=txn_id,
+            by_txn_id=by_txn_id,
+        )
+
+
+class IdempotencyMismatch(Conflict):
+    code = "idempotency_key_reused"
+
+    def __init__(self, key):
+        super().__init__(
+            f"Idempotency-Key {key!r} was used for another request; a retry must repeat its "
+            "request exactly, and a new request needs a new key",
+            key=key,
+        )
 
 
 class TooMany(RegistryError):

@@ -87,6 +87,20 @@ class Lease:
 
 
 @dataclass(frozen=True)
+class Instance:
+    """A server instance's presence: `epoch` grows with every start of `server_id`; whatever
+    the instance was granted ends when this expires or a newer start replaces it."""
+
+    server_id: str
+    epoch: int
+    expires_at: float
+    units: int = 0  # sessions it holds, as last renewed
+
+    def live(self, now):
+        return self.expires_at > now
+
+
+@dataclass(frozen=True)
 class PairingCode:
     device_id: str
     code: str
@@ -113,7 +127,8 @@ def parse_pairing_uri(uri):
 
 @dataclass(frozen=True)
 class Reservation:
-    """A unit held for one transaction; `server_id`/`epoch` name the session it was granted on."""
+    """A unit held for one transaction; `server_id`/`epoch` name the instance (and its start)
+    that holds it: it ends with that instance, or at `expires_at`, whichever comes first."""
 
     txn_id: str
     device_id: str
@@ -131,11 +146,43 @@ class Reservation:
 class Limits:
     """What requests may hold at once: places in each location's wait queue, and per agent,
     unfinished transactions and queue places, so one cashier cannot hold every pool unit
-    (for up to an hour each) nor fill the queue."""
+    (for up to an hour each) nor fill the queue; per caller, the idempotency keys remembered
+    (past it, the caller's oldest key is forgotten)."""
 
     queue: int = 64
     reservations_per_agent: int = 2
     queue_places_per_agent: int = 2
+    idempotency_keys_per_caller: int = 1000
+
+
+@dataclass(frozen=True)
+class IdempotentRequest:
+    """A request made with an `Idempotency-Key`: what it asked (`fingerprint`), the
+    transaction it is about, and once it succeeded, its answer (`status`, `response`).
+    `caller` is who sent it ("agent:till-1", "admin"): each caller has keys of its own."""
+
+    caller: str
+    key: str
+    fingerprint: str
+    txn_id: str
+    created_at: float = 0.0  # both set by the rule that stores it
+    expires_at: float = 0.0
+    status: int | None = None
+    response: dict | None = None
+
+    @property
+    def answered(self):
+        return self.status is not None
+
+
+@dataclass(frozen=True)
+class SupersededTxn:
+    """A transaction replaced by its agent's next one (`by_txn_id`), remembered until it
+    would have expired, so that completing or cancelling it says what happened."""
+
+    txn_id: str
+    by_txn_id: str
+    expires_at: float
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,15 @@ How it stays correct under concurrency: optimistic transactions.
   the indexes they only update; whoever reads an index watches it.
 - A read (`read(fn)`) watches as well and ends with an empty MULTI/EXEC, which
   fails if anything it read changed meanwhile: its reads were one snapshot.
+  So does a function that raises (a refusal, or a broken invariant): if what it
+  read changed meanwhile, it saw a torn state, and it runs again on fresh reads.
 - Audit entries are numbered inside EXEC by a short Lua script sent whole with
   EVAL, not EVALSHA: a script cache emptied by a server restart cannot make one
   command of a committed transaction fail. Numbering inside EXEC keeps writers
   that audit from all conflicting on one counter.
 - Checks inside the transaction back the rules, as constraints do in SQLite:
   `put_link` on an owned unit, a second reservation of a unit or for a
-  transaction, an epoch lower than the stored one and a token hash of another
+  transaction, an epoch (of a unit or an instance) lower than the stored one and a token hash of another
   agent raise the store's `IntegrityError`; its watches make the check and
   the write one atomic step.
 - Epochs: a lease's key is watched when the rule reads it to issue
@@ -65,6 +67,13 @@ unless noted):
     reservation:<txn>          [txn_id, device_id, agent_id, server_id, epoch,
                                 created_at, expires_at]        reservations: set of txn ids
     reserved:<device>          the same array, found by unit
+    superseded:<txn>           [by_txn_id, expires_at]         superseded-expiry: zset
+    instance:<server_id>       [epoch, expires_at, units]      instances: set of ids
+                               (kept after expiry: the epoch must never go back)
+    idem:[caller,key]          [fingerprint, txn_id, created_at, expires_at, status,
+                                response]                      idem-by:<caller>: zset by
+                               created_at of keys; idem-expiry: zset by expires_at of
+                               [caller,key]
     ticket:<id>                [location_id, agent_id, expires_at]
                                                                queue, queue:<location>: lists
     audit-seq                  last audit number
@@ -90,10 +99,13 @@ from host.registry.records import (
     Agent,
     AuditEntry,
     Device,
+    IdempotentRequest,
+    Instance,
     Lease,
     Location,
     PairingCode,
     Reservation,
+    SupersededTxn,
     Ticket,
 )
 from host.registry.store import Backoff, IntegrityError, Store, Transaction
@@ -104,7 +116,7 @@ RETRY_S = 10.0
 CONFLICT_PAUSES_S = (0.001, 0.05)
 OUTAGE_PAUSES_S = (0.01, 0.5)
 SOCKET_TIMEOUT_S = 5.0
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_PREFIX = "qrfleet:"
 
 _LOST = (LostConnection, LostTimeout)
@@ -419,6 +431,31 @@ class RedisTransaction(Transaction):
             _dump([lease.server_id, lease.epoch, lease.expires_at]),
         )
 
+    # Instances
+
+    def instance(self, server_id):
+        value = self._record(f"{self._p}instance:{server_id}")
+        return None if value is None else Instance(server_id, *value)
+
+    def instances(self):
+        ids = self._set_members(f"{self._p}instances")
+        values = self._records([f"{self._p}instance:{i}" for i in ids])
+        return [Instance(i, *v) for i, v in zip(ids, values, strict=True) if v is not None]
+
+    def put_instance(self, instance):
+        old = self.instance(instance.server_id)
+        if old is not None and instance.epoch < old.epoch:
+            raise IntegrityError(
+                f"epoch of instance {instance.server_id} would go back from {old.epoch} to "
+                f"{instance.epoch}"
+            )
+        self._put(
+            f"{self._p}instance:{instance.server_id}",
+            _dump([instance.epoch, instance.expires_at, instance.units]),
+        )
+        if old is None:
+            self._index("SADD", f"{self._p}instances", instance.server_id)
+
     # Reservations
 
     def reservation(self, txn_id):
@@ -453,6 +490,76 @@ class RedisTransaction(Transaction):
             self._delete(f"{self._p}reservation:{txn_id}")
             self._delete(f"{self._p}reserved:{reservation.device_id}")
             self._index("SREM", f"{self._p}reservations", txn_id)
+
+    def superseded(self, txn_id):
+        value = self._record(f"{self._p}superseded:{txn_id}")
+        return None if value is None else SupersededTxn(txn_id, *value)
+
+    def put_superseded(self, superseded):
+        s = superseded
+        self._put(f"{self._p}superseded:{s.txn_id}", _dump([s.by_txn_id, s.expires_at]))
+        self.commands.append(("ZADD", f"{self._p}superseded-expiry", s.expires_at, s.txn_id))
+
+    def delete_expired_superseded(self, now):
+        index = f"{self._p}superseded-expiry"
+        expired = self._read(("WATCH", index), ("ZRANGE", index, "-inf", now, "BYSCORE"))
+        deleted = 0
+        for txn_id in expired:
+            superseded = self.superseded(txn_id)
+            if superseded is None or superseded.expires_at <= now:
+                self._delete(f"{self._p}superseded:{txn_id}")
+                self.commands.append(("ZREM", index, txn_id))
+                deleted += superseded is not None
+        return deleted
+
+    # Requests with an idempotency key
+
+    def _request_key(self, caller, key):
+        return f"{self._p}idem:{_dump([caller, key])}"
+
+    def idempotent_request(self, caller, key):
+        value = self._record(self._request_key(caller, key))
+        return None if value is None else IdempotentRequest(caller, key, *value)
+
+    def oldest_idempotent_requests(self, caller, limit):
+        if limit <= 0:
+            return []
+        index = f"{self._p}idem-by:{caller}"
+        keys = self._read(("WATCH", index), ("ZRANGE", index, 0, limit - 1))
+        found = [self.idempotent_request(caller, key) for key in keys]
+        return [r for r in found if r is not None]
+
+    def count_idempotent_requests(self, caller):
+        index = f"{self._p}idem-by:{caller}"
+        return self._read(("WATCH", index), ("ZCARD", index))
+
+    def put_idempotent_request(self, request):
+        r = request
+        self._put(
+            self._request_key(r.caller, r.key),
+            _dump([r.fingerprint, r.txn_id, r.created_at, r.expires_at, r.status, r.response]),
+        )
+        self.commands.append(("ZADD", f"{self._p}idem-by:{r.caller}", r.created_at, r.key))
+        self.commands.append(
+            ("ZADD", f"{self._p}idem-expiry", r.expires_at, _dump([r.caller, r.key]))
+        )
+
+    def delete_idempotent_request(self, caller, key):
+        self._delete(self._request_key(caller, key))
+        self.commands.append(("ZREM", f"{self._p}idem-by:{caller}", key))
+        self.commands.append(("ZREM", f"{self._p}idem-expiry", _dump([caller, key])))
+
+    def delete_expired_idempotent_requests(self, now):
+        index = f"{self._p}idem-expiry"
+        expired = self._read(("WATCH", index), ("ZRANGE", index, "-inf", now, "BYSCORE"))
+        deleted = 0
+        for member in expired:
+            caller, key = json.loads(member)
+            request = self.idempotent_request(caller, key)
+            if request is None or request.expires_at <= now:
+                self.delete_idempotent_request(caller, key)
+                deleted += request is not None
+        return deleted
 
     # Wait queue: lists in arrival order, one for all and one per location
 
@@ -535,8 +642,9 @@ class RedisTransaction(Transaction):
         return True
 
     def abandon(self):
-        """Drop the transaction's watches (its function raised before commit)."""
-        self._read(("UNWATCH",))
+        """Drop the transaction's watches (its function raised before commit) -> whether its
+        reads were one snapshot: an empty EXEC fails if a watched key changed."""
+        return _roundtrip(self._conn, [("MULTI",), ("EXEC",)])[-1] is not None
 
 
 class RedisStore(Store):
@@ -564,8 +672,8 @@ class RedisStore(Store):
     def _check_schema(self, tx):
         key = f"{self.address.prefix}schema"
         version = tx._string(key)
-        if version is None:
-            tx._put(key, str(SCHEMA_VERSION))
+        if version is None or int(version) < SCHEMA_VERSION:
+            tx._put(key, str(SCHEMA_VERSION))  # version 2 only adds keys
         elif int(version) > SCHEMA_VERSION:
             raise StoreUnavailable(
                 f"the registry store at {self.address} has schema version {version}, newer than "
@@ -605,7 +713,8 @@ class RedisStore(Store):
         except _LOST:
             raise
         except BaseException:
-            self._abandon(tx)
+            if not self._abandon(tx):
+                return False, None  # it raised on reads that changed under it: run it again
             raise
         if not tx.commands:
             return tx.commit(), result  # an empty EXEC: were the reads one snapshot?
@@ -619,9 +728,9 @@ class RedisStore(Store):
 
     def _abandon(self, tx):
         try:
-            tx.abandon()
+            return tx.abandon()
         except _LOST:
-            pass  # a new connection watches nothing
+            return True  # a new connection watches nothing; the refusal stands
 
     def _receipt_found(self, receipt, deadline):
         """After losing the connection during a commit: did the commit happen?"""

@@ -18,7 +18,7 @@ import time
 import uuid
 
 from host.registry import rules
-from host.registry.records import ADMIN, HYBRID, Limits, Reservation
+from host.registry.records import ADMIN, HYBRID, Limits, Reservation, Ticket
 
 DEFAULT_LIMITS = Limits()
 
@@ -41,6 +41,31 @@ class Registry:
         self.limits = limits
         self._poll_s = poll_s
         self._changed = asyncio.Event()
+        self.instance = None  # (server_id, epoch) once this process joined
+
+    async def join(self, server_id, ttl_s):
+        """Start this process as instance `server_id` -> its epoch, larger than any before.
+        What an earlier start of it held ends now; what this one is granted ends unless
+        `renew` is called within every `ttl_s`."""
+        epoch = await self._write_and_wake(rules.join_instance, server_id, ttl_s)
+        self.instance = (server_id, epoch)
+        return epoch
+
+    async def renew(self, ttl_s, units=0):
+        """Keep this instance present -> False once its presence lapsed or a newer start
+        replaced it: what it held has ended, and it must join again."""
+        return await self._write(rules.renew_instance, *self.instance, ttl_s, units)
+
+    async def leave(self):
+        """This instance stops: what it holds ends now."""
+        await self._write_and_wake(rules.leave_instance, *self.instance)
+
+    async def instances(self):
+        """The instances present now -> [Instance]."""
+        return await self._read(rules.live_instances)
+
+    async def instance_alive(self, server_id):
+        return await self._read(rules.instance_alive, server_id)
 
     async def close(self):
         await self.store.close()
@@ -160,35 +185,45 @@ class Registry:
         """Record firmware/panel/last_screen for the session -> False if it is stale."""
         return await self._write(rules.report_device, device_id, epoch, changes)
 
-    async def holds_device(self, device_id, epoch):
-        """Is this session still the unit's newest, with a live lease? Ask before side effects."""
-        return await self._read(rules.holds_device, device_id, epoch)
+    async def holds_device(self, device_id, epoch, txn_id=None):
+        """Is this session still the unit's newest, with a live lease (and, with `txn_id`,
+        that transaction still the unit's)? Ask before side effects."""
+        return await self._read(rules.holds_device, device_id, epoch, txn_id)
 
     # Reservations
 
-    async def reserve_for_agent(self, agent_id, txn_id, ttl_s=30.0, wait_s=0.0):
-        """Reserve a unit for the agent's transaction -> Reservation, or a refusal
-        (NotLinked, DeviceOffline, AllBusy, QueueFull, ...).
+    async def reserve_for_agent(
+        self, agent_id, txn_id, ttl_s=30.0, wait_s=0.0, request=None, supersede=True
+    ):
+        """Reserve a unit for the agent's transaction, held by this instance (`join` first)
+        -> Reservation, or a refusal (NotLinked, DeviceOffline, AllBusy, QueueFull, ...).
 
         With `wait_s`, a request that finds no free unit waits its turn in the
         location's queue for up to `wait_s`. A reservation granted while the
-        caller was cancelled is not lost track of: it expires after `ttl_s`.
+        caller was cancelled is not lost track of: it expires after `ttl_s`, or
+        sooner with this instance. With `supersede`, the agent's own unfinished
+        transactions are replaced. With `request` (an `IdempotentRequest` for `txn_id`),
+        a request made before with its key returns its stored `IdempotentRequest` if it
+        was answered, else goes on as its first transaction (see `rules.reserve`).
         """
+        if self.instance is None:
+            raise RuntimeError("join() the registry as an instance before reserving")
         ticket_id = uuid.uuid4().hex if wait_s else None
-        args = (agent_id, txn_id, ttl_s, ticket_id)
+        head = (agent_id, txn_id, ttl_s, ticket_id)
+        tail = (self.limits, self.instance, request, supersede)
         if ticket_id is None:
-            return await self._write(rules.reserve, *args, 0, self.limits)
+            return await self._write(rules.reserve, *head, 0, *tail)
         result = None
         changed = self._changed
         try:
-            result = await self._write(rules.reserve, *args, wait_s, self.limits)
-            while not isinstance(result, Reservation):
+            result = await self._write(rules.reserve, *head, wait_s, *tail)
+            while isinstance(result, Ticket):
                 try:
                     await asyncio.wait_for(changed.wait(), self._poll_s)
                 except asyncio.TimeoutError:
                     pass
                 changed = self._changed
-                result = await self._write(rules.reserve, *args, 0, self.limits)
+                result = await self._write(rules.reserve, *head, 0, *tail)
         finally:
             if not isinstance(result, Reservation):
                 await asyncio.shield(self._leave_queue(ticket_id))
@@ -204,12 +239,27 @@ class Registry:
         await self.store.write(lambda tx: rules.leave_queue(tx, ticket_id))
         self._wake()
 
-    async def complete(self, txn_id, actor):
-        """The payment went through; release the unit. Only the holding agent (or an admin)."""
-        return await self._write_and_wake(rules.finish, actor, txn_id, "complete")
+    async def complete(self, txn_id, actor, request=None, response=None):
+        """The payment went through; release the unit. Only the holding agent (or an admin).
+        With `request` (an `IdempotentRequest`), `response` is remembered as its answer, and
+        a retry gets that `IdempotentRequest` back instead."""
+        return await self._write_and_wake(
+            rules.finish, actor, txn_id, "complete", request, response, self.limits
+        )
 
-    async def cancel(self, txn_id, actor):
-        return await self._write_and_wake(rules.finish, actor, txn_id, "cancel")
+    async def cancel(self, txn_id, actor, request=None, response=None):
+        return await self._write_and_wake(
+            rules.finish, actor, txn_id, "cancel", request, response, self.limits
+        )
+
+    async def idempotent_answer(self, request):
+        """The answer remembered for this request (`IdempotentRequest`), or None; the same
+        key with another request raises IdempotencyMismatch."""
+        return await self._read(rules.idempotent_answer, request)
+
+    async def answer_request(self, request, status, response):
+        """Remember the answer to a request made with a key."""
+        await self._write(rules.answer_request, request, status, response)
 
     async def get_reservation(self, txn_id, actor=None):
         """The live transaction; with `actor`, as that caller may see it (as get_device)."""

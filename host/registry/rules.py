@@ -13,7 +13,12 @@ The rules that make the legacy failures impossible:
   device owned by another agent is a `Conflict` and changes nothing. Only the
   owner or an admin unlinks, only an admin transfers.
 - A device is reserved by at most one live transaction, and only the agent
-  holding it (or an admin) completes or cancels it; otherwise it expires.
+  holding it (or an admin) completes or cancels it; otherwise it expires. A
+  reservation is held by the server instance that made it, as a session is: it
+  ends when that instance's presence lapses or a newer start of it joins,
+  whatever its ttl (the sweeper only tidies).
+- A cashier's new QR supersedes its own unfinished transaction (never another
+  agent's); a request repeated with its idempotency key is not applied twice.
 - Every session on a device gets a larger epoch than any before it; writes
   about a device made for a session carry its epoch and are ignored (the rule
   returns False) once a newer session exists.
@@ -49,6 +54,7 @@ from host.registry.errors import (
     Conflict,
     DeviceOffline,
     Forbidden,
+    IdempotencyMismatch,
     InvalidInput,
     NotFound,
     NotLinked,
@@ -56,6 +62,7 @@ from host.registry.errors import (
     QueueFull,
     QueuePlaceLimit,
     ReservationLimit,
+    Superseded,
     Unauthorized,
 )
 from host.registry.records import (
@@ -67,10 +74,12 @@ from host.registry.records import (
     Agent,
     Device,
     DeviceStatus,
+    Instance,
     Lease,
     Location,
     PairingCode,
     Reservation,
+    SupersededTxn,
     Ticket,
 )
 
@@ -81,6 +90,9 @@ MAX_LEASE_S = 3600
 MAX_RESERVATION_S = 3600
 MAX_PAIRING_S = 86400
 MAX_WAIT_S = 300
+# How long a request made with an idempotency key is remembered (a cashier system retries
+# within seconds; the longest transaction lasts an hour).
+IDEMPOTENCY_TTL_S = 86400
 
 
 # Input checks
@@ -261,8 +273,7 @@ def link(tx, now, actor, agent_id, device_id, code):
             f"unit {device_id} belongs to location {device.location_id} and agent {agent_id} "
             f"to {agent.location_id}; an admin can re-register the unit at the agent's location"
         )
-    held = tx.reservation_of(device_id)
-    if held is not None and held.live(now):
+    if _reserved(tx, now, device_id) is not None:
         raise Conflict(
             f"unit {device_id} is showing the QR of a transaction in progress; link it once "
             "that sale is over and the unit shows its pairing QR again",
@@ -404,10 +415,57 @@ def report_device(tx, now, device_id, epoch, changes):
     return True
 
 
-def holds_device(tx, now, device_id, epoch):
-    """True while the session with `epoch` is the unit's newest and its lease is live."""
+def holds_device(tx, now, device_id, epoch, txn_id=None):
+    """True while the session with `epoch` is the unit's newest and its lease is live, and,
+    with `txn_id`, while that transaction still holds the unit."""
     lease = _holds(tx, device_id, epoch)
-    return lease is not None and lease.live(now)
+    if lease is None or not lease.live(now):
+        return False
+    return txn_id is None or getattr(_reserved(tx, now, device_id), "txn_id", None) == txn_id
+
+
+# Instances: presence with an epoch per start
+
+
+def join_instance(tx, now, server_id, ttl_s):
+    """Start `server_id` -> its epoch, larger than any before: whatever an earlier start of
+    it held (its reservations) ends now."""
+    check_id("server", server_id)
+    ttl_s = _check_seconds("ttl_s", ttl_s, MAX_LEASE_S)
+    previous = tx.instance(server_id)
+    epoch = 1 if previous is None else previous.epoch + 1
+    tx.put_instance(Instance(server_id, epoch, now + ttl_s))
+    _audit(tx, now, Actor.server(server_id), "start", detail=f"epoch {epoch}")
+    return epoch
+
+
+def renew_instance(tx, now, server_id, epoch, ttl_s, units):
+    """Extend the presence of this start of the instance -> False once it lapsed or a newer
+    start replaced it: what it held is gone, and it must join again."""
+    ttl_s = _check_seconds("ttl_s", ttl_s, MAX_LEASE_S)
+    instance = tx.instance(check_id("server", server_id))
+    if instance is None or instance.epoch != epoch or not instance.live(now):
+        return False
+    tx.put_instance(replace(instance, expires_at=now + ttl_s, units=units))
+    return True
+
+
+def leave_instance(tx, now, server_id, epoch):
+    """The instance stops: what it holds ends now."""
+    instance = tx.instance(check_id("server", server_id))
+    if instance is None or instance.epoch != epoch:
+        return False
+    tx.put_instance(replace(instance, expires_at=min(instance.expires_at, now)))
+    return True
+
+
+def live_instances(tx, now):
+    return [i for i in tx.instances() if i.live(now)]
+
+
+def instance_alive(tx, now, server_id):
+    instance = tx.instance(check_id("server", server_id))
+    return instance is not None and instance.live(now)
 
 
 # Reservations and the wait queue
@@ -424,6 +482,11 @@ def _candidates(tx, agent, policy):
     return own + pool
 
 
+def _online(tx, now, device_id):
+    lease = tx.lease(device_id)
+    return lease is not None and lease.live(now)
+
+
 def _live_queue(tx, now, location_id):
     queue = []
     for ticket in tx.tickets(location_id):
@@ -434,21 +497,104 @@ def _live_queue(tx, now, location_id):
     return queue
 
 
+def _holder_gone(tx, now, reservation):
+    """Has the instance start that holds the reservation stopped or lapsed?"""
+    holder = tx.instance(reservation.server_id)
+    return holder is None or holder.epoch != reservation.epoch or not holder.live(now)
+
+
+def _live(tx, now, reservation):
+    return reservation.live(now) and not _holder_gone(tx, now, reservation)
+
+
+def _reserved(tx, now, device_id):
+    """The live reservation of the unit, or None."""
+    held = tx.reservation_of(device_id)
+    return held if held is not None and _live(tx, now, held) else None
+
+
 def _expire(tx, now, reservation):
+    """End a reservation that is no longer live: `expire` at its ttl, `release` when its
+    instance went first."""
     tx.delete_reservation(reservation.txn_id)
+    lapsed = not reservation.live(now)
     _audit(
         tx,
         now,
         REGISTRY,
-        "expire",
+        "expire" if lapsed else "release",
         device_id=reservation.device_id,
         agent_id=reservation.agent_id,
         txn_id=reservation.txn_id,
+        detail=None if lapsed else f"{reservation.server_id} epoch {reservation.epoch} gone",
     )
 
 
-def reserve(tx, now, agent_id, txn_id, ttl_s, ticket_id, wait_s, limits):
-    """Reserve a unit for the agent's transaction, by its location's policy.
+def _supersede(tx, now, reservation, txn_id):
+    tx.delete_reservation(reservation.txn_id)
+    tx.put_superseded(SupersededTxn(reservation.txn_id, txn_id, reservation.expires_at))
+    _audit(
+        tx,
+        now,
+        Actor.agent(reservation.agent_id),
+        "superseded",
+        device_id=reservation.device_id,
+        agent_id=reservation.agent_id,
+        txn_id=reservation.txn_id,
+        detail=f"by {txn_id}",
+    )
+
+
+# Requests with an idempotency key
+
+
+def _known_request(tx, now, request):
+    """The stored request with the key of `request` (an IdempotentRequest), or None; the same
+    key with another request is a Conflict."""
+    known = tx.idempotent_request(request.caller, request.key)
+    if known is None or known.expires_at <= now:
+        return None
+    if not hmac.compare_digest(known.fingerprint, request.fingerprint):
+        raise IdempotencyMismatch(request.key)
+    return known
+
+
+def _remember(tx, request, limits):
+    """Store a new request, forgetting the caller's oldest past its cap."""
+    excess = tx.count_idempotent_requests(request.caller) + 1 - limits.idempotency_keys_per_caller
+    for old in tx.oldest_idempotent_requests(request.caller, max(0, excess)):
+        tx.delete_idempotent_request(old.caller, old.key)
+    tx.put_idempotent_request(request)
+
+
+def idempotent_answer(tx, now, request):
+    """The answer already given to this request (same caller, key and fingerprint), or None."""
+    known = _known_request(tx, now, request)
+    return known if known is not None and known.answered else None
+
+
+def answer_request(tx, now, request, status, response):
+    """Record the answer to a request made with a key, if it is still remembered."""
+    known = tx.idempotent_request(request.caller, request.key)
+    if known is not None and known.fingerprint == request.fingerprint and not known.answered:
+        tx.put_idempotent_request(replace(known, status=status, response=response))
+
+
+def reserve(
+    tx,
+    now,
+    agent_id,
+    txn_id,
+    ttl_s,
+    ticket_id,
+    wait_s,
+    limits,
+    instance,
+    request=None,
+    supersede=True,
+):
+    """Reserve a unit for the agent's transaction, by its location's policy, held by
+    `instance` = (server_id, epoch), the start of the server instance that asks.
 
     Returns the `Reservation` when a unit is free for this request now. Otherwise a
     request that may wait gets its `Ticket` in the location's queue: a first call
@@ -456,6 +602,15 @@ def reserve(tx, now, agent_id, txn_id, ttl_s, ticket_id, wait_s, limits):
     `ticket_id` (and `wait_s=0`) keep their place until the ticket expires. Any
     other outcome is a refusal: NotLinked, DeviceOffline, AllBusy, QueueFull, or past
     the agent's `limits` ReservationLimit or QueuePlaceLimit.
+
+    With `supersede`, the agent's own unfinished transactions end (`superseded`) and their
+    units may serve this one: a cashier's new QR replaces the one it left unfinished.
+
+    With `request` (an `IdempotentRequest` naming `txn_id`), a request already made with
+    its key is not made again: an answered one returns its stored `IdempotentRequest`, an
+    unanswered one (its attempt died or the caller gave up on it) goes on under its own
+    transaction, whose reservation this instance takes over, or makes again if its holder
+    is gone.
     """
     check_id("transaction", txn_id)
     ttl_s = _check_seconds("ttl_s", ttl_s, MAX_RESERVATION_S)
@@ -463,6 +618,24 @@ def reserve(tx, now, agent_id, txn_id, ttl_s, ticket_id, wait_s, limits):
         _check_seconds("wait_s", wait_s, MAX_WAIT_S)
     agent = get_agent(tx, agent_id)
     location = tx.location(agent.location_id)
+    server_id, epoch = instance
+    if request is not None:
+        known = _known_request(tx, now, request)
+        if known is not None:
+            if known.answered:
+                return known
+            txn_id = known.txn_id
+            held = tx.reservation(txn_id)
+            if held is not None and _live(tx, now, held):
+                return _take_over(tx, now, held, server_id, epoch)
+            if held is not None:
+                _expire(tx, now, held)
+            _refuse_superseded(tx, now, txn_id)
+            request = None  # remembered already
+        else:
+            request = replace(
+                request, txn_id=txn_id, created_at=now, expires_at=now + IDEMPOTENCY_TTL_S
+            )
     if tx.reservation(txn_id) is not None:
         raise Conflict(f"transaction {txn_id} already exists; use a new transaction id")
     candidates = _candidates(tx, agent, location.policy)
@@ -470,18 +643,25 @@ def reserve(tx, now, agent_id, txn_id, ttl_s, ticket_id, wait_s, limits):
         raise NotLinked(agent_id, location.location_id, location.policy)
     # Counted over the units the agent may use, which it reads anyway: a count over every
     # reservation would make all concurrent reservations conflict in a shared store.
-    holding = 0
+    mine = {}  # device_id -> the agent's own live reservation of it
     for device_id, _ in candidates:
-        held = tx.reservation_of(device_id)
-        holding += held is not None and held.live(now) and held.agent_id == agent_id
-    if holding >= limits.reservations_per_agent:
+        held = _reserved(tx, now, device_id)
+        if held is not None and held.agent_id == agent_id:
+            mine[device_id] = held
+    # Superseding, a unit the agent's unfinished transaction holds is taken first: the new
+    # QR replaces that one, and the agent holds no more units than before.
+    replaceable = supersede and any(_online(tx, now, d) for d in mine)
+    if len(mine) >= limits.reservations_per_agent and not replaceable:
         raise ReservationLimit(agent_id, limits.reservations_per_agent)
+    if replaceable:
+        candidates = sorted(candidates, key=lambda c: c[0] not in mine)
 
     queue = _live_queue(tx, now, location.location_id)
     position = next((i for i, t in enumerate(queue) if t.ticket_id == ticket_id), None)
     ahead = queue if position is None else queue[:position]
     # Requests ahead in line get first pick: of the pool if anyone waits, of our
-    # own units if we ourselves have an earlier request waiting.
+    # own units if we ourselves have an earlier request waiting. A unit our own
+    # transaction holds is ours already.
     own_ahead = any(t.agent_id == agent_id for t in ahead)
     online, last_seen = 0, None
     for device_id, owned in candidates:
@@ -493,18 +673,20 @@ def reserve(tx, now, agent_id, txn_id, ttl_s, ticket_id, wait_s, limits):
             continue
         online += 1
         held = tx.reservation_of(device_id)
-        if held is not None and held.live(now):
+        if replaceable and device_id in mine:
+            _supersede(tx, now, mine[device_id], txn_id)
+        elif held is not None and _live(tx, now, held):
             continue
-        if own_ahead or (ahead and not owned):
+        elif own_ahead or (ahead and not owned):
             continue
-        if held is not None:
+        elif held is not None:
             _expire(tx, now, held)
         if position is not None:
             tx.delete_ticket(ticket_id)
-        reservation = Reservation(
-            txn_id, device_id, agent_id, lease.server_id, lease.epoch, now, now + ttl_s
-        )
+        reservation = Reservation(txn_id, device_id, agent_id, server_id, epoch, now, now + ttl_s)
         tx.put_reservation(reservation)
+        if request is not None:
+            _remember(tx, request, limits)
         if not owned:
             tx.delete_pairing_code(device_id)  # the QR replaces the pairing screen
         _audit(
@@ -536,6 +718,30 @@ def reserve(tx, now, agent_id, txn_id, ttl_s, ticket_id, wait_s, limits):
     return ticket
 
 
+def _take_over(tx, now, held, server_id, epoch):
+    """A retry carries on its transaction here: the reservation moves to this instance."""
+    tx.delete_reservation(held.txn_id)
+    reservation = replace(held, server_id=server_id, epoch=epoch)
+    tx.put_reservation(reservation)
+    _audit(
+        tx,
+        now,
+        Actor.agent(held.agent_id),
+        "retry",
+        device_id=held.device_id,
+        agent_id=held.agent_id,
+        txn_id=held.txn_id,
+        detail=f"from {held.server_id} to {server_id}",
+    )
+    return reservation
+
+
+def _refuse_superseded(tx, now, txn_id):
+    superseded = tx.superseded(txn_id)
+    if superseded is not None and superseded.expires_at > now:
+        raise Superseded(txn_id, superseded.by_txn_id)
+
+
 def waiting(tx, now, location_id):
     """The live tickets of the location's queue, first in line first."""
     get_location(tx, location_id)
@@ -546,17 +752,31 @@ def leave_queue(tx, ticket_id):
     tx.delete_ticket(ticket_id)
 
 
-def finish(tx, now, actor, txn_id, outcome):
-    """Complete or cancel a transaction, releasing its unit; only its holder may."""
+def finish(tx, now, actor, txn_id, outcome, request=None, response=None, limits=None):
+    """Complete or cancel a transaction, releasing its unit; only its holder may.
+
+    With `request` (an `IdempotentRequest`), the answer `response` is remembered with the
+    change, so a retry with its key gets the stored `IdempotentRequest` back and changes
+    nothing."""
     check_id("transaction", txn_id)
+    if request is not None:
+        known = _known_request(tx, now, request)
+        if known is not None:
+            return known
     reservation = tx.reservation(txn_id)
     if reservation is None or not _sees(tx, actor, tx.agent(reservation.agent_id).location_id):
+        _refuse_superseded(tx, now, txn_id)
         raise NotFound(
             f"transaction {txn_id} is unknown or already finished; start a new transaction"
         )
     if not reservation.live(now):
         raise NotFound(
             f"transaction {txn_id} expired and released its unit; start a new transaction"
+        )
+    if _holder_gone(tx, now, reservation):
+        raise NotFound(
+            f"transaction {txn_id} ended with server {reservation.server_id}, which held it "
+            "and stopped; start a new transaction"
         )
     _authorise(actor, reservation.agent_id, f"{outcome} transaction {txn_id}")
     tx.delete_reservation(txn_id)
@@ -569,21 +789,33 @@ def finish(tx, now, actor, txn_id, outcome):
         agent_id=reservation.agent_id,
         txn_id=txn_id,
     )
+    if request is not None:
+        answered = replace(
+            request,
+            created_at=now,
+            expires_at=now + IDEMPOTENCY_TTL_S,
+            status=200,
+            response=response,
+        )
+        _remember(tx, answered, limits)
     return reservation
 
 
 def sweep(tx, now):
-    """Drop what expired: reservations (audited), queue tickets and pairing codes."""
-    expired = [r for r in tx.reservations() if not r.live(now)]
-    for reservation in expired:
+    """Drop what ended: reservations past their ttl or whose instance is gone (audited),
+    queue tickets, pairing codes, idempotency keys and superseded transactions."""
+    ended = [r for r in tx.reservations() if not _live(tx, now, r)]
+    for reservation in ended:
         _expire(tx, now, reservation)
     tickets = [t for t in tx.tickets() if t.expires_at <= now]
     for ticket in tickets:
         tx.delete_ticket(ticket.ticket_id)
     return {
-        "reservations": len(expired),
+        "reservations": len(ended),
         "tickets": len(tickets),
         "pairing_codes": tx.delete_expired_pairing_codes(now),
+        "idempotency_keys": tx.delete_expired_idempotent_requests(now),
+        "superseded": tx.delete_expired_superseded(now),
     }
 
 
@@ -593,14 +825,14 @@ def sweep(tx, now):
 def device_status(tx, now, device):
     lease = tx.lease(device.device_id)
     online = lease is not None and lease.live(now)
-    reservation = tx.reservation_of(device.device_id)
+    reservation = _reserved(tx, now, device.device_id)
     return DeviceStatus(
         device=device,
         status="online" if online else "offline",
         agent_id=tx.owner(device.device_id),
         server_id=lease.server_id if online else None,
         epoch=lease.epoch if lease is not None else None,
-        txn_id=reservation.txn_id if reservation is not None and reservation.live(now) else None,
+        txn_id=None if reservation is None else reservation.txn_id,
     )
 
 
@@ -621,9 +853,11 @@ def device_secret(tx, device_id):
 
 def get_reservation(tx, now, txn_id, actor):
     reservation = tx.reservation(check_id("transaction", txn_id))
+    if reservation is None:
+        _refuse_superseded(tx, now, txn_id)
     if (
         reservation is None
-        or not reservation.live(now)
+        or not _live(tx, now, reservation)
         or not _sees(tx, actor, tx.agent(reservation.agent_id).location_id)
     ):
         raise NotFound(f"transaction {txn_id} is unknown, finished or expired")

@@ -16,8 +16,8 @@ How it stays correct under concurrency:
   `StoreUnavailable`, never SQLITE_BUSY.
 - Constraints back the rules: a device has one link row (primary key), a
   device and a transaction one reservation row (unique, primary key), a token
-  hash one agent (unique); `put_lease` updates a lease only to an epoch no
-  lower than the stored one. A write that would break one raises the store's
+  hash one agent (unique); `put_lease` and `put_instance` update only to an
+  epoch no lower than the stored one. A write that would break one raises the store's
   `IntegrityError`, whatever a rule might do.
 
 Threading: each store owns one worker thread (`Store`), and the connection
@@ -47,10 +47,13 @@ from host.registry.records import (
     Agent,
     AuditEntry,
     Device,
+    IdempotentRequest,
+    Instance,
     Lease,
     Location,
     PairingCode,
     Reservation,
+    SupersededTxn,
     Ticket,
 )
 from host.registry.store import Backoff, IntegrityError, Store, Transaction
@@ -123,6 +126,29 @@ MIGRATIONS = (
         "CREATE INDEX audit_by_device ON audit (device_id, seq)",
         "CREATE INDEX audit_by_agent ON audit (agent_id, seq)",
     ),
+    (
+        """CREATE TABLE instances (
+            server_id TEXT PRIMARY KEY,
+            epoch INTEGER NOT NULL,
+            expires_at REAL NOT NULL,
+            units INTEGER NOT NULL)""",
+        """CREATE TABLE idempotent_requests (
+            caller TEXT NOT NULL,
+            key TEXT NOT NULL,
+            fingerprint TEXT NOT NULL,
+            txn_id TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            status INTEGER,
+            response TEXT,
+            PRIMARY KEY (caller, key))""",
+        "CREATE INDEX idempotent_requests_by_age ON idempotent_requests (caller, created_at)",
+        "CREATE INDEX idempotent_requests_by_expiry ON idempotent_requests (expires_at)",
+        """CREATE TABLE superseded (
+            txn_id TEXT PRIMARY KEY,
+            by_txn_id TEXT NOT NULL,
+            expires_at REAL NOT NULL)""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -158,6 +184,10 @@ def _unjson(text):
 
 def _device(row):
     return Device(*row[:6], _unjson(row[6]), _unjson(row[7]))
+
+
+def _request(row):
+    return IdempotentRequest(*row[:7], _unjson(row[7]))
 
 
 class SqliteTransaction(Transaction):
@@ -340,6 +370,32 @@ class SqliteTransaction(Transaction):
                 f"epoch of unit {lease.device_id} would go back from {stored} to {lease.epoch}"
             )
 
+    # Instances
+
+    _INSTANCE = "SELECT server_id, epoch, expires_at, units FROM instances"
+
+    def instance(self, server_id):
+        row = self._one(f"{self._INSTANCE} WHERE server_id = ?", server_id)
+        return None if row is None else Instance(*row)
+
+    def instances(self):
+        return [Instance(*row) for row in self._all(f"{self._INSTANCE} ORDER BY server_id")]
+
+    def put_instance(self, instance):
+        # As for leases: an epoch lower than the stored one changes nothing, and is refused.
+        changed = self._execute(
+            "INSERT INTO instances VALUES (?, ?, ?, ?) ON CONFLICT (server_id) DO UPDATE SET "
+            "epoch = excluded.epoch, expires_at = excluded.expires_at, units = excluded.units "
+            "WHERE excluded.epoch >= instances.epoch",
+            (instance.server_id, instance.epoch, instance.expires_at, instance.units),
+        ).rowcount
+        if not changed:
+            stored = self.instance(instance.server_id).epoch
+            raise IntegrityError(
+                f"epoch of instance {instance.server_id} would go back from {stored} to "
+                f"{instance.epoch}"
+            )
+
     # Reservations
 
     _RESERVATION = (
@@ -375,6 +431,65 @@ class SqliteTransaction(Transaction):
 
     def delete_reservation(self, txn_id):
         self._execute("DELETE FROM reservations WHERE txn_id = ?", (txn_id,))
+
+    def superseded(self, txn_id):
+        row = self._one(
+            "SELECT txn_id, by_txn_id, expires_at FROM superseded WHERE txn_id = ?", txn_id
+        )
+        return None if row is None else SupersededTxn(*row)
+
+    def put_superseded(self, superseded):
+        self._execute(
+            "INSERT OR REPLACE INTO superseded VALUES (?, ?, ?)",
+            (superseded.txn_id, superseded.by_txn_id, superseded.expires_at),
+        )
+
+    def delete_expired_superseded(self, now):
+        return self._execute("DELETE FROM superseded WHERE expires_at <= ?", (now,)).rowcount
+
+    # Requests with an idempotency key
+
+    _REQUEST = (
+        "SELECT caller, key, fingerprint, txn_id, created_at, expires_at, status, response "
+        "FROM idempotent_requests"
+    )
+
+    def idempotent_request(self, caller, key):
+        row = self._one(f"{self._REQUEST} WHERE caller = ? AND key = ?", caller, key)
+        return None if row is None else _request(row)
+
+    def oldest_idempotent_requests(self, caller, limit):
+        rows = self._all(
+            f"{self._REQUEST} WHERE caller = ? ORDER BY created_at, key LIMIT ?", caller, limit
+        )
+        return [_request(row) for row in rows]
+
+    def count_idempotent_requests(self, caller):
+        return self._one("SELECT COUNT(*) FROM idempotent_requests WHERE caller = ?", caller)[0]
+
+    def put_idempotent_request(self, request):
+        r = request
+        self._execute(
+            "INSERT OR REPLACE INTO idempotent_requests VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                r.caller,
+                r.key,
+                r.fingerprint,
+                r.txn_id,
+                r.created_at,
+                r.expires_at,
+                r.status,
+                _json(r.response),
+            ),
+        )
+
+    def delete_idempotent_request(self, caller, key):
+        self._execute("DELETE FROM idempotent_requests WHERE caller = ? AND key = ?", (caller, key))
+
+    def delete_expired_idempotent_requests(self, now):
+        return self._execute(
+            "DELETE FROM idempotent_requests WHERE expires_at <= ?", (now,)
+        ).rowcount
 
     # Wait queue
 

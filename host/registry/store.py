@@ -18,8 +18,8 @@ backend stays unreachable past its retry budget, counted from the call.
 
 A store also enforces the invariants the rules rely on, whatever a rule might
 do: a write that would give an owned device a second owner, reserve a device
-or a transaction twice, move a device's epoch back or give two agents one
-token hash raises `IntegrityError` (a rule is wrong, not the input), and the
+or a transaction twice, move a device's or an instance's epoch back or give two
+agents one token hash raises `IntegrityError` (a rule is wrong, not the input), and the
 transaction changes nothing.
 
 Stores are chosen by URL scheme in `host.registry.STORES`; each subclasses
@@ -121,6 +121,14 @@ class Transaction(abc.ABC):
     @abc.abstractmethod
     def put_lease(self, lease): ...
 
+    # Instances (kept after expiry: the epoch must never go back)
+    @abc.abstractmethod
+    def instance(self, server_id): ...
+    @abc.abstractmethod
+    def instances(self): ...
+    @abc.abstractmethod
+    def put_instance(self, instance): ...
+
     # Reservations: at most one per device
     @abc.abstractmethod
     def reservation(self, txn_id): ...
@@ -132,6 +140,32 @@ class Transaction(abc.ABC):
     def put_reservation(self, reservation): ...
     @abc.abstractmethod
     def delete_reservation(self, txn_id): ...
+
+    # Superseded transactions, remembered until they would have expired
+    @abc.abstractmethod
+    def superseded(self, txn_id): ...
+    @abc.abstractmethod
+    def put_superseded(self, superseded): ...
+    @abc.abstractmethod
+    def delete_expired_superseded(self, now):
+        """Delete those with `expires_at <= now`; return how many."""
+
+    # Requests made with an idempotency key, one per (caller, key)
+    @abc.abstractmethod
+    def idempotent_request(self, caller, key): ...
+    @abc.abstractmethod
+    def oldest_idempotent_requests(self, caller, limit):
+        """The caller's `limit` oldest requests, oldest first."""
+
+    @abc.abstractmethod
+    def count_idempotent_requests(self, caller): ...
+    @abc.abstractmethod
+    def put_idempotent_request(self, request): ...
+    @abc.abstractmethod
+    def delete_idempotent_request(self, caller, key): ...
+    @abc.abstractmethod
+    def delete_expired_idempotent_requests(self, now):
+        """Delete requests with `expires_at <= now`; return how many."""
 
     # Wait queue, per location, first in first out
     @abc.abstractmethod

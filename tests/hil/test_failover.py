@@ -1,11 +1,27 @@
-"""A server instance dies while units are connecting: every unit shows QRs within the bound."""
+"""Server instances and Valkey fail while cashiers sell: every cashier shows QRs again within
+the bound, nothing granted to a dead instance keeps its unit busy, and nothing is applied
+twice."""
 
 import signal
 import time
+from collections import Counter
+
+import pytest
 
 from tools.background import wait_for
+from tools.harness.selling import (
+    FAILURES,
+    Cashier,
+    Selling,
+    applied_twice,
+    fail,
+    reserved_twice,
+)
 
 FAILOVER_BOUND_S = 10
+BACK_WITHIN_S = 3.0
+SELLING_BEFORE_S = 3
+SELLING_AFTER_S = 10
 
 
 def test_instance_killed_while_units_connect_every_unit_shows_qrs_in_bound(cluster, record):
@@ -36,3 +52,37 @@ def test_instance_killed_while_units_connect_every_unit_shows_qrs_in_bound(clust
     record("units", len(served))
     record("worst_recovery_s", round(worst, 2))
     assert all(d["server_id"] != victim for d in cluster.devices().values())
+
+
+@pytest.mark.parametrize("failure", FAILURES)
+def test_cashiers_keep_selling_across_a_failure(cluster, record, failure):
+    cashiers = [
+        Cashier(agent_id, board.device_id, token, cluster.urls)
+        for agent_id, (board, token) in cluster.agents.items()
+    ]
+    victim = cluster.busiest()
+    with Selling(cashiers) as selling:
+        time.sleep(SELLING_BEFORE_S)
+        what, origin = fail(failure, cluster.servers, victim, cluster.valkey, cluster.heartbeat_s)
+        cluster.admin = cluster.any_admin(alive=[s for s in cluster.servers if s != victim])
+        time.sleep(max(0.0, origin + SELLING_AFTER_S - time.monotonic()))
+        sales = selling.stop()
+    audit = [
+        entry
+        for board, _ in cluster.agents.values()
+        for entry in cluster.admin.get(f"/api/audit?device_id={board.device_id}&limit=10000")[
+            "audit"
+        ]
+    ]
+
+    back = {s.agent_id: (s.first_qr_after(origin) or float("inf")) - origin for s in sales}
+    busy_after = {s.agent_id: s.refused_after(s.first_qr_after(origin) or origin) for s in sales}
+    record("failure", what)
+    record("back_after_s", {a: round(b, 2) for a, b in back.items()})
+    ended = time.monotonic()
+    record("longest_gap_s", {s.agent_id: round(s.longest_gap(origin, ended), 2) for s in sales})
+    record("refusals_after", dict(sum((s.refused_after(origin) for s in sales), Counter())))
+    assert max(back.values()) <= BACK_WITHIN_S, back
+    assert all(refusals["all_busy"] == 0 for refusals in busy_after.values()), busy_after
+    assert reserved_twice(audit) == []
+    assert applied_twice(sales) == {}

@@ -171,18 +171,20 @@ def test_one_cashier_cannot_hold_every_pool_unit(shop):
     for unit in units:
         wait_for(lambda u=unit: u.shown, what="the pool to come up")
     greedy, other = shop.agent("greedy"), shop.agent("other")
+    hold = {"ttl_s": 3600, "supersede": False}  # keep every earlier sale unfinished
     held = [
-        greedy.post("/api/agents/greedy/qr", {"payload": f"hold {n}", "ttl_s": 3600})
-        for n in range(2)
+        greedy.post("/api/agents/greedy/qr", {"payload": f"hold {n}", **hold}) for n in range(2)
     ]
 
     e = refused(
-        lambda: greedy.post("/api/agents/greedy/qr", {"payload": "one more", "ttl_s": 3600}),
+        lambda: greedy.post("/api/agents/greedy/qr", {"payload": "one more", **hold}),
         429,
         "reservation_limit",
     )
 
     assert "2 unfinished" in e.message
+    replacing = greedy.post("/api/agents/greedy/qr", {"payload": "replaces one", "ttl_s": 3600})
+    assert replacing["device_id"] in {h["device_id"] for h in held}  # holds no more than before
     served = other.post("/api/agents/other/qr", {"payload": "served"})
     assert served["device_id"] not in {h["device_id"] for h in held}
     assert shop.admin.get("/api/metrics")["refusals"]["reservation_limit"] == 1

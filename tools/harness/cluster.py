@@ -17,6 +17,7 @@ UNITS = 6
 
 class Cluster:
     def __init__(self, tmp_path, units=UNITS, heartbeat_s=1):
+        self.heartbeat_s = heartbeat_s
         self.stack = ExitStack()
         self.valkey = ValkeyServer(directory=tmp_path / "valkey")
         self.valkey.start()
@@ -59,6 +60,16 @@ class Cluster:
     def any_admin(self, alive=None):
         proc = random.choice([p for s, p in self.servers.items() if alive is None or s in alive])
         return ApiClient(proc.url, TOKEN, timeout=15)
+
+    def urls(self):
+        return [p.url for p in self.servers.values()]
+
+    def busiest(self):
+        """The instance holding the most units."""
+        held = {}
+        for d in self.devices().values():
+            held.setdefault(d["server_id"], []).append(d["device_id"])
+        return max(held, key=lambda s: len(held[s]))
 
     def devices(self):
         return {d["device_id"]: d for d in self.admin.get("/api/devices")["devices"]}

@@ -16,6 +16,8 @@ from tools.valkey import running_valkey
 
 # Some Tuesday in 2027, so that times in messages look real.
 START = 1_800_000_000.0
+# Instances in these tests stay present as long as the clock allows, unless a test says not.
+INSTANCE_TTL_S = 3600
 
 
 class FakeClock:
@@ -101,6 +103,7 @@ class Shop:
         self.epochs = {}
 
     async def open(self, policy="hybrid", units=("u1", "u2", "u3")):
+        await self.registry.join("api", INSTANCE_TTL_S)
         await self.registry.create_location(self.location_id, "Main street", policy)
         for agent_id in ("a", "b"):
             await self.registry.create_agent(agent_id, f"Till {agent_id}", self.location_id)
@@ -142,7 +145,7 @@ def replay_audit(entries, units):
         elif entry.action == "reserve":
             assert reserved[unit] is None, entry
             reserved[unit] = entry.txn_id
-        elif entry.action in ("complete", "cancel", "expire"):
+        elif entry.action in ("complete", "cancel", "expire", "release", "superseded"):
             assert reserved[unit] == entry.txn_id, entry
             reserved[unit] = None
     return owners, reserved

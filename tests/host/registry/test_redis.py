@@ -282,6 +282,8 @@ async def test_a_server_restart_mid_traffic_loses_nothing_and_applies_nothing_tw
     url = durable_valkey.url()
     results = {"done": Counter(), "epochs": [], "failures": []}
     async with open_registry(url) as one, open_registry(url) as two:
+        await one.join("one", 3600)
+        await two.join("two", 3600)
         await open_shop(one)
         stop = asyncio.Event()
         running = asyncio.ensure_future(traffic([one, two], stop, results))

@@ -70,8 +70,8 @@ async def test_hybrid_prefers_the_own_unit_and_falls_back_to_the_pool(shop):
     await shop.pair("a", "u3")
     await shop.connect("u1", "u2", "u3")
 
-    first = await shop.registry.reserve_for_agent("a", "t1")
-    second = await shop.registry.reserve_for_agent("a", "t2")
+    first = await shop.registry.reserve_for_agent("a", "t1", supersede=False)
+    second = await shop.registry.reserve_for_agent("a", "t2", supersede=False)
 
     assert (first.device_id, second.device_id) == ("u3", "u1")
 
@@ -81,7 +81,7 @@ async def test_pool_serves_any_free_unit_of_the_location(shop):
     await shop.connect("u1", "u2", "u3")
 
     units = [
-        (await shop.registry.reserve_for_agent(agent, f"t{i}")).device_id
+        (await shop.registry.reserve_for_agent(agent, f"t{i}", supersede=False)).device_id
         for i, agent in enumerate("aba")
     ]
 
@@ -98,7 +98,7 @@ async def test_no_policy_takes_a_unit_linked_to_another_agent(store_url, clock, 
         taken = []
         with pytest.raises((AllBusy, NotLinked)):
             for i in range(4):
-                taken.append((await r.reserve_for_agent("a", f"t{i}")).device_id)
+                taken.append((await r.reserve_for_agent("a", f"t{i}", supersede=False)).device_id)
 
         assert taken == ([] if policy == "strict" else ["u2", "u3"])
         assert (await shop.owners())["u1"] == "b"
@@ -142,13 +142,13 @@ async def test_hybrid_uses_the_pool_while_the_own_unit_is_offline(shop):
     assert (await shop.registry.reserve_for_agent("a", "t1")).device_id == "u2"
 
 
-async def test_a_reservation_names_the_session_holding_the_unit(shop):
+async def test_a_reservation_names_the_instance_that_holds_it(shop):
     await shop.open("pool", units=("u1",))
     await shop.connect("u1", server_id="s7")
 
     reservation = await shop.registry.reserve_for_agent("a", "t1")
 
-    assert (reservation.server_id, reservation.epoch) == ("s7", shop.epochs["u1"])
+    assert (reservation.server_id, reservation.epoch) == shop.registry.instance
     assert (await shop.registry.get_device("u1")).txn_id == "t1"
 
 
@@ -225,7 +225,9 @@ async def test_sweeping_expires_what_nobody_released(shop, clock):
     await shop.registry.issue_pairing_code("u2", ttl_s=60)
     clock.advance(60)
 
-    assert await shop.registry.sweep() == {"reservations": 1, "tickets": 0, "pairing_codes": 1}
+    swept = await shop.registry.sweep()
+
+    assert (swept["reservations"], swept["tickets"], swept["pairing_codes"]) == (1, 0, 1)
     assert (await shop.registry.get_device("u1")).txn_id is None
     assert (await shop.registry.audit())[-1].action == "expire"
 
@@ -271,11 +273,11 @@ async def test_waiting_requests_are_served_in_arrival_order(shop):
     await shop.open("pool", units=("u1",))
     await shop.connect("u1")
     registry = shop.registry
-    await registry.reserve_for_agent("a", "t0")
+    await registry.reserve_for_agent("a", "t0", supersede=False)
     served = []
 
     async def wait_for_unit(agent_id, txn_id):
-        await registry.reserve_for_agent(agent_id, txn_id, wait_s=60)
+        await registry.reserve_for_agent(agent_id, txn_id, wait_s=60, supersede=False)
         served.append(txn_id)
 
     waiters = []
@@ -341,12 +343,14 @@ async def test_a_full_queue_refuses_at_once(store_url, clock):
     ) as registry:
         shop = await Shop(registry).open("pool", units=("u1",))
         await shop.connect("u1")
-        await registry.reserve_for_agent("a", "t0")
-        waiter = asyncio.create_task(registry.reserve_for_agent("b", "t1", wait_s=30))
+        await registry.reserve_for_agent("a", "t0", supersede=False)
+        waiter = asyncio.create_task(
+            registry.reserve_for_agent("b", "t1", wait_s=30, supersede=False)
+        )
         await until(queue_is, registry, 1)
 
         with pytest.raises(QueueFull, match=r"queue of location L1 is full \(1 requests\)") as e:
-            await registry.reserve_for_agent("a", "t2", wait_s=30)
+            await registry.reserve_for_agent("a", "t2", wait_s=30, supersede=False)
 
         assert e.value.code == "queue_full"
         waiter.cancel()
@@ -389,33 +393,41 @@ async def test_an_agent_holds_at_most_its_limit_of_units_and_the_others_still_ge
     await shop.connect("u1", "u2", "u3", "u4")
     limit = shop.registry.limits.reservations_per_agent
     for i in range(limit):
-        await shop.registry.reserve_for_agent("a", f"a{i}", ttl_s=3600)
+        await shop.registry.reserve_for_agent("a", f"a{i}", ttl_s=3600, supersede=False)
 
     with pytest.raises(ReservationLimit, match=f"already holds {limit} unfinished") as e:
-        await shop.registry.reserve_for_agent("a", "one-more", ttl_s=3600, wait_s=30)
+        await shop.registry.reserve_for_agent(
+            "a", "one-more", ttl_s=3600, wait_s=30, supersede=False
+        )
 
     assert (e.value.code, e.value.status) == ("reservation_limit", 429)
     assert await shop.registry.waiting("L1") == []  # refused, not queued
-    assert (await shop.registry.reserve_for_agent("b", "b0")).device_id == f"u{limit + 1}"
+    assert (
+        await shop.registry.reserve_for_agent("b", "b0", supersede=False)
+    ).device_id == f"u{limit + 1}"
     await shop.registry.complete("a0", Actor.agent("a"))
-    assert await shop.registry.reserve_for_agent("a", "after-one-ended")
+    assert await shop.registry.reserve_for_agent("a", "after-one-ended", supersede=False)
 
 
 async def test_an_agent_takes_at_most_its_limit_of_places_in_the_queue(shop):
     await shop.open("pool", units=("u1",))
     await shop.connect("u1")
-    await shop.registry.reserve_for_agent("b", "t0")
+    await shop.registry.reserve_for_agent("b", "t0", supersede=False)
     limit = shop.registry.limits.queue_places_per_agent
     waiters = [
-        asyncio.create_task(shop.registry.reserve_for_agent("a", f"w{i}", wait_s=30))
+        asyncio.create_task(
+            shop.registry.reserve_for_agent("a", f"w{i}", wait_s=30, supersede=False)
+        )
         for i in range(limit)
     ]
     await until(queue_is, shop.registry, limit)
 
     with pytest.raises(QueuePlaceLimit, match=f"already has {limit} request"):
-        await shop.registry.reserve_for_agent("a", "one-more", wait_s=30)
+        await shop.registry.reserve_for_agent("a", "one-more", wait_s=30, supersede=False)
 
-    other = asyncio.create_task(shop.registry.reserve_for_agent("b", "t1", wait_s=30))
+    other = asyncio.create_task(
+        shop.registry.reserve_for_agent("b", "t1", wait_s=30, supersede=False)
+    )
     await until(queue_is, shop.registry, limit + 1)  # another agent still gets in line
     for task in (*waiters, other):
         task.cancel()

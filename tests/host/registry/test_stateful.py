@@ -69,6 +69,8 @@ class RegistryMachine(RuleBasedStateMachine):
         self.txn_ids = itertools.count()
 
     async def _open_shop(self):
+        for n, registry in enumerate(self.instances):
+            await registry.join(f"api-{n}", 3600)
         await self.registry.create_location("L1", "Main street")
         for agent_id in AGENTS:
             await self.registry.create_agent(agent_id, f"Till {agent_id}", "L1")
@@ -212,7 +214,9 @@ class RegistryMachine(RuleBasedStateMachine):
     @rule(target=txns, agent_id=st.sampled_from(AGENTS), ttl_s=st.sampled_from([5, 30]))
     def reserve(self, agent_id, ttl_s):
         txn_id = f"t{next(self.txn_ids)}"
-        outcome = self.attempt(self.registry.reserve_for_agent(agent_id, txn_id, ttl_s))
+        outcome = self.attempt(
+            self.registry.reserve_for_agent(agent_id, txn_id, ttl_s, supersede=False)
+        )
 
         candidates = self.candidates(agent_id)
         online = [u for u in candidates if self.online(u)]
@@ -231,7 +235,7 @@ class RegistryMachine(RuleBasedStateMachine):
         else:
             assert isinstance(outcome, Reservation)
             assert outcome.device_id == free[0]
-            assert outcome.epoch == self.leases[free[0]][1]
+            assert (outcome.server_id, outcome.epoch) == self.registry.instance
             self.held[txn_id] = (free[0], agent_id, self.clock.now + ttl_s)
             return txn_id
         return multiple()
@@ -255,6 +259,8 @@ class RegistryMachine(RuleBasedStateMachine):
     @rule(seconds=st.sampled_from([1, 5, 20, 70]))
     def time_passes(self, seconds):
         self.clock.advance(seconds)
+        for registry in self.instances:  # every instance stays present
+            assert self.run(registry.renew(3600))
 
     @rule()
     def sweep(self):

@@ -64,6 +64,7 @@ async def writer(registry, rng, ops, results):
 def thread_main(url, seed, tasks, ops, results):
     async def main():
         async with open_registry(url) as registry:
+            await registry.join(f"writer-{seed}", 3600)
             rng = random.Random(seed)
             await asyncio.gather(
                 *(writer(registry, random.Random(rng.random()), ops, results) for _ in range(tasks))
