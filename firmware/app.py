@@ -73,6 +73,11 @@ class Unit:
             return {}
         raise CommandError(messages.UNKNOWN_COMMAND, "unit cannot %s" % kind)
 
+    def untrusted(self, url, reason):
+        """A server failed to prove itself or sent a message with a wrong MAC: whatever QR it
+        sent is not shown, and the screen says so until a trusted server takes over."""
+        self.draw(self.renderer.status("untrusted", url))
+
     def _qr_ack(self, drawn):
         qr = drawn.qr
         return {
@@ -162,6 +167,7 @@ def main():
         unit.status,
         FIRMWARE_VERSION,
         opener=hal.open_connection,
+        untrusted=unit.untrusted,
     )
     try:
         asyncio.run(_run(unit, session))

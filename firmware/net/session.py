@@ -4,7 +4,9 @@
     await session.run_forever()
 
 `commands.handle(msg)` runs one server command and returns the ack's extra fields, or raises
-CommandError(code, message); `status()` returns the heartbeat's changing fields. This module is
+CommandError(code, message); `status()` returns the heartbeat's changing fields;
+`untrusted(url, reason)` is told when a server fails to prove itself or a message's MAC is
+wrong (the session then ends and backs off as from any failed attempt). This module is
 sequencing: firmware.net.policy decides which server is next, how long to back off and when a
 server is gone; bytes are moved by firmware.net.ws and parsed by firmware.proto.
 """
@@ -36,7 +38,16 @@ class AuthRefused(Exception):
 
 class Session:
     def __init__(
-        self, device_id, secret, urls, commands, status, fw, log=print, opener=ws.open_tcp
+        self,
+        device_id,
+        secret,
+        urls,
+        commands,
+        status,
+        fw,
+        log=print,
+        opener=ws.open_tcp,
+        untrusted=None,
     ):
         self.device_id = device_id
         self.secret = secret
@@ -45,6 +56,7 @@ class Session:
         self.fw = fw
         self.log = log
         self.opener = opener
+        self.untrusted = untrusted or _ignore
         self.server_id = None
         self.connected = False
         self.connects = 0
@@ -59,6 +71,9 @@ class Session:
                 await self.run_once(url)
             except AuthRefused as e:
                 self.log("qrfleet: %s refused us: %s" % (url, e))
+            except auth.Untrusted as e:
+                self.log("qrfleet: %s is not trusted: %s" % (url, e))
+                self.untrusted(url, str(e))
             except (OSError, asyncio.TimeoutError, ProtocolError, ws.ConnectionClosed) as e:
                 self.log("qrfleet: %s: %s" % (url, _describe(e)))
             except MemoryError:
@@ -86,15 +101,30 @@ class Session:
             await conn.close(CLOSE_GOING_AWAY, "unit going away")
 
     async def _authenticate(self, conn):
+        """Mutual authentication (firmware.proto.auth): the server proves it knows our secret
+        before anything it sends is taken as a command; then every message is sealed."""
+        nonce = auth.new_nonce()
         await conn.send(
             messages.encode(
-                "hello", device_id=self.device_id, fw=self.fw, proto=messages.PROTOCOL_VERSION
+                "hello",
+                device_id=self.device_id,
+                fw=self.fw,
+                proto=messages.PROTOCOL_VERSION,
+                nonce=nonce,
             )
         )
         msg = await self._expect(conn, "challenge")
+        if not auth.check_proof(self.secret, nonce, msg["nonce"], self.device_id, msg["proof"]):
+            raise auth.Untrusted(
+                "it could not prove it knows this unit's secret (not our server, or the unit "
+                "is not registered there)"
+            )
         await conn.send(
-            messages.encode("auth", mac=auth.answer(self.secret, msg["nonce"], self.device_id))
+            messages.encode(
+                "auth", mac=auth.answer(self.secret, msg["nonce"], nonce, self.device_id)
+            )
         )
+        conn.channel = auth.Channel(self.secret, nonce, msg["nonce"], self.device_id, "unit")
         msg = await self._expect(conn, "welcome")
         self.server_id = msg["server_id"]
         return msg["heartbeat_s"]
@@ -159,6 +189,10 @@ class Session:
                 message=_short("%s: %s" % (type(e).__name__, e)),
             )
         return messages.encode("ack", id=msg["id"], **fields)
+
+
+def _ignore(url, reason):
+    pass
 
 
 def _short(text):

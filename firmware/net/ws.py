@@ -12,8 +12,14 @@ TLS) connection, feeds what it reads into the protocol and writes what the proto
 
 import asyncio
 
+from firmware.proto.auth import Untrusted
 from firmware.proto.errors import ProtocolError
-from firmware.proto.frames import CLOSE_ABNORMAL, CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR
+from firmware.proto.frames import (
+    CLOSE_ABNORMAL,
+    CLOSE_NORMAL,
+    CLOSE_POLICY_VIOLATION,
+    CLOSE_PROTOCOL_ERROR,
+)
 from firmware.proto.websocket import CLOSED, ClientProtocol, Close
 
 _READ_SIZE = 512
@@ -101,6 +107,10 @@ class WebSocket:
         self.writer = writer
         self.proto = proto
         self._pending = []
+        # Once both sides are authenticated: the firmware.proto.auth.Channel that seals what is
+        # sent and opens what arrives. Sealing happens in send() before its first await, so
+        # messages are sealed in the order they go out, whichever task sends them.
+        self.channel = None
 
     async def _flush(self):
         out = self.proto.data_to_send()
@@ -152,7 +162,7 @@ class WebSocket:
             while self._pending:
                 event = self._pending.pop(0)
                 if isinstance(event, (str, bytes)):
-                    return event
+                    return await self._open(event)
                 if isinstance(event, Close):
                     self.abort()
                     raise ConnectionClosed(event.code, event.reason)
@@ -172,9 +182,21 @@ class WebSocket:
                 self.abort()
                 raise ConnectionClosed(CLOSE_ABNORMAL, "connection lost: %s" % e) from None
 
+    async def _open(self, message):
+        """The message as the app reads it; a wrong MAC ends the connection (Untrusted)."""
+        if self.channel is None:
+            return message
+        try:
+            return self.channel.open(message)
+        except Untrusted:
+            await self.close(CLOSE_POLICY_VIOLATION, "message authentication failed")
+            raise
+
     async def send(self, text):
         if self.proto.state == CLOSED:
             raise ConnectionClosed(self.proto.close_code or CLOSE_ABNORMAL, self.proto.close_reason)
+        if self.channel is not None:
+            text = self.channel.seal(text)
         self.proto.send_text(text)
         try:
             await self._flush()
