@@ -5,8 +5,9 @@
 
 `commands.handle(msg)` runs one server command and returns the ack's extra fields, or raises
 CommandError(code, message); `status()` returns the heartbeat's changing fields;
-`untrusted(url, reason)` is told when a server fails to prove itself or a message's MAC is
-wrong (the session then ends and backs off as from any failed attempt). This module is
+`untrusted(url, reason)` is told when a server fails to prove itself, a message's MAC is wrong,
+or a wss:// server's certificate fails the check of `tls` (ws.tls_context: the unit's trust
+anchor and the host name) (the session then ends and backs off as from any failed attempt). This module is
 sequencing: firmware.net.policy decides which server is next, how long to back off and when a
 server is gone; bytes are moved by firmware.net.ws and parsed by firmware.proto.
 """
@@ -21,6 +22,7 @@ from firmware.proto import auth, messages
 from firmware.proto.errors import MessageError, ProtocolError
 from firmware.proto.frames import CLOSE_ABNORMAL, CLOSE_GOING_AWAY
 from firmware.proto.messages import MAX_ERROR_MESSAGE, SILENT_HEARTBEATS
+from firmware.proto.websocket import DEFAULT_MAX_SIZE
 
 _AUTH_TIMEOUT_S = 10
 
@@ -48,6 +50,7 @@ class Session:
         log=print,
         opener=ws.open_tcp,
         untrusted=None,
+        tls=None,
     ):
         self.device_id = device_id
         self.secret = secret
@@ -57,6 +60,9 @@ class Session:
         self.log = log
         self.opener = opener
         self.untrusted = untrusted or _ignore
+        self.tls = tls
+        # Where every connection assembles its messages: 4 KB in one piece, found once.
+        self._buffer = bytearray(DEFAULT_MAX_SIZE)
         self.server_id = None
         self.connected = False
         self.connects = 0
@@ -89,7 +95,7 @@ class Session:
 
     async def run_once(self, url):
         """One session with one server, until it ends; raises what ended it."""
-        conn = await ws.connect(url, opener=self.opener)
+        conn = await ws.connect(url, opener=self.opener, ssl_context=self.tls, buffer=self._buffer)
         try:
             heartbeat_s = await self._authenticate(conn)
             self.connected = True

@@ -97,15 +97,18 @@ class Close:
 class Protocol:
     """What both roles share; create a ClientProtocol or a ServerProtocol."""
 
-    def __init__(self, client, max_size):
+    def __init__(self, client, max_size, buffer=None):
+        """`buffer`: a bytearray to assemble messages in, whose length is the largest message
+        taken; a unit keeps one for all its connections rather than find 4 KB in one piece
+        each time. Messages are copied out of it as they complete."""
         self._client = client
         self.state = CONNECTING
-        self.max_size = max_size
+        self._message = bytearray(max_size) if buffer is None else buffer
+        self.max_size = len(self._message)
         # Code and reason that ended the connection, set once it is CLOSED.
         self.close_code = None
         self.close_reason = ""
         self._buf = bytearray()
-        self._message = bytearray(max_size)
         self._control = bytearray(MAX_CONTROL_PAYLOAD)
         self._mask_key = bytearray(4)
         self._events = []
@@ -349,9 +352,9 @@ class Protocol:
 class ClientProtocol(Protocol):
     """The client role: sends the upgrade request at once, masks what it sends."""
 
-    def __init__(self, host, path="/", extra_headers=(), max_size=DEFAULT_MAX_SIZE):
+    def __init__(self, host, path="/", extra_headers=(), max_size=DEFAULT_MAX_SIZE, buffer=None):
         self.key = new_key()
-        super().__init__(True, max_size)
+        super().__init__(True, max_size, buffer)
         self._out.append(client_request(host, path, self.key, extra_headers))
 
     def _handshake(self):
