@@ -109,8 +109,13 @@ def unit_config(secret, servers, name, display, wifi=None, server_ca=None):
     if wifi:
         config["wifi"] = wifi
     if server_ca:
-        config["tls"] = {"ca": base64.b64encode(server_ca).decode()}
+        config["tls"] = tls_config(server_ca)
     return config
+
+
+def tls_config(server_ca):
+    """The config's "tls" entry for a trust anchor (DER): base64, as JSON carries bytes."""
+    return {"ca": base64.b64encode(server_ca).decode()}
 
 
 def register(

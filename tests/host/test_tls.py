@@ -1,10 +1,14 @@
 """`qrfleet serve --tls-cert --tls-key`: https:// and wss:// on one port, checked by the unit
 and the API client against the shop's own CA."""
 
+import ssl
+
 import pytest
 
 from firmware.net import ws
 from firmware.proto.auth import Untrusted
+from tests.conftest import wait_for
+from tests.host.boards import link_and_sell, serial_log, shows, start_board, untrusted_screen
 from tests.host.conftest import Shop
 from tools.certs import CertificateAuthority
 from tools.serverproc import running_server
@@ -47,3 +51,57 @@ def test_a_unit_that_does_not_trust_the_servers_certificate_does_not_connect(
         background.run(ws.connect(tls_server.device_url, ssl_context=ws.tls_context(stranger.der)))
     with pytest.raises(ValueError, match="needs a TLS trust anchor"):
         background.run(ws.connect(tls_server.device_url))  # a unit has no CA store
+
+
+# Virtual boards: the firmware's own TLS (mbedTLS on the MicroPython Unix port) against a real
+# server, with the trust anchor from the config provisioning writes.
+
+
+def test_a_board_trusting_the_shops_ca_shows_a_verified_qr_over_wss(
+    tls_server, shop_ca, background, tmp_path
+):
+    shop = Shop(tls_server, background)
+    board = start_board(shop, tmp_path / "board", [tls_server.device_url], shop_ca.der)
+    try:
+        link_and_sell(shop, board)  # verified by the server, read back off the screen
+        assert f"online at {tls_server.device_url}" in serial_log(board)
+    finally:
+        background.run(board.stop())
+
+
+@pytest.mark.parametrize(
+    "case, reason",
+    [
+        ("another CA", "its TLS certificate is signed by a CA this unit does not trust"),
+        ("another host name", "its TLS certificate is issued for another host name"),
+        ("expired", "its TLS certificate has expired"),
+    ],
+)
+def test_a_board_refuses_a_server_whose_certificate_fails_and_says_which_way(
+    case, reason, shop_ca, background, tmp_path
+):
+    anchor, issue = shop_ca.der, {}
+    if case == "another CA":
+        anchor = CertificateAuthority(tmp_path, "elsewhere").der
+    elif case == "another host name":
+        issue = {"hosts": ["qr.elsewhere.example"]}
+    else:
+        issue = {"valid_days": (-30, -1)}
+    with running_server(tmp_path, tls=shop_ca.issue(**issue), ca_file=shop_ca.pem) as server:
+        server.ssl_context = _unchecked  # the test's own admin calls; the unit checks
+        shop = Shop(server, background)
+        board = start_board(shop, tmp_path / "board", [server.device_url], anchor)
+        try:
+            url = server.device_url
+            wait_for(lambda: f"{url} is not trusted: {reason}" in serial_log(board), 30, reason)
+            wait_for(lambda: shows(board, untrusted_screen(url)), 5, "the untrusted screen")
+            assert shop.admin.get(f"/api/devices/{board.device_id}")["status"] != "online"
+        finally:
+            background.run(board.stop())
+
+
+def _unchecked():
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
