@@ -73,6 +73,11 @@ class Unit:
             return {}
         raise CommandError(messages.UNKNOWN_COMMAND, "unit cannot %s" % kind)
 
+    def untrusted(self, url, reason):
+        """A server failed to prove itself or sent a message with a wrong MAC: whatever QR it
+        sent is not shown, and the screen says so until a trusted server takes over."""
+        self.draw(self.renderer.status("untrusted", url))
+
     def _qr_ack(self, drawn):
         qr = drawn.qr
         return {
@@ -156,8 +161,10 @@ def main():
     unit.draw(unit.renderer.status("booting", device_id))
     # The network code is imported only now: the display's and the encoder's buffers were
     # taken from a heap still whole, before its import left garbage between the code it keeps.
+    from firmware.net import ws
     from firmware.net.session import Session
 
+    anchor = config.trust_anchor(cfg)
     session = Session(
         device_id,
         cfg["secret"],
@@ -166,6 +173,8 @@ def main():
         unit.status,
         FIRMWARE_VERSION,
         opener=hal.open_connection,
+        untrusted=unit.untrusted,
+        tls=ws.tls_context(anchor) if anchor else None,
     )
     try:
         asyncio.run(_run(unit, session))

@@ -7,17 +7,21 @@ Configuration: `config.json` on the board's filesystem, versioned, written atomi
 temporary file, then a rename, which LittleFS performs as one step) so a power cut mid-write
 leaves either the old or the new file, never a half one. A missing, cut-off or otherwise
 unusable file raises ConfigError with the reason; the firmware then shows "not provisioned".
+
+A unit has no store of CA certificates, so a config with a wss:// server carries the one trust
+anchor it checks the server's certificate against: `"tls": {"ca": "<base64 DER>"}`, the CA that
+issued the server's certificate, or the server's own self-signed certificate (a pin).
 """
 
 import json
 import os
-from binascii import hexlify
+from binascii import a2b_base64, hexlify
 
 CONFIG_PATH = "config.json"
 CONFIG_VERSION = 1
 _REQUIRED = (("secret", str), ("servers", list))
 # display None: the board's own (hal.DISPLAY).
-_DEFAULTS = (("name", ""), ("display", None), ("wifi", None))
+_DEFAULTS = (("name", ""), ("display", None), ("wifi", None), ("tls", None))
 
 
 class ConfigError(ValueError):
@@ -47,7 +51,32 @@ def parse(text):
             raise ConfigError("server %r is not a ws:// or wss:// URL" % (url,))
     for key, default in _DEFAULTS:
         config.setdefault(key, default)
+    _check_tls(config)
     return config
+
+
+def _check_tls(config):
+    tls = config["tls"]
+    if tls is not None:
+        if not isinstance(tls, dict) or not isinstance(tls.get("ca"), str):
+            raise ConfigError('config.json "tls" must be {"ca": "<base64 DER certificate>"}')
+        try:
+            a2b_base64(tls["ca"])
+        except ValueError:
+            raise ConfigError('config.json "tls.ca" is not base64') from None
+        return
+    for url in config["servers"]:
+        if url.startswith("wss://"):
+            raise ConfigError(
+                "server %s needs a trust anchor (tls.ca) and the config has none: a unit has "
+                "no CA store (provision it with --server-ca)" % url
+            )
+
+
+def trust_anchor(config):
+    """The DER certificate wss:// servers are checked against, or None (ws:// only)."""
+    tls = config["tls"]
+    return a2b_base64(tls["ca"]) if tls else None
 
 
 def load(path=CONFIG_PATH):

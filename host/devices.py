@@ -3,8 +3,10 @@
 The WebSocket protocol and the app messages are `firmware.proto`, the code the units run; the
 byte mover is `firmware.net.ws.WebSocket`, shared with the units too. This module is policy:
 
-- a unit proves it holds its secret by challenge-response (the secret never crosses the wire);
-  unknown units and wrong answers are refused with `auth_failed` and logged;
+- the server and the unit prove to each other that they hold the unit's secret, and every
+  message after that carries a MAC (firmware.proto.auth; the secret never crosses the wire);
+  unknown units and wrong answers are refused with `auth_failed` and logged, and a message
+  with a wrong MAC closes the session with 1008 (`device_bad_mac` in the log);
 - an authenticated session takes the unit's lease in the registry: a new epoch, larger than any
   before, so a newer session always wins; an older session of the same unit here is closed
   with 4001 and every write the old one tries afterwards is refused by the epoch;
@@ -60,7 +62,7 @@ def command_text(kind, command_id=_WIDEST_ID, **fields):
     UTF-8 bytes are over the unit's limit. With the default, the widest id: a request can be
     refused before anything is reserved for it."""
     text = messages.encode(kind, id=command_id, **fields)
-    size = len(text.encode())
+    size = len(text.encode()) + auth.SEAL_OVERHEAD
     if size > UNIT_MAX_MESSAGE:
         raise CommandFailed(
             messages.PAYLOAD_TOO_LARGE,
@@ -297,6 +299,7 @@ class DeviceHub:
             "fenced_writes": 0,
             "sessions_accepted": 0,
             "auth_refused": 0,
+            "bad_macs": 0,
             "unsupported_version": 0,
             "ping_floods": 0,
             "send_timeouts": 0,
@@ -328,6 +331,11 @@ class DeviceHub:
             session = await self._authenticate(ws, writer.get_extra_info("peername"))
             if session:
                 await self._serve(session)
+        except auth.Untrusted as e:
+            self.metrics["bad_macs"] += 1
+            self.log.warning(
+                "device_bad_mac", device_id=session and session.device_id, reason=str(e)
+            )
         except (ConnectionClosed, ProtocolError, OSError, asyncio.TimeoutError):
             pass
         finally:
@@ -349,22 +357,33 @@ class DeviceHub:
             await self._send_error(
                 ws,
                 messages.UNSUPPORTED_VERSION,
-                f"this server speaks protocol version {messages.PROTOCOL_VERSION}",
+                f"this server speaks protocol version {messages.PROTOCOL_VERSION}; "
+                "flash the unit with firmware of that version",
             )
+            return None
+        if hello["nonce"] is None:
+            await self._refuse(ws, "hello without the unit's nonce", peer, device_id)
             return None
         try:
             secret = await self.registry.device_secret(device_id)
         except RegistryError:  # unknown or malformed id
             secret = None
-        # Unknown ids are challenged too, so the exchange does not tell which units exist.
+        # Unknown ids are challenged too, with a proof that is random, so the exchange does not
+        # tell which units exist (the unit rejects that proof, as it would an impostor's).
         nonce = auth.new_nonce()
-        await ws.send(messages.encode("challenge", nonce=nonce))
+        if secret is None:
+            proof = auth.new_nonce() + auth.new_nonce()
+        else:
+            proof = auth.proof(secret, hello["nonce"], nonce, device_id)
+        await ws.send(messages.encode("challenge", nonce=nonce, proof=proof))
         answer = messages.from_device(await asyncio.wait_for(ws.recv(), _HELLO_TIMEOUT_S))
         if secret is None:
             await self._refuse(ws, f"unit {device_id} is not registered", peer, device_id)
             return None
+        # From here on both sides can seal: even a refusal reaches the unit authenticated.
+        ws.channel = auth.Channel(secret, hello["nonce"], nonce, device_id, "server")
         if answer["type"] != "auth" or not auth.check_answer(
-            secret, nonce, device_id, answer["mac"]
+            secret, nonce, hello["nonce"], device_id, answer["mac"]
         ):
             await self._refuse(
                 ws, f"wrong answer to the challenge for {device_id}", peer, device_id

@@ -151,13 +151,22 @@ def add_parsers(sub):
 
 def vboard(args):
     require_field_tools("vboard")
+    from tools import provision
     from tools.vboard import fleet
 
     provisioning = None
     if args.server:
         provisioning = fleet.Provisioning(
-            args.server, admin_token(args), location_id=args.location, display=args.display
+            args.server,
+            admin_token(args),
+            location_id=args.location,
+            display=args.display,
+            server_ca=args.server_ca,
         )
+        try:
+            provisioning.check()
+        except provision.ProvisionError as e:
+            raise SystemExit(f"qrfleet: {e}") from None
 
     async def run():
         boards = await fleet.start_boards(
@@ -235,7 +244,12 @@ def provision(args):
         force=args.force,
         files_only=args.files_only,
         register_only=args.register_only,
+        server_ca=args.server_ca,
     )
+    try:
+        order.check()
+    except provision.ProvisionError as e:
+        raise SystemExit(f"qrfleet: {e}") from None
     ports = _unit_ports(args)
     interactive = sys.stdin.isatty()
     console = Console()

@@ -67,4 +67,11 @@ def server_list_options(required):
         default=None if required else [],
         help="server URL, http://HOST:PORT; repeatable: units spread over the list",
     )
+    p.add_argument(
+        "--server-ca",
+        metavar="FILE",
+        help="certificate (PEM or DER) that units and this command check https:// servers "
+        "against: the CA that issued theirs, or a server's self-signed certificate; needed "
+        "with https:// servers, since a unit has no CA store",
+    )
     return p

@@ -23,16 +23,22 @@ STALL_MESSAGES = 60000  # malformed messages: 7 MB of answers, past the kernel's
 
 
 async def hello(url, device_id, proto=messages.PROTOCOL_VERSION, opener=ws.open_tcp):
-    """Connect and say hello -> (connection, the server's answer as a dict)."""
+    """Connect and say hello -> (connection, the server's answer as a dict, our nonce)."""
     conn = await ws.connect(url, opener=opener)
-    await conn.send(messages.encode("hello", device_id=device_id, fw="raw", proto=proto))
-    return conn, messages.from_server(await conn.recv())
+    nonce = auth.new_nonce()
+    await conn.send(
+        messages.encode("hello", device_id=device_id, fw="raw", proto=proto, nonce=nonce)
+    )
+    return conn, messages.from_server(await conn.recv()), nonce
 
 
 async def log_in(url, device_id, secret, opener=ws.open_tcp):
-    """-> an authenticated connection, past the server's welcome."""
-    conn, challenge = await hello(url, device_id, opener=opener)
-    await conn.send(messages.encode("auth", mac=auth.answer(secret, challenge["nonce"], device_id)))
+    """-> an authenticated connection, past the server's welcome (its proof is not checked)."""
+    conn, challenge, nonce = await hello(url, device_id, opener=opener)
+    await conn.send(
+        messages.encode("auth", mac=auth.answer(secret, challenge["nonce"], nonce, device_id))
+    )
+    conn.channel = auth.Channel(secret, nonce, challenge["nonce"], device_id, "unit")
     welcome = messages.from_server(await conn.recv())
     assert welcome["type"] == "welcome", welcome
     return conn
@@ -78,7 +84,9 @@ def stall(conn):
     """Stop reading, ever, and send STALL_MESSAGES malformed messages, each answered with an
     error the server cannot deliver."""
     conn.writer.transport.pause_reading()
-    send_raw(conn, lambda proto: [proto.send_text("x") for _ in range(STALL_MESSAGES)])
+    # Sealed, so the server reads each one and answers it (a wrong MAC would end it at once).
+    malformed = [conn.channel.seal("x") for _ in range(STALL_MESSAGES)]
+    send_raw(conn, lambda proto: [proto.send_text(text) for text in malformed])
 
 
 # -- loads: coroutines that run until cancelled

@@ -1,7 +1,10 @@
 """Provisioning: what turns a blank unit into one the server knows and trusts.
 
 A unit gets a fresh secret and the list of servers in its config; the server gets the unit's
-id and the same secret through its admin API. The pieces at the top are shared by every way a
+id and the same secret through its admin API. For https:// servers the unit also gets its one
+trust anchor (it has no CA store): the CA that issued the server's certificate, or the
+server's self-signed certificate, from `--server-ca FILE`; the tools' own API calls check the
+server against the same certificate. The pieces at the top are shared by every way a
 unit is provisioned (a virtual board's first boot, or a technician's `qrfleet provision`).
 
 `provision_unit(port, order)` is one technician's run on one unit, in this order:
@@ -23,9 +26,12 @@ finishes the job: the same command with --register-only, which reads the secret 
 the unit instead of making a new one.
 """
 
+import base64
+import binascii
 import functools
 import json
 import secrets
+import ssl
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -55,27 +61,74 @@ def device_url(server_url):
     return f"{scheme}://{parts.netloc}/ws/device"
 
 
-def unit_config(secret, servers, name, display, wifi=None):
-    """The config.json a unit boots with (firmware/config.py reads it)."""
-    config = {
-        "secret": secret,
-        "servers": [device_url(s) for s in servers],
-        "name": name,
-        "display": display,
-    }
+def read_server_ca(path):
+    """The one certificate in `path` (PEM or DER) as DER bytes, the form a unit loads."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ProvisionError(f"cannot read the server's CA certificate: {e}") from None
+    if b"-----BEGIN" in data:
+        blocks = data.count(b"-----BEGIN CERTIFICATE-----")
+        if blocks != 1:
+            raise ProvisionError(
+                f"{path} holds {blocks} PEM certificates; give the one certificate units "
+                "trust: the CA that issued the server's, or the server's self-signed one"
+            )
+        try:
+            return ssl.PEM_cert_to_DER_cert(data.decode("ascii"))
+        except (ValueError, binascii.Error):
+            raise ProvisionError(f"{path} is not a readable PEM certificate") from None
+    if not data.startswith(b"\x30"):  # a DER certificate is an ASN.1 SEQUENCE
+        raise ProvisionError(f"{path} is neither a PEM nor a DER certificate")
+    return data
+
+
+def server_context(server_ca):
+    """An ssl context trusting the server's CA certificate (DER), or None: the system's CAs."""
+    return ssl.create_default_context(cadata=server_ca) if server_ca else None
+
+
+def require_trust_anchor(servers, server_ca):
+    """ProvisionError unless every https:// server comes with the certificate to check it by."""
+    secure = [s for s in servers if urlsplit(s).scheme == "https"]
+    if secure and server_ca is None:
+        raise ProvisionError(
+            f"{secure[0]} needs --server-ca FILE: a unit has no CA store and checks the "
+            "server's certificate against that one (the CA that issued it, or the server's "
+            "self-signed certificate)"
+        )
+
+
+def unit_config(secret, servers, name, display, wifi=None, server_ca=None):
+    """The config.json a unit boots with (firmware/config.py reads it); `server_ca` is the DER
+    certificate its wss:// servers are checked against."""
+    require_trust_anchor(servers, server_ca)
+    urls = [device_url(s) for s in servers]
+    config = {"secret": secret, "servers": urls, "name": name, "display": display}
     if wifi:
         config["wifi"] = wifi
+    if server_ca:
+        config["tls"] = tls_config(server_ca)
     return config
 
 
-def register(server_url, admin_token, device_id, secret, name=None, location_id=None):
+def tls_config(server_ca):
+    """The config's "tls" entry for a trust anchor (DER): base64, as JSON carries bytes."""
+    return {"ca": base64.b64encode(server_ca).decode()}
+
+
+def register(
+    server_url, admin_token, device_id, secret, name=None, location_id=None, server_ca=None
+):
     """Tell the server about the unit (idempotent: re-registering updates it)."""
     body = {"device_id": device_id, "secret": secret}
     if name:
         body["name"] = name
     if location_id:
         body["location_id"] = location_id
-    return ApiClient(server_url, admin_token).post("/api/devices", body)
+    client = ApiClient(server_url, admin_token, ssl_context=server_context(server_ca))
+    return client.post("/api/devices", body)
 
 
 class ProvisionError(Exception):
@@ -108,9 +161,21 @@ class Order:
     files_only: bool = False
     register_only: bool = False
     online_timeout_s: float = 60
+    server_ca: str = None  # the file --server-ca names
+
+    @functools.cached_property
+    def server_ca_der(self):
+        return read_server_ca(self.server_ca) if self.server_ca else None
+
+    def check(self):
+        """ProvisionError before any unit is touched: an unreadable --server-ca, or an https://
+        server without one."""
+        require_trust_anchor(self.servers, self.server_ca_der)
 
     def api(self):
-        return ApiClient(self.servers[0], self.admin_token)
+        return ApiClient(
+            self.servers[0], self.admin_token, ssl_context=server_context(self.server_ca_der)
+        )
 
 
 @dataclass
@@ -218,7 +283,9 @@ def _known_to_server(api, device_id):
 
 def _unit_files(device_id, secret, order):
     display = order.display or DEFAULT_DISPLAY[order.target]
-    config = unit_config(secret, order.servers, order.name or device_id, display, order.wifi)
+    config = unit_config(
+        secret, order.servers, order.name or device_id, display, order.wifi, order.server_ca_der
+    )
     return {**_firmware_files(order.target), CONFIG_PATH: config_file.dumps(config).encode()}
 
 
@@ -242,7 +309,15 @@ def _register(port, device_id, secret, order, report):
     report(f"{device_id}: registering")
     api = order.api()
     try:
-        register(order.servers[0], order.admin_token, device_id, secret, order.name, order.location)
+        register(
+            order.servers[0],
+            order.admin_token,
+            device_id,
+            secret,
+            order.name,
+            order.location,
+            order.server_ca_der,
+        )
         if order.agent:
             api.post(f"/api/agents/{order.agent}/devices", {"device_id": device_id})
     except ServerUnreachable:
@@ -260,6 +335,7 @@ def retry_command(port, order):
         ("--agent", order.agent),
         ("--name", order.name),
         ("--target", order.target),
+        ("--server-ca", order.server_ca),
     ):
         if value:
             words += [option, value]

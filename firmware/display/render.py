@@ -41,6 +41,7 @@ _STATUS_TITLES = {
     "wifi": "Wi-Fi",
     "connecting": "Connecting",
     "offline": "Offline",
+    "untrusted": "Server not trusted",
     "ready": "Ready",
 }
 _RESULT_TITLES = {"paid": "PAID", "cancelled": "CANCELLED", "expired": "EXPIRED"}

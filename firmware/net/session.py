@@ -4,8 +4,11 @@
     await session.run_forever()
 
 `commands.handle(msg)` runs one server command and returns the ack's extra fields, or raises
-messages.CommandError(code, message); `status()` returns the heartbeat's changing fields. This
-module is sequencing: firmware.net.policy decides which server is next, how long to back off and when a
+messages.CommandError(code, message); `status()` returns the heartbeat's changing fields;
+`untrusted(url, reason)` is told when a server fails to prove itself, a message's MAC is wrong,
+or a wss:// server's certificate fails the check of `tls` (ws.tls_context: the unit's trust
+anchor and the host name) (the session then ends and backs off as from any failed attempt). This module is
+sequencing: firmware.net.policy decides which server is next, how long to back off and when a
 server is gone; bytes are moved by firmware.net.ws and parsed by firmware.proto.
 """
 
@@ -30,7 +33,17 @@ class AuthRefused(Exception):
 
 class Session:
     def __init__(
-        self, device_id, secret, urls, commands, status, fw, log=print, opener=ws.open_tcp
+        self,
+        device_id,
+        secret,
+        urls,
+        commands,
+        status,
+        fw,
+        log=print,
+        opener=ws.open_tcp,
+        untrusted=None,
+        tls=None,
     ):
         self.device_id = device_id
         self.secret = secret
@@ -39,13 +52,14 @@ class Session:
         self.fw = fw
         self.log = log
         self.opener = opener
+        self.untrusted = untrusted or _ignore
+        self.tls = tls
+        # Where every connection assembles its messages: 4 KB in one piece, found once.
+        self._buffer = bytearray(DEFAULT_MAX_SIZE)
         self.server_id = None
         self.connected = False
         self.connects = 0
         self._servers = server_order(device_id, urls)
-        # Every connection reassembles messages here: 4 KB in one piece, taken at boot, while
-        # the heap is whole, not at each reconnect from a heap fragmented by the last session.
-        self._message_buffer = bytearray(DEFAULT_MAX_SIZE)
 
     async def run_forever(self):
         attempt = 0
@@ -56,6 +70,9 @@ class Session:
                 await self.run_once(url)
             except AuthRefused as e:
                 self.log("qrfleet: %s refused us: %s" % (url, e))
+            except auth.Untrusted as e:
+                self.log("qrfleet: %s is not trusted: %s" % (url, e))
+                self.untrusted(url, str(e))
             except (OSError, asyncio.TimeoutError, ProtocolError, ws.ConnectionClosed) as e:
                 self.log("qrfleet: %s: %s" % (url, _describe(e)))
             except MemoryError:
@@ -71,7 +88,7 @@ class Session:
 
     async def run_once(self, url):
         """One session with one server, until it ends; raises what ended it."""
-        conn = await ws.connect(url, opener=self.opener, message_buffer=self._message_buffer)
+        conn = await ws.connect(url, opener=self.opener, ssl_context=self.tls, buffer=self._buffer)
         try:
             heartbeat_s = await self._authenticate(conn)
             self.connected = True
@@ -83,15 +100,30 @@ class Session:
             await conn.close(CLOSE_GOING_AWAY, "unit going away")
 
     async def _authenticate(self, conn):
+        """Mutual authentication (firmware.proto.auth): the server proves it knows our secret
+        before anything it sends is taken as a command; then every message is sealed."""
+        nonce = auth.new_nonce()
         await conn.send(
             messages.encode(
-                "hello", device_id=self.device_id, fw=self.fw, proto=messages.PROTOCOL_VERSION
+                "hello",
+                device_id=self.device_id,
+                fw=self.fw,
+                proto=messages.PROTOCOL_VERSION,
+                nonce=nonce,
             )
         )
         msg = await self._expect(conn, "challenge")
+        if not auth.check_proof(self.secret, nonce, msg["nonce"], self.device_id, msg["proof"]):
+            raise auth.Untrusted(
+                "it could not prove it knows this unit's secret (not our server, or the unit "
+                "is not registered there)"
+            )
         await conn.send(
-            messages.encode("auth", mac=auth.answer(self.secret, msg["nonce"], self.device_id))
+            messages.encode(
+                "auth", mac=auth.answer(self.secret, msg["nonce"], nonce, self.device_id)
+            )
         )
+        conn.channel = auth.Channel(self.secret, nonce, msg["nonce"], self.device_id, "unit")
         msg = await self._expect(conn, "welcome")
         self.server_id = msg["server_id"]
         return msg["heartbeat_s"]
@@ -164,6 +196,10 @@ def _decode(text):
         return messages.from_server(text)
     except MessageError as e:
         return e
+
+
+def _ignore(url, reason):
+    pass
 
 
 def _short(text):

@@ -12,9 +12,15 @@ TLS) connection, feeds what it reads into the protocol and writes what the proto
 
 import asyncio
 
+from firmware.proto.auth import Untrusted
 from firmware.proto.errors import ProtocolError
-from firmware.proto.frames import CLOSE_ABNORMAL, CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR
-from firmware.proto.websocket import CLOSED, DEFAULT_MAX_SIZE, ClientProtocol, Close
+from firmware.proto.frames import (
+    CLOSE_ABNORMAL,
+    CLOSE_NORMAL,
+    CLOSE_POLICY_VIOLATION,
+    CLOSE_PROTOCOL_ERROR,
+)
+from firmware.proto.websocket import CLOSED, ClientProtocol, Close
 
 _READ_SIZE = 512
 _CLOSE_WAIT_S = 2  # the whole close handshake, sending our close frame included
@@ -53,15 +59,50 @@ def parse_url(url):
     return secure, host, port, path
 
 
-def _tls_context():
-    """TLS with the server's certificate checked against the system's CAs where the port can."""
+def tls_context(ca):
+    """TLS that checks the server's certificate against `ca` (DER), the unit's one trust anchor,
+    and its host name against the URL's (asyncio passes it as server_hostname)."""
     import ssl
 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    if hasattr(context, "load_default_certs"):
-        context.load_default_certs()
     context.verify_mode = ssl.CERT_REQUIRED
+    context.load_verify_locations(cadata=ca)
     return context
+
+
+# What failed in a certificate check, from the text of mbedTLS's verify flags (MicroPython
+# raises ValueError with it) or of OpenSSL's verify result (CPython's SSLCertVerificationError,
+# a ValueError too). The first match names the reason.
+_TLS_REFUSALS = (
+    (
+        (
+            "not correctly signed by the trusted CA",
+            "unable to get local issuer certificate",
+            "self-signed certificate",
+            "self signed certificate",
+        ),
+        "its TLS certificate is signed by a CA this unit does not trust",
+    ),
+    (
+        ("does not match with the expected CN", "Hostname mismatch", "IP address mismatch"),
+        "its TLS certificate is issued for another host name",
+    ),
+    (("validity has expired", "certificate has expired"), "its TLS certificate has expired"),
+    (
+        ("validity starts in the future", "certificate is not yet valid"),
+        "its TLS certificate is not valid yet: is the unit's clock set?",
+    ),
+)
+
+
+def tls_refusal(error):
+    """Untrusted, with the reason a server's certificate was refused."""
+    text = str(error)
+    for needles, reason in _TLS_REFUSALS:
+        for needle in needles:
+            if needle in text:
+                return Untrusted(reason)
+    return Untrusted("its TLS certificate failed verification: %s" % text.strip())
 
 
 def open_tcp(host, port, ssl=None):
@@ -71,25 +112,34 @@ def open_tcp(host, port, ssl=None):
     return asyncio.open_connection(host, port, ssl=ssl)
 
 
-async def connect(
-    url, timeout_s=10, ssl_context=None, max_size=None, opener=open_tcp, message_buffer=None
-):
+async def connect(url, timeout_s=10, ssl_context=None, buffer=None, opener=open_tcp):
     """Open the connection and complete the opening handshake; returns a WebSocket.
 
-    `opener(host, port, ssl)` opens the byte stream (the HAL's, on a board); `message_buffer`
-    is the protocol's, reused (see firmware.proto.websocket). Raises OSError /
-    asyncio.TimeoutError when the server cannot be reached and ProtocolError
-    (HandshakeError) when it answers but not as a WebSocket server should.
+    `opener(host, port, ssl)` opens the byte stream (the HAL's, on a board); a wss:// URL needs
+    `ssl_context` (tls_context). Raises OSError / asyncio.TimeoutError when the server cannot
+    be reached, Untrusted when its TLS certificate fails the check (the reason says which
+    part), and ProtocolError (HandshakeError) when it answers but not as a WebSocket server
+    should. `buffer`: where messages are assembled (proto.websocket.Protocol).
     """
     secure, host, port, path = parse_url(url)
-    context = (ssl_context or _tls_context()) if secure else None
-    reader, writer = await asyncio.wait_for(opener(host, port, context), timeout_s)
-    hostname = host if port == (443 if secure else 80) else "%s:%d" % (host, port)
-    if message_buffer is not None:
-        max_size = len(message_buffer)
-    proto = ClientProtocol(
-        hostname, path, max_size=max_size or DEFAULT_MAX_SIZE, message_buffer=message_buffer
+    if secure and ssl_context is None:
+        raise ValueError("%s needs a TLS trust anchor: a unit has no CA store" % url)
+    try:
+        return await _open(host, port, path, secure, timeout_s, ssl_context, buffer, opener)
+    except ValueError as e:
+        if not secure:
+            raise
+        # MicroPython's asyncio defers the TLS handshake to the first write: the certificate
+        # check may fail in the WebSocket handshake as well as in the opener.
+        raise tls_refusal(e) from None
+
+
+async def _open(host, port, path, secure, timeout_s, ssl_context, buffer, opener):
+    reader, writer = await asyncio.wait_for(
+        opener(host, port, ssl_context if secure else None), timeout_s
     )
+    hostname = host if port == (443 if secure else 80) else "%s:%d" % (host, port)
+    proto = ClientProtocol(hostname, path, buffer=buffer)
     ws = WebSocket(reader, writer, proto)
     try:
         await asyncio.wait_for(ws.handshake(), timeout_s)
@@ -105,6 +155,10 @@ class WebSocket:
         self.writer = writer
         self.proto = proto
         self._pending = []
+        # Once both sides are authenticated: the firmware.proto.auth.Channel that seals what is
+        # sent and opens what arrives. Sealing happens in send() before its first await, so
+        # messages are sealed in the order they go out, whichever task sends them.
+        self.channel = None
 
     async def _flush(self):
         out = self.proto.data_to_send()
@@ -156,7 +210,7 @@ class WebSocket:
             while self._pending:
                 event = self._pending.pop(0)
                 if isinstance(event, (str, bytes)):
-                    return event
+                    return await self._open(event)
                 if isinstance(event, Close):
                     self.abort()
                     raise ConnectionClosed(event.code, event.reason)
@@ -176,9 +230,21 @@ class WebSocket:
                 self.abort()
                 raise ConnectionClosed(CLOSE_ABNORMAL, "connection lost: %s" % e) from None
 
+    async def _open(self, message):
+        """The message as the app reads it; a wrong MAC ends the connection (Untrusted)."""
+        if self.channel is None:
+            return message
+        try:
+            return self.channel.open(message)
+        except Untrusted:
+            await self.close(CLOSE_POLICY_VIOLATION, "message authentication failed")
+            raise
+
     async def send(self, text):
         if self.proto.state == CLOSED:
             raise ConnectionClosed(self.proto.close_code or CLOSE_ABNORMAL, self.proto.close_reason)
+        if self.channel is not None:
+            text = self.channel.seal(text)
         self.proto.send_text(text)
         try:
             await self._flush()

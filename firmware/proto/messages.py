@@ -31,7 +31,7 @@ if CPYTHON:
 else:
     _json = json.dumps
 
-PROTOCOL_VERSION = const(1)
+PROTOCOL_VERSION = const(2)
 
 # Either side takes a peer that sent nothing for this many heartbeat periods as gone.
 SILENT_HEARTBEATS = const(3)
@@ -123,7 +123,7 @@ def _describe(check):
 
 # type -> ((field, check, default), ...); _REQUIRED marks fields without a default.
 SERVER_MESSAGES = {
-    "challenge": (("nonce", _hex(32), _REQUIRED),),
+    "challenge": (("nonce", _hex(32), _REQUIRED), ("proof", _hex(64), _REQUIRED)),
     "welcome": (
         ("heartbeat_s", _count(1, 3600), _REQUIRED),
         ("server_id", _text(1, 64), _REQUIRED),
@@ -152,6 +152,9 @@ DEVICE_MESSAGES = {
         ("device_id", _text(1, 64), _REQUIRED),
         ("fw", _text(1, 32), _REQUIRED),
         ("proto", _count(1, 0xFFFF), _REQUIRED),
+        # Required from version 2 on; optional here so that an older unit's hello decodes and
+        # can be answered with unsupported_version.
+        ("nonce", (_OR_NULL, _hex(32), "32 lower-case hex digits"), None),
     ),
     "auth": (("mac", _hex(64), _REQUIRED),),
     "heartbeat": (

@@ -27,8 +27,8 @@ refusing a handshake queues an HTTP error response. Events parsed before the
 fault are still in `events_received()`.
 
 Memory: a connection has two buffers allocated once, `max_size` bytes to
-reassemble data messages (or the caller's `message_buffer`, which a unit allocates
-at boot and hands to each of its connections in turn) and 125 for control frames. Payloads are copied from
+reassemble data messages (or the caller's `buffer`, which a unit allocates once at
+boot and hands to each of its connections) and 125 for control frames. Payloads are copied from
 the receive buffer into them and unmasked in place; a frame that would take a
 message past `max_size` is refused with 1009 from its header alone, before any
 of its payload is read, whatever length it claims.
@@ -98,21 +98,18 @@ class Close:
 class Protocol:
     """What both roles share; create a ClientProtocol or a ServerProtocol."""
 
-    def __init__(self, client, max_size, message_buffer=None):
+    def __init__(self, client, max_size, buffer=None):
+        """`buffer`: a bytearray to assemble messages in, whose length is the largest message
+        taken; a unit keeps one for all its connections rather than find 4 KB in one piece
+        each time. Messages are copied out of it as they complete."""
         self._client = client
         self.state = CONNECTING
-        self.max_size = max_size
+        self._message = bytearray(max_size) if buffer is None else buffer
+        self.max_size = len(self._message)
         # Code and reason that ended the connection, set once it is CLOSED.
         self.close_code = None
         self.close_reason = ""
         self._buf = bytearray()
-        if message_buffer is None:
-            message_buffer = bytearray(max_size)
-        elif len(message_buffer) < max_size:
-            raise ValueError(
-                "message_buffer holds %d bytes; max_size needs %d" % (len(message_buffer), max_size)
-            )
-        self._message = message_buffer
         self._control = bytearray(MAX_CONTROL_PAYLOAD)
         self._mask_key = bytearray(4)
         self._events = []
@@ -356,11 +353,9 @@ class Protocol:
 class ClientProtocol(Protocol):
     """The client role: sends the upgrade request at once, masks what it sends."""
 
-    def __init__(
-        self, host, path="/", extra_headers=(), max_size=DEFAULT_MAX_SIZE, message_buffer=None
-    ):
+    def __init__(self, host, path="/", extra_headers=(), max_size=DEFAULT_MAX_SIZE, buffer=None):
         self.key = new_key()
-        super().__init__(True, max_size, message_buffer)
+        super().__init__(True, max_size, buffer)
         self._out.append(client_request(host, path, self.key, extra_headers))
 
     def _handshake(self):

@@ -28,6 +28,9 @@ def test_saved_config_loads_back_with_defaults(tmp_path):
         ({"v": 2, **GOOD}, "version"),
         ({"v": 1, "servers": GOOD["servers"]}, "'secret'"),
         ({"v": 1, "secret": "x", "servers": ["http://example"]}, "ws://"),
+        ({"v": 1, **GOOD, "servers": ["wss://qr.example/ws/device"]}, "needs a trust anchor"),
+        ({"v": 1, **GOOD, "tls": {"ca": "not base64!"}}, "not base64"),
+        ({"v": 1, **GOOD, "tls": "MIIB"}, '"tls" must be'),
         ([1, 2], "JSON object"),
     ],
 )
@@ -57,3 +60,18 @@ def test_config_cut_off_at_every_byte_is_refused_on_the_unix_port(unix_port):
         stdin=text.encode(),
     )
     assert out.split() == [str(len(text)), str(len(text)), "counter", "1"]
+
+
+WSS = {**GOOD, "servers": ["wss://qr.example/ws/device"], "tls": {"ca": "MIIBcw=="}}
+
+
+def test_a_wss_server_comes_with_its_trust_anchor_in_der(unix_port):
+    """The same answer on the unit: the anchor is the DER that load_verify_locations takes."""
+    code = (
+        "from firmware import config\n"
+        f"print(config.trust_anchor(config.parse({config.dumps(WSS)!r})).hex())\n"
+        f"print(config.trust_anchor(config.parse({config.dumps(GOOD)!r})))\n"
+    )
+    out = unix_port(code)
+    assert out.split() == ["30820173", "None"]
+    assert config.trust_anchor(config.parse(config.dumps(WSS))) == bytes.fromhex("30820173")

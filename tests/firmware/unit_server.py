@@ -47,36 +47,28 @@ class UnitServer:
         self.sessions.clear()
 
     async def _handler(self, conn):
-        hello = messages.from_device(await conn.recv())
-        device_id = hello["device_id"]
-        nonce = auth.new_nonce()
-        await conn.send(messages.encode("challenge", nonce=nonce))
-        reply = messages.from_device(await conn.recv())
-        secret = self.secrets.get(device_id)
-        if not secret or not auth.check_answer(secret, nonce, device_id, reply["mac"]):
+        link = await authenticate(conn, self.secrets)
+        if link is None:
             self.refused += 1
-            await conn.send(
-                messages.encode("error", code=messages.AUTH_FAILED, message="authentication failed")
-            )
-            await conn.close(CLOSE_POLICY_VIOLATION, "authentication failed")
             return
-        await conn.send(
+        device_id = link.device_id
+        await link.send(
             messages.encode("welcome", heartbeat_s=self.heartbeat_s, server_id="test-server")
         )
         self.authenticated += 1
-        self.sessions[device_id] = conn
+        self.sessions[device_id] = link
         try:
             async for text in conn:
-                msg = messages.from_device(text)
+                msg = messages.from_device(link.open(text))
                 if msg["type"] == "heartbeat":
                     self.heartbeats.append(msg)
-                    await conn.send(messages.encode("heartbeat_ack"))
+                    await link.send(messages.encode("heartbeat_ack"))
                 elif msg["id"] in self._pending:
                     self._pending.pop(msg["id"]).set_result(msg)
         except websockets.ConnectionClosed:
             pass
         finally:
-            if self.sessions.get(device_id) is conn:
+            if self.sessions.get(device_id) is link:
                 del self.sessions[device_id]
 
     async def command(self, device_id, kind, timeout=10, **fields):
@@ -94,3 +86,48 @@ class UnitServer:
 
     async def send_raw(self, device_id, text):
         await self.sessions[device_id].send(text)
+
+
+async def authenticate(conn, secrets):
+    """The server's side of the handshake (firmware.proto.auth) on a `websockets` connection
+    -> a SealedLink, or None when the unit is refused (an error, then close 1008)."""
+    hello = messages.from_device(await conn.recv())
+    device_id = hello["device_id"]
+    secret = secrets.get(device_id)
+    nonce = auth.new_nonce()
+    proof = auth.proof(secret, hello["nonce"], nonce, device_id) if secret else "0" * 64
+    await conn.send(messages.encode("challenge", nonce=nonce, proof=proof))
+    try:
+        reply = messages.from_device(await conn.recv())
+    except websockets.ConnectionClosed:
+        return None  # the unit did not take our proof
+    if not secret or not auth.check_answer(secret, nonce, hello["nonce"], device_id, reply["mac"]):
+        await conn.send(
+            messages.encode("error", code=messages.AUTH_FAILED, message="authentication failed")
+        )
+        await conn.close(CLOSE_POLICY_VIOLATION, "authentication failed")
+        return None
+    link = SealedLink(conn, auth.Channel(secret, hello["nonce"], nonce, device_id, "server"))
+    link.device_id = device_id
+    return link
+
+
+class SealedLink:
+    """A `websockets` connection whose messages are sealed as a server seals them, in the order
+    they are sent; `open(text)` checks one that arrived."""
+
+    def __init__(self, conn, channel):
+        self.conn = conn
+        self.channel = channel
+        self.device_id = None
+        self._order = asyncio.Lock()
+
+    def open(self, text):
+        return self.channel.open(text)
+
+    async def send(self, text):
+        async with self._order:
+            await self.conn.send(self.channel.seal(text))
+
+    async def close(self, *args):
+        await self.conn.close(*args)

@@ -2,7 +2,8 @@
 
 Two cashiers sell at the same time for SOAK_S seconds; between sales each tries to link the
 other's unit. Every attempt must be refused, every QR must be verified by the server and read
-off the right unit's screen, and no cashier may ever hear "no device".
+off the right unit's screen, and no cashier may ever hear "no device". It runs over ws:// and
+over wss:// (a server with a CA of the harness's, which the units are provisioned to trust).
 """
 
 import os
@@ -18,6 +19,7 @@ SOAK_S = float(os.environ.get("QRFLEET_SOAK_S", "30"))
 
 
 @pytest.mark.parametrize("qrfleet_board", ["virtual:2"], indirect=True)  # two cashiers, two units
+@pytest.mark.parametrize("qrfleet_tls", [False, True], indirect=True, ids=["ws", "wss"])
 def test_two_cashiers_keep_their_units_under_concurrent_sales_and_steal_attempts(
     boards, agents, server, record
 ):

@@ -135,20 +135,26 @@ def test_a_few_pings_are_answered_and_the_session_goes_on(shop, background):
     assert shop.admin.get("/api/metrics")["ping_floods"] == 0
 
 
-def test_a_unit_speaking_an_unknown_protocol_version_is_told_so_and_closed(shop, background):
+@pytest.mark.parametrize(
+    "proto", [1, messages.PROTOCOL_VERSION + 1], ids=["older-firmware", "newer-firmware"]
+)
+def test_a_unit_speaking_another_protocol_version_is_told_so_and_closed(shop, background, proto):
     device_id, secret = registered(shop, 1)
 
-    async def hello_from_the_future():
-        conn, answer = await hostile.hello(shop.server.device_url, device_id, proto=2)
+    async def hello_in_another_version():
+        conn = await ws.connect(shop.server.device_url)
+        # A version 1 unit sends no nonce of its own: its hello must still be understood.
+        await conn.send(messages.encode("hello", device_id=device_id, fw="old", proto=proto))
+        answer = messages.from_server(await conn.recv())
         with pytest.raises(ws.ConnectionClosed) as closed:
             await conn.recv()
         return answer, closed.value.code
 
-    answer, code = background.run(hello_from_the_future())
+    answer, code = background.run(hello_in_another_version())
 
     assert answer["type"] == "error"
     assert answer["code"] == messages.UNSUPPORTED_VERSION
-    assert "version 1" in answer["message"]
+    assert f"version {messages.PROTOCOL_VERSION}" in answer["message"]
     assert code == 1008
     assert shop.admin.get(f"/api/devices/{device_id}")["status"] == "offline"
     assert shop.admin.get("/api/metrics")["unsupported_version"] == 1
@@ -161,9 +167,9 @@ def test_strangers_do_not_spend_the_admission_meant_for_reconnecting_units(tmp_p
         device_id, secret = registered(shop, 1)
 
         async def stranger(n):
-            conn, challenge = await hostile.hello(server.device_url, f"qrf-5e5e5e5e{n:04x}")
+            conn, challenge, nonce = await hostile.hello(server.device_url, f"qrf-5e5e5e5e{n:04x}")
             await conn.send(
-                messages.encode("auth", mac=auth.answer(secret, challenge["nonce"], "x"))
+                messages.encode("auth", mac=auth.answer(secret, challenge["nonce"], nonce, "x"))
             )
             return (await hostile.listen_until_closed(conn))[1]
 

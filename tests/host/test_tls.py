@@ -1,102 +1,37 @@
 """`qrfleet serve --tls-cert --tls-key`: https:// and wss:// on one port, checked by the unit
 and the API client against the shop's own CA."""
 
-import datetime
-import ipaddress
 import ssl
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from firmware.net import ws
+from firmware.proto.auth import Untrusted
+from tests.conftest import wait_for
+from tests.host.boards import link_and_sell, serial_log, shows, start_board, untrusted_screen
 from tests.host.conftest import Shop
+from tools.certs import CertificateAuthority
 from tools.serverproc import running_server
 
 
-def _name(text):
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
-
-
-def _certificate(subject, key, issuer, issuer_key, ca, extensions=()):
-    now = datetime.datetime.now(datetime.timezone.utc)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(_name(issuer))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), False
-        )
-    )
-    for extension in extensions:
-        builder = builder.add_extension(extension, critical=False)
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-def make_ca(directory, name):
-    """A CA and a certificate it issued for 127.0.0.1 -> (ca.pem, server.pem, server.key)."""
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = _certificate(name, ca_key, name, ca_key, ca=True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = _certificate(
-        "qrfleet server",
-        key,
-        name,
-        ca_key,
-        ca=False,
-        extensions=[
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
-        ],
-    )
-    paths = [directory / f"{name}-ca.pem", directory / f"{name}-server.pem"]
-    paths.append(directory / f"{name}-server.key")
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return paths
-
-
-def trusting(ca_file):
-    """A unit's opener whose TLS trusts only `ca_file` (the firmware's own check: CERT_REQUIRED
-    and the host name)."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.load_verify_locations(ca_file)
-
-    def opener(host, port, _default_context):
-        return ws.open_tcp(host, port, ssl=context)
-
-    return opener
+@pytest.fixture
+def shop_ca(tmp_path):
+    return CertificateAuthority(tmp_path, "shop")
 
 
 @pytest.fixture
-def tls_server(tmp_path):
-    ca, cert, key = make_ca(tmp_path, "shop")
-    with running_server(tmp_path, heartbeat_s=1, tls=(cert, key), ca_file=ca) as server:
-        yield server
+def tls_server(tmp_path, shop_ca):
+    with running_server(tmp_path, heartbeat_s=1, tls=shop_ca.issue(), ca_file=shop_ca.pem) as s:
+        yield s
 
 
-def test_a_unit_over_wss_shows_a_cashiers_qr_requested_over_https(tls_server, background):
+def test_a_unit_over_wss_shows_a_cashiers_qr_requested_over_https(tls_server, shop_ca, background):
     assert tls_server.url.startswith("https://127.0.0.1:")
     assert tls_server.device_url.startswith("wss://127.0.0.1:")
     shop = Shop(tls_server, background)
     agent = shop.agent("till-1")
     unit = shop.unit(1, online=False)
-    unit.session.opener = trusting(tls_server.ca_file)
+    unit.session.tls = ws.tls_context(shop_ca.der)  # what Session(ca=...) builds
     shop.start(unit)
     shop.link(agent, "till-1", unit)
 
@@ -110,9 +45,63 @@ def test_a_unit_over_wss_shows_a_cashiers_qr_requested_over_https(tls_server, ba
 def test_a_unit_that_does_not_trust_the_servers_certificate_does_not_connect(
     tls_server, background, tmp_path
 ):
-    stranger_ca = make_ca(tmp_path, "elsewhere")[0]
+    stranger = CertificateAuthority(tmp_path, "elsewhere")
 
-    with pytest.raises(ssl.SSLCertVerificationError):
-        background.run(ws.connect(tls_server.device_url, opener=trusting(stranger_ca)))
-    with pytest.raises(ssl.SSLCertVerificationError):
-        background.run(ws.connect(tls_server.device_url))  # the system's CAs do not know it
+    with pytest.raises(Untrusted, match="signed by a CA this unit does not trust"):
+        background.run(ws.connect(tls_server.device_url, ssl_context=ws.tls_context(stranger.der)))
+    with pytest.raises(ValueError, match="needs a TLS trust anchor"):
+        background.run(ws.connect(tls_server.device_url))  # a unit has no CA store
+
+
+# Virtual boards: the firmware's own TLS (mbedTLS on the MicroPython Unix port) against a real
+# server, with the trust anchor from the config provisioning writes.
+
+
+def test_a_board_trusting_the_shops_ca_shows_a_verified_qr_over_wss(
+    tls_server, shop_ca, background, tmp_path
+):
+    shop = Shop(tls_server, background)
+    board = start_board(shop, tmp_path / "board", [tls_server.device_url], shop_ca.der)
+    try:
+        link_and_sell(shop, board)  # verified by the server, read back off the screen
+        assert f"online at {tls_server.device_url}" in serial_log(board)
+    finally:
+        background.run(board.stop())
+
+
+@pytest.mark.parametrize(
+    "case, reason",
+    [
+        ("another CA", "its TLS certificate is signed by a CA this unit does not trust"),
+        ("another host name", "its TLS certificate is issued for another host name"),
+        ("expired", "its TLS certificate has expired"),
+    ],
+)
+def test_a_board_refuses_a_server_whose_certificate_fails_and_says_which_way(
+    case, reason, shop_ca, background, tmp_path
+):
+    anchor, issue = shop_ca.der, {}
+    if case == "another CA":
+        anchor = CertificateAuthority(tmp_path, "elsewhere").der
+    elif case == "another host name":
+        issue = {"hosts": ["qr.elsewhere.example"]}
+    else:
+        issue = {"valid_days": (-30, -1)}
+    with running_server(tmp_path, tls=shop_ca.issue(**issue), ca_file=shop_ca.pem) as server:
+        server.ssl_context = _unchecked  # the test's own admin calls; the unit checks
+        shop = Shop(server, background)
+        board = start_board(shop, tmp_path / "board", [server.device_url], anchor)
+        try:
+            url = server.device_url
+            wait_for(lambda: f"{url} is not trusted: {reason}" in serial_log(board), 30, reason)
+            wait_for(lambda: shows(board, untrusted_screen(url)), 5, "the untrusted screen")
+            assert shop.admin.get(f"/api/devices/{board.device_id}")["status"] != "online"
+        finally:
+            background.run(board.stop())
+
+
+def _unchecked():
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context

@@ -1,5 +1,7 @@
 """`qrfleet provision`: virtual boards become registered, linked units online at a real server."""
 
+import base64
+import json
 import shlex
 import time
 
@@ -11,6 +13,7 @@ from PIL import Image
 from firmware.config import CONFIG_PATH
 from qrfleet import cli
 from tools import flash, gang, provision, serverproc
+from tools.certs import CertificateAuthority
 from tools.serverproc import running_server
 from tools.vboard import screen
 from tools.vboard.process import running_boards
@@ -86,6 +89,44 @@ def test_provisioned_unit_is_online_and_shows_its_pairing_qr(server, vboards, ca
     assert device(server, board.device_id)["status"] == "online"
     pairing = wait_for_screen(board, lambda codes: codes)[0]
     assert pairing.startswith(f"qrfleet://pair?device={board.device_id}&code=")
+
+
+def test_a_unit_provisioned_for_an_https_server_comes_online_over_wss(tmp_path, vboards):
+    """--server-ca (PEM here) goes into the unit's config as DER; the unit checks the server's
+    certificate against it, and the tool's own API calls do too."""
+    shop = CertificateAuthority(tmp_path, "shop")
+    with running_server(tmp_path, TOKEN, tls=shop.issue(), ca_file=shop.pem) as server:
+        board = vboards[0]
+
+        assert cli.main(provision_command(server, board, extra=["--server-ca", str(shop.pem)])) == 0
+
+        assert device(server, board.device_id)["status"] == "online"
+        config = json.loads(unit_config(board))
+        assert config["servers"] == [server.device_url]
+        assert base64.b64decode(config["tls"]["ca"]) == shop.der
+
+
+def test_an_https_server_without_server_ca_is_refused_before_any_unit_is_touched(capsys):
+    with pytest.raises(SystemExit) as refused:
+        cli.main(
+            ["provision", "--port", "/dev/null", "--server", "https://qr.example", "--admin-token"]
+            + [TOKEN]
+        )
+    assert "https://qr.example needs --server-ca FILE: a unit has no CA store" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (b"", "neither a PEM nor a DER certificate"),
+        (b"-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n" * 2, "holds 2 PEM"),
+    ],
+)
+def test_an_unusable_server_ca_file_says_why(tmp_path, content, reason):
+    path = tmp_path / "ca.pem"
+    path.write_bytes(content)
+    with pytest.raises(provision.ProvisionError, match=reason):
+        provision.read_server_ca(path)
 
 
 def test_unit_linked_at_provisioning_shows_its_idle_screen(server, vboards):

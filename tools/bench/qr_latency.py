@@ -1,8 +1,12 @@
-"""Latency of `POST /api/agents/{a}/qr` -> verified ack, with 20 virtual boards.
+"""Latency of `POST /api/agents/{a}/qr` -> verified ack, with 20 virtual boards, over ws://
+and over wss:// side by side.
 
     .venv/bin/python -m tools.bench.qr_latency [--boards 20] [--requests 50] [--every 0]
+        [--transport ws,wss]
 
-A server on SQLite and `--boards` virtual boards (the real firmware on the MicroPython Unix
+For each transport in turn (ws://: protocol 2, every message with its MAC; wss://: the same
+inside TLS, the server with a certificate from a CA the bench makes, which the boards are
+provisioned to trust), a server on SQLite and `--boards` virtual boards (the real firmware on the MicroPython Unix
 port, 160K heap, one process each), provisioned and registered as a technician would; one
 agent per board, each linking its unit by reading the pairing QR off the board's screen. Then
 every agent rings up `--requests` sales one after another (back to back, or one every
@@ -22,16 +26,22 @@ import os
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from tools.background import BackgroundLoop
 from tools.bench.qr_bench import merchant_payload
 from tools.bench.stats import cpu_seconds, machine_busy_s, p50_p99_max, rss_mb
+from tools.certs import CertificateAuthority
 from tools.serverproc import running_server
 from tools.vboard import fleet
 from tools.vboard.screen import wait_for_qr
 
 LOCATION = "bench"
 LEGACY_POLL_S = 10
+TRANSPORTS = {
+    "ws": "ws:// (protocol 2, a MAC on every message)",
+    "wss": "wss:// (the same inside TLS, ECDSA P-256 certificate)",
+}
 
 
 def sale_payload(agent_n, sale_n):
@@ -91,70 +101,79 @@ def line(name, values):
     return f"{name:<34} {p50:>8.0f} {p99:>8.0f} {top:>8.0f}"
 
 
-def run(count, requests, every_s, heap):
+def measure(transport, count, requests, every_s, heap):
+    """One transport's run -> (wall ms, server ms, read back, elapsed s, server CPU %, RSS MB,
+    machine busy %)."""
+    with tempfile.TemporaryDirectory(prefix="qrfleet-qr-latency-") as workdir:
+        tls, ca_file = None, None
+        if transport == "wss":
+            ca = CertificateAuthority(Path(workdir), "bench")
+            tls, ca_file = ca.issue(), ca.pem
+        with running_server(workdir, tls=tls, ca_file=ca_file) as server:
+            return _measure(server, workdir, count, requests, every_s, heap)
+
+
+def _measure(server, workdir, count, requests, every_s, heap):
+    server.admin().post(
+        "/api/locations", {"location_id": LOCATION, "name": "Bench", "policy": "strict"}
+    )
+    loop = BackgroundLoop()
+    provisioning = fleet.Provisioning(
+        [server.url], server.admin_token, LOCATION, server_ca=server.ca_file
+    )
+    boards = []
+    try:
+        boards = loop.run(
+            fleet.start_boards(f"{workdir}/boards", count, heap=heap, provisioning=provisioning),
+            timeout=300,
+        )
+        agents = link_all(server, boards)
+        for (agent_id, client), board in zip(agents, boards, strict=True):  # warm-up
+            ring_up(0, agent_id, client, 1, 0, board)
+        server_cpu, busy = cpu_seconds(server.process.pid), machine_busy_s()
+        started = time.monotonic()
+        with ThreadPoolExecutor(count) as pool:
+            # Paced cashiers start staggered: real ones do not press the button in step.
+            jobs = [
+                pool.submit(
+                    ring_up, n, agent_id, client, requests, every_s, board, n * every_s / count
+                )
+                for n, ((agent_id, client), board) in enumerate(zip(agents, boards, strict=True))
+            ]
+            results = [job.result() for job in jobs]
+        elapsed = time.monotonic() - started
+        server_cpu = 100 * (cpu_seconds(server.process.pid) - server_cpu) / elapsed
+        busy = 100 * (machine_busy_s() - busy) / elapsed
+        rss = rss_mb(server.process.pid)
+    finally:
+        loop.run(stop_boards(boards), timeout=60)
+        loop.close()
+    wall = [ms for w, _, _ in results for ms in w]
+    server_ms = [ms for _, s, _ in results for ms in s]
+    read_back = sum(1 for _, _, ok in results if ok)
+    return wall, server_ms, read_back, elapsed, server_cpu, rss, busy
+
+
+def run(count, requests, every_s, heap, transports):
     pace = f"one every {every_s:g} s" if every_s else "back to back"
     print(
         f"POST /qr -> verified ack: {count} virtual boards (MicroPython, {heap} heap), "
         f"{count} agents x {requests} sales {pace}, {os.cpu_count()} cores shared"
     )
-    with (
-        tempfile.TemporaryDirectory(prefix="qrfleet-qr-latency-") as workdir,
-        running_server(workdir) as server,
-    ):
-        server.admin().post(
-            "/api/locations", {"location_id": LOCATION, "name": "Bench", "policy": "strict"}
+    figures = {t: measure(t, count, requests, every_s, heap) for t in transports}
+    for transport, (wall, _, read_back, elapsed, server_cpu, rss, busy) in figures.items():
+        print(
+            f"{TRANSPORTS[transport]}: {len(wall)} QRs in {elapsed:.1f} s "
+            f"({len(wall) / elapsed:.1f}/s), all verified; last QR read back off "
+            f"{read_back}/{count} screens; server CPU {server_cpu:.0f}% of one core, RSS "
+            f"{rss:.0f} MB; machine busy {busy:.0f}% of {os.cpu_count() * 100}%"
         )
-        loop = BackgroundLoop()
-        provisioning = fleet.Provisioning([server.url], server.admin_token, LOCATION)
-        boards = []
-        try:
-            boards = loop.run(
-                fleet.start_boards(
-                    f"{workdir}/boards", count, heap=heap, provisioning=provisioning
-                ),
-                timeout=300,
-            )
-            agents = link_all(server, boards)
-            for (agent_id, client), board in zip(
-                agents, boards, strict=True
-            ):  # warm-up, not counted
-                ring_up(0, agent_id, client, 1, 0, board)
-            server_cpu, busy = cpu_seconds(server.process.pid), machine_busy_s()
-            started = time.monotonic()
-            with ThreadPoolExecutor(count) as pool:
-                # Paced cashiers start staggered: real ones do not press the button in step.
-                jobs = [
-                    pool.submit(
-                        ring_up, n, agent_id, client, requests, every_s, board, n * every_s / count
-                    )
-                    for n, ((agent_id, client), board) in enumerate(
-                        zip(agents, boards, strict=True)
-                    )
-                ]
-                results = [job.result() for job in jobs]
-            elapsed = time.monotonic() - started
-            server_cpu = 100 * (cpu_seconds(server.process.pid) - server_cpu) / elapsed
-            busy = 100 * (machine_busy_s() - busy) / elapsed
-            rss = rss_mb(server.process.pid)
-        finally:
-            loop.run(stop_boards(boards), timeout=60)
-            loop.close()
-    wall = [ms for w, _, _ in results for ms in w]
-    server_ms = [ms for _, s, _ in results for ms in s]
-    read_back = sum(1 for _, _, ok in results if ok)
-    print(
-        f"{len(wall)} QRs in {elapsed:.1f} s ({len(wall) / elapsed:.1f}/s), all verified; "
-        f"last QR read back off {read_back}/{count} screens"
-    )
     print(f"{'':<34} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
-    print(line("qrfleet, client wall time", wall))
-    print(line("qrfleet, server latency_ms", server_ms))
+    for transport, (wall, server_ms, *_) in figures.items():
+        print(line(f"{transport}, client wall time", wall))
+        print(line(f"{transport}, server latency_ms", server_ms))
     legacy = [LEGACY_POLL_S * 1000 * (i + 0.5) / 1000 for i in range(1000)]
     print(line(f"legacy, unit polls every {LEGACY_POLL_S} s", legacy))
-    print(
-        f"server CPU {server_cpu:.0f}% of one core, RSS {rss:.0f} MB; "
-        f"machine busy {busy:.0f}% of {os.cpu_count() * 100}% (boards, server, client, others)"
-    )
 
 
 def main(argv=None):
@@ -167,8 +186,17 @@ def main(argv=None):
         "--every", type=float, default=0, help="seconds between one agent's sales (0: back to back)"
     )
     parser.add_argument("--heap", default="160K", help="MicroPython heap per board")
+    parser.add_argument(
+        "--transport",
+        default="ws,wss",
+        help="comma-separated, measured in this order: ws (MACs), wss (MACs inside TLS)",
+    )
     args = parser.parse_args(argv)
-    run(args.boards, args.requests, args.every, args.heap)
+    transports = [t.strip() for t in args.transport.split(",")]
+    unknown = set(transports) - set(TRANSPORTS)
+    if unknown:
+        parser.error(f"--transport {', '.join(sorted(unknown))}: use ws and/or wss")
+    run(args.boards, args.requests, args.every, args.heap, transports)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,23 @@ OPTIONS = (
         "harness-admin",
         "admin token of the server",
     ),
+    Option(
+        "server_ca",
+        "--server-ca",
+        "QRFLEET_SERVER_CA",
+        None,
+        "the certificate (PEM or DER) an https:// --server is checked against, by the harness "
+        "and by the units it provisions",
+    ),
+    Option(
+        "tls",
+        "--tls",
+        "QRFLEET_TLS",
+        False,
+        "the harness's own server serves https:// and wss:// with a CA the harness makes, and "
+        "units check it against that CA",
+        is_flag=True,
+    ),
     Option("store", "--store", "QRFLEET_STORE", "sqlite", "registry store: sqlite or redis"),
     Option("heap", "--heap", "QRFLEET_HEAP", "160K", "MicroPython heap of virtual boards"),
     Option("flash_size", "--flash-size", "QRFLEET_FLASH_SIZE", "4MB", "flash of virtual boards"),

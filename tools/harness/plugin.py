@@ -5,8 +5,8 @@ tools/harness/options.py. `pytest tests/hil` runs on 4 virtual boards; `--board 
 `--board /dev/ttyUSB0 --board /dev/ttyUSB1 --flash --firmware micropython.bin` on real units.
 
 Fixtures:
-    server    the running server (started for the session unless --server is given),
-              with `.admin()` and `.client(token)` API clients
+    server    the running server (started for the session unless --server is given; https://
+              with --tls or a test's qrfleet_tls), with `.admin()` and `.client(token)`
     boards    the units, online, unlinked, registered at this test's location; each with
               `.id`, `.serial.write/expect`, `.reset()`, `.screen()`, `.power_cut()`
     location  this test's location id (parametrize it indirectly with a policy name)
@@ -22,14 +22,9 @@ from dataclasses import dataclass
 import pytest
 
 from host.client import ApiClient, ApiClientError
-from tools.background import BackgroundLoop, wait_for
 from tools.harness import options
+from tools.harness.benches import Benches
 from tools.harness.report import Report
-from tools.harness.units import Unit, VirtualUnit
-from tools.serverproc import Server, running_server
-from tools.vboard import fleet
-
-_ONLINE_TIMEOUT_S = 60
 
 
 def pytest_addoption(parser):
@@ -58,120 +53,16 @@ def pytest_sessionfinish(session):
 
 
 @pytest.fixture(scope="session")
-def _hil_server(request, tmp_path_factory):
-    config = request.config
-    token = options.resolve(config, "admin_token")
-    external = options.resolve(config, "server")
-    if external:
-        yield Server(external.rstrip("/"), token)
-        return
-    store = options.resolve(config, "store")
-    directory = tmp_path_factory.mktemp("server")
-    store_url = None
-    valkey = None
-    if store == "redis":
-        from tools.valkey import ValkeyServer
-
-        valkey = ValkeyServer()
-        valkey.start()
-        store_url = valkey.url()
-    elif store != "sqlite":
-        raise pytest.UsageError(f"--store {store}: use sqlite or redis")
-    try:
-        with running_server(directory, token, store=store_url, heartbeat_s=2) as proc:
-            yield proc
-    finally:
-        if valkey:
-            valkey.stop()
+def _benches(request, tmp_path_factory):
+    benches = Benches(request.config, tmp_path_factory)
+    yield benches
+    benches.close()
 
 
 @pytest.fixture
-def server(_hil_server):
-    return _hil_server
-
-
-@pytest.fixture(scope="session")
-def _bench(request, _hil_server, tmp_path_factory):
-    """Every unit of the session, provisioned for the session's server and online."""
-    config = request.config
-    virtual, ports = options.parse_boards(options.resolve(config, "board"))
-    logs = tmp_path_factory.mktemp("logs")
-    units = [
-        Unit(device_id, port, logs) for device_id, port in _real_units(config, _hil_server, ports)
-    ]
-    loop = BackgroundLoop()
-    boards = []
-    try:
-        if virtual:
-            provisioning = fleet.Provisioning([_hil_server.url], _hil_server.admin_token)
-            boards = loop.run(
-                fleet.start_boards(
-                    tmp_path_factory.mktemp("boards"),
-                    virtual,
-                    heap=options.resolve(config, "heap"),
-                    provisioning=provisioning,
-                    flash_size=options.resolve(config, "flash_size"),
-                    variant=options.resolve(config, "variant"),
-                ),
-                timeout=300,
-            )
-            units += [VirtualUnit(b, loop, logs) for b in boards]
-        wait_online(_hil_server.admin(), units)
-        yield units
-    finally:
-        loop.run(_stop_all(boards), timeout=120)
-        loop.close()
-
-
-def _real_units(config, server, ports):
-    """(device id, serial URL) of each real unit; with --flash, flashed and provisioned for
-    this session's server first (tools/flash.py, tools/provision.py)."""
-    from firmware.config import device_id
-    from tools import flash, image, provision
-
-    found = []
-    firmware = options.resolve(config, "firmware")
-    wifi = None
-    if options.resolve(config, "wifi_ssid"):
-        wifi = {
-            "ssid": options.resolve(config, "wifi_ssid"),
-            "password": options.resolve(config, "wifi_password") or "",
-        }
-    for spec in ports:
-        port = options.resolve_port(spec)
-        if options.resolve(config, "flash"):
-            if firmware:
-                with open(firmware, "rb") as f:
-                    flash.flash_firmware(port, f.read(), image.board_files(target="esp32"))
-            order = provision.Order([server.url], server.admin_token, wifi=wifi, force=True)
-            found.append((provision.provision_unit(port, order).device_id, port))
-        else:
-            with flash.open_unit(port) as unit:
-                found.append((device_id(unit.mac), port))
-                unit.hard_reset()
-    return found
-
-
-async def _stop_all(boards):
-    for board in boards:
-        if board.mode != "off":
-            await board.stop()
-
-
-def wait_online(admin, units, timeout=_ONLINE_TIMEOUT_S):
-    ids = {u.id for u in units}
-    wait_for(
-        lambda: (
-            ids
-            <= {
-                d["device_id"]
-                for d in admin.get("/api/devices")["devices"]
-                if d["status"] == "online"
-            }
-        ),
-        timeout,
-        "units online",
-    )
+def server(_benches, qrfleet_tls):
+    """The server of this test's TLS setting (the session's, unless the test asks)."""
+    return _benches.server(qrfleet_tls)
 
 
 def _test_id(request):
@@ -204,22 +95,22 @@ for _option in options.OPTIONS:
 
 
 @pytest.fixture
-def boards(_bench, server, location, tmp_path, qrfleet_board):
+def boards(_benches, server, location, tmp_path, qrfleet_board, qrfleet_tls):
     """The units, unlinked, idle, registered at this test's location; as many as this test's
     --board value asks for (a test may ask for fewer than the session has)."""
     virtual, ports = options.parse_boards(qrfleet_board)
     wanted = virtual + len(ports)
-    if wanted > len(_bench):
-        pytest.skip(f"this test wants {wanted} units; the session has {len(_bench)}")
+    units = _benches.units(qrfleet_tls, virtual)
+    if wanted > len(units):
+        pytest.skip(f"this test wants {wanted} units; the session has {len(units)}")
     admin = server.admin()
-    wait_online(admin, _bench)
-    for unit in _bench:
+    for unit in units:
         _release(admin, unit)
         admin.post("/api/devices", {"device_id": unit.id, "location_id": location})
         admin.post(f"/api/devices/{unit.id}/pairing")  # every test starts on the home screen
         unit.begin_test(tmp_path)
-    yield _bench[:wanted]
-    for unit in _bench:
+    yield units[:wanted]
+    for unit in units:
         unit.end_test()
         _release(admin, unit)
 

@@ -2,6 +2,7 @@
 
 import asyncio
 import dataclasses
+import functools
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,15 @@ class Provisioning:
     admin_token: str
     location_id: str = None
     display: str = "virtual-128x64"
+    server_ca: str = None  # the certificate file https:// servers are checked against
+
+    @functools.cached_property
+    def server_ca_der(self):
+        return provision.read_server_ca(self.server_ca) if self.server_ca else None
+
+    def check(self):
+        """ProvisionError before any board boots (see provision.Order.check)."""
+        provision.require_trust_anchor(self.servers, self.server_ca_der)
 
     def prepare(self, board):
         """Give a board without flash a config, and register it, as a technician would."""
@@ -27,9 +37,17 @@ class Provisioning:
         board.prepare_identity()
         secret = provision.new_secret()
         name = board.dir.name
-        config = provision.unit_config(secret, self.servers, name, self.display)
+        config = provision.unit_config(
+            secret, self.servers, name, self.display, server_ca=self.server_ca_der
+        )
         provision.register(
-            self.servers[0], self.admin_token, board.device_id, secret, name, self.location_id
+            self.servers[0],
+            self.admin_token,
+            board.device_id,
+            secret,
+            name,
+            self.location_id,
+            self.server_ca_der,
         )
         board.files = image.board_files(config)
 

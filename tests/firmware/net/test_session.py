@@ -10,8 +10,8 @@ from websockets.asyncio.server import serve
 from firmware.net import ws
 from firmware.net.policy import start_index
 from firmware.net.session import Session
-from firmware.proto import auth, messages
-from tests.firmware.unit_server import UnitServer
+from firmware.proto import messages
+from tests.firmware.unit_server import UnitServer, authenticate
 
 DEVICE_ID = "qrf-0a1b2c"
 SECRET = "5e" * 16
@@ -48,14 +48,10 @@ def test_session_ends_when_the_server_says_nothing_for_three_heartbeats():
     closes, heartbeats = [], []
 
     async def mute(conn):
-        hello = messages.from_device(await conn.recv())
-        nonce = auth.new_nonce()
-        await conn.send(messages.encode("challenge", nonce=nonce))
-        reply = messages.from_device(await conn.recv())
-        assert auth.check_answer(SECRET, nonce, hello["device_id"], reply["mac"])
-        await conn.send(messages.encode("welcome", heartbeat_s=1, server_id="mute"))
+        link = await authenticate(conn, {DEVICE_ID: SECRET})
+        await link.send(messages.encode("welcome", heartbeat_s=1, server_id="mute"))
         async for text in conn:
-            heartbeats.append(messages.from_device(text))
+            heartbeats.append(messages.from_device(link.open(text)))
         closes.append((conn.close_code, conn.close_reason))
 
     async def main():

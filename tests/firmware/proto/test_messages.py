@@ -36,7 +36,12 @@ def test_ack_keeps_the_command_results_it_carries():
     [
         (
             "hello",
-            {"device_id": "qrf-a4cf12345678", "fw": "1.0.0", "proto": messages.PROTOCOL_VERSION},
+            {
+                "device_id": "qrf-a4cf12345678",
+                "fw": "1.0.0",
+                "proto": messages.PROTOCOL_VERSION,
+                "nonce": "ab" * 16,
+            },
         ),
         ("auth", {"mac": "0f" * 32}),
         (
@@ -53,7 +58,7 @@ def test_device_messages_round_trip(kind, fields):
 @pytest.mark.parametrize(
     "kind, fields",
     [
-        ("challenge", {"nonce": "00" * 16}),
+        ("challenge", {"nonce": "00" * 16, "proof": "cd" * 32}),
         ("welcome", {"heartbeat_s": 10, "server_id": "host-a"}),
         ("heartbeat_ack", {}),
         ("show_result", {"id": 2, "result": "paid"}),

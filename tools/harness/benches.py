@@ -1,0 +1,175 @@
+"""The servers and units scenarios run on: one bench per TLS setting, set up when a test first
+asks for it and kept for the session.
+
+The bench of the session's own setting (--tls or not) has every unit --board names, real ones
+included, online before its first test. A test that asks for the other setting
+(`parametrize("qrfleet_tls", [True], indirect=True)`) gets a bench of its own: a server of
+that kind and as many virtual boards as the test wants, provisioned for it.
+"""
+
+from contextlib import ExitStack
+
+import pytest
+
+from tools.background import BackgroundLoop, wait_for
+from tools.harness import options
+from tools.harness.units import Unit, VirtualUnit
+from tools.serverproc import Server, running_server
+from tools.vboard import fleet
+
+_ONLINE_TIMEOUT_S = 60
+
+
+class Bench:
+    def __init__(self, server):
+        self.server = server
+        self.units = []
+
+
+class Benches:
+    def __init__(self, config, tmp_path_factory):
+        self.config = config
+        self.tmp = tmp_path_factory
+        self.session_tls = options.resolve(config, "tls")
+        self.logs = tmp_path_factory.mktemp("logs")
+        self.loop = BackgroundLoop()
+        self._stack = ExitStack()
+        self._benches = {}
+        self._boards = []
+
+    def close(self):
+        try:
+            self.loop.run(_stop_all(self._boards), timeout=120)
+        finally:
+            self.loop.close()
+            self._stack.close()
+
+    def server(self, tls):
+        bench = self._benches.get(tls)
+        if bench is None:
+            bench = self._benches[tls] = Bench(self._start_server(tls))
+        return bench.server
+
+    def units(self, tls, virtual):
+        """The bench's units, all online: every unit of the session for the session's own
+        setting, else at least `virtual` virtual boards."""
+        server = self.server(tls)
+        bench = self._benches[tls]
+        if tls == self.session_tls:
+            virtual, ports = options.parse_boards(options.resolve(self.config, "board"))
+            if not bench.units:
+                bench.units += [
+                    Unit(device_id, port, self.logs)
+                    for device_id, port in _real_units(self.config, server, ports)
+                ]
+        have = sum(isinstance(u, VirtualUnit) for u in bench.units)
+        if virtual > have:
+            bench.units += self._boot(server, virtual - have)
+        wait_online(server.admin(), bench.units)
+        return bench.units
+
+    def _boot(self, server, count):
+        provisioning = fleet.Provisioning(
+            [server.url], server.admin_token, server_ca=server.ca_file
+        )
+        boards = self.loop.run(
+            fleet.start_boards(
+                self.tmp.mktemp("boards"),
+                count,
+                heap=options.resolve(self.config, "heap"),
+                provisioning=provisioning,
+                flash_size=options.resolve(self.config, "flash_size"),
+                variant=options.resolve(self.config, "variant"),
+            ),
+            timeout=300,
+        )
+        self._boards += boards
+        return [VirtualUnit(b, self.loop, self.logs) for b in boards]
+
+    def _start_server(self, tls):
+        token = options.resolve(self.config, "admin_token")
+        external = options.resolve(self.config, "server")
+        if external:
+            if external.startswith("https://") != tls:
+                pytest.skip(f"this test wants {'an https' if tls else 'a plain http'}:// server")
+            return Server(external.rstrip("/"), token, options.resolve(self.config, "server_ca"))
+        directory = self.tmp.mktemp("server-tls" if tls else "server")
+        store = options.resolve(self.config, "store")
+        store_url = None
+        if store == "redis":
+            from tools.valkey import ValkeyServer
+
+            valkey = ValkeyServer()
+            valkey.start()
+            self._stack.callback(valkey.stop)
+            store_url = valkey.url()
+        elif store != "sqlite":
+            raise pytest.UsageError(f"--store {store}: use sqlite or redis")
+        certificate, ca_file = None, None
+        if tls:
+            from tools.certs import CertificateAuthority
+
+            ca = CertificateAuthority(directory, "harness")
+            certificate, ca_file = ca.issue(), ca.pem
+        return self._stack.enter_context(
+            running_server(
+                directory, token, store=store_url, heartbeat_s=2, tls=certificate, ca_file=ca_file
+            )
+        )
+
+
+def _real_units(config, server, ports):
+    """(device id, serial URL) of each real unit; with --flash, flashed and provisioned for
+    this session's server first (tools/flash.py, tools/provision.py)."""
+    from firmware.config import device_id
+    from tools import flash, image, provision
+
+    found = []
+    firmware = options.resolve(config, "firmware")
+    wifi = None
+    if options.resolve(config, "wifi_ssid"):
+        wifi = {
+            "ssid": options.resolve(config, "wifi_ssid"),
+            "password": options.resolve(config, "wifi_password") or "",
+        }
+    for spec in ports:
+        port = options.resolve_port(spec)
+        if options.resolve(config, "flash"):
+            if firmware:
+                with open(firmware, "rb") as f:
+                    flash.flash_firmware(port, f.read(), image.board_files(target="esp32"))
+            order = provision.Order(
+                [server.url],
+                server.admin_token,
+                wifi=wifi,
+                force=True,
+                server_ca=str(server.ca_file) if server.ca_file else None,
+            )
+            found.append((provision.provision_unit(port, order).device_id, port))
+        else:
+            with flash.open_unit(port) as unit:
+                found.append((device_id(unit.mac), port))
+                unit.hard_reset()
+    return found
+
+
+async def _stop_all(boards):
+    for board in boards:
+        if board.mode != "off":
+            await board.stop()
+
+
+def wait_online(admin, units, timeout=_ONLINE_TIMEOUT_S):
+    ids = {u.id for u in units}
+    wait_for(
+        lambda: (
+            ids
+            <= {
+                d["device_id"]
+                for d in admin.get("/api/devices")["devices"]
+                if d["status"] == "online"
+            }
+        ),
+        timeout,
+        "units online",
+    )
