@@ -6,10 +6,11 @@
 `commands.handle(msg)` runs one server command and returns the ack's extra fields, or raises
 messages.CommandError(code, message); `status()` returns the heartbeat's changing fields;
 `untrusted(url, reason)` is told when a server fails to prove itself, a message's MAC is wrong,
-or a wss:// server's certificate fails the check of `tls` (ws.tls_context: the unit's trust
-anchor and the host name) (the session then ends and backs off as from any failed attempt). This module is
-sequencing: firmware.net.policy decides which server is next, how long to back off and when a
-server is gone; bytes are moved by firmware.net.ws and parsed by firmware.proto.
+or a wss:// server's certificate fails the checks of `tls` (ws.tls_context: the unit's trust
+anchor, the host name, the dates); the session then ends and backs off as from any failed
+attempt. This module is sequencing: firmware.net.policy decides which server is next, how
+long to back off and when a server is gone; bytes are moved by firmware.net.ws and parsed by
+firmware.proto.
 """
 
 import asyncio
