@@ -159,6 +159,7 @@ def main():
         return
     unit = Unit(device_id, cfg, Renderer(display))
     unit.draw(unit.renderer.status("booting", device_id))
+    print("qrfleet: %s display ready, %d bytes of heap free" % (cfg["display"], gc.mem_free()))
     # The network code is imported only now: the display's and the encoder's buffers were
     # taken from a heap still whole, before its import left garbage between the code it keeps.
     from firmware.net import ws
@@ -175,6 +176,7 @@ def main():
         opener=hal.open_connection,
         untrusted=unit.untrusted,
         tls=ws.tls_context(anchor) if anchor else None,
+        max_message=unit.renderer.largest_payload() + messages.SHOW_QR_OVERHEAD,
     )
     try:
         asyncio.run(_run(unit, session))

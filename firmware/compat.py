@@ -11,6 +11,9 @@ source runs on a board, on the Unix port and in CPython (the host, and the tests
                             are machine words, no allocation)
     sleep_ms(ms)
     ticks_ms(), ticks_diff(a, b), ticks_add(a, delta)
+    utf8(text)              the UTF-8 bytes of a str as a bytes-like object: on MicroPython a
+                            memoryview of the str itself, no copy (a payload's KBs are not
+                            allocated twice); on CPython text.encode()
 """
 
 try:
@@ -21,6 +24,7 @@ try:
 
     CPYTHON = False
     ptr8 = ptr16 = None  # names for the importers; viper resolves its casts at compile time
+    utf8 = memoryview
 except ImportError:
     from time import monotonic as _monotonic
     from time import sleep as _sleep
@@ -51,3 +55,6 @@ except ImportError:
 
     def ticks_add(a, delta):
         return a + delta
+
+    def utf8(text):
+        return text.encode()

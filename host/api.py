@@ -40,6 +40,7 @@ _COMMAND_STATUS = {
     "device_timeout": 504,
     messages.PAYLOAD_TOO_LARGE: 422,
     messages.BAD_MESSAGE: 422,
+    messages.BUSY: 503,
 }
 COMMAND_TIMEOUT_S = 5.0
 MAX_WAIT_S = 60.0
@@ -99,6 +100,7 @@ def device_json(status, session=None):
         "firmware": d.firmware,
         "last_seen": format_time(d.last_seen),
         "screen": (d.last_screen or {}).get("screen"),
+        "free_heap": (d.last_screen or {}).get("free_heap"),
         "panel": d.panel,
     }
     if session:

@@ -57,28 +57,35 @@ UNIT_MAX_MESSAGE = DEFAULT_MAX_SIZE
 _WIDEST_ID = 0x7FFFFFFF
 
 
-def command_text(kind, command_id=_WIDEST_ID, **fields):
+def command_text(kind, command_id=_WIDEST_ID, limit=UNIT_MAX_MESSAGE, **fields):
     """A command as the unit receives it -> its text; CommandFailed(payload_too_large) if its
-    UTF-8 bytes are over the unit's limit. With the default, the widest id: a request can be
-    refused before anything is reserved for it."""
+    UTF-8 bytes, MAC included, are over `limit` (the unit's, from its hello). With the defaults,
+    the widest id and the largest limit of any unit: a request can be refused before anything
+    is reserved for it."""
     text = messages.encode(kind, id=command_id, **fields)
     size = len(text.encode()) + auth.SEAL_OVERHEAD
-    if size > UNIT_MAX_MESSAGE:
+    if size > limit:
+        whose = (
+            "a unit takes at most"
+            if limit == UNIT_MAX_MESSAGE
+            else "this unit takes, for the largest QR its panel and memory show, at most"
+        )
         raise CommandFailed(
             messages.PAYLOAD_TOO_LARGE,
-            f"The {kind} message would be {size} bytes as sent; a unit takes at most "
-            f"{UNIT_MAX_MESSAGE} bytes per message. Shorten the payload or the caption.",
+            f"The {kind} message would be {size} bytes as sent; {whose} {limit} bytes per "
+            "message. Shorten the payload or the caption.",
         )
     return text
 
 
 class DeviceSession:
-    def __init__(self, hub, device_id, epoch, ws, fw):
+    def __init__(self, hub, device_id, epoch, ws, fw, max_message=UNIT_MAX_MESSAGE):
         self.hub = hub
         self.device_id = device_id
         self.epoch = epoch
         self.ws = ws
         self.fw = fw
+        self.max_message = max_message
         self.connected_at = time.time()
         self.last_heartbeat = None
         self.last_heard = time.monotonic()
@@ -105,7 +112,8 @@ class DeviceSession:
         self._pending[command_id] = future
         try:
             return await asyncio.wait_for(
-                self._exchange(command_text(kind, command_id, **fields), future), timeout_s
+                self._exchange(command_text(kind, command_id, self.max_message, **fields), future),
+                timeout_s,
             )
         except (asyncio.TimeoutError, TimeoutError):
             raise CommandFailed(
@@ -395,7 +403,9 @@ class DeviceHub:
         epoch = await self.registry.acquire_device(device_id, self.server_id, self.lease_ttl_s)
         await self.registry.report_device(device_id, epoch, firmware=hello["fw"])
         old = self.sessions.get(device_id)
-        session = DeviceSession(self, device_id, epoch, ws, hello["fw"])
+        session = DeviceSession(
+            self, device_id, epoch, ws, hello["fw"], hello["max_message"] or UNIT_MAX_MESSAGE
+        )
         self.sessions[device_id] = session
         if old:
             await self._replace(old)

@@ -32,7 +32,7 @@ _MADCTL_MX = const(0x40)  # mirror the 240-column direction
 _MADCTL_MV = const(0x20)  # exchange rows and columns (landscape)
 _RAM_COLUMNS = const(240)
 _RAM_ROWS = const(320)
-_BAND_ROWS = const(8)
+_BAND_ROWS = const(2)
 
 
 class ColourPanel(SPIBus, framebuf.FrameBuffer):

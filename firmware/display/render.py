@@ -27,10 +27,15 @@ import gc
 import framebuf
 
 from firmware import qr
+from firmware.compat import utf8
 from firmware.display import INK, PAPER
 from firmware.proto.messages import pairing_uri
 
 MIN_QUIET = 2  # modules of light margin a scanner needs at the least (the spec asks 4)
+# The largest QR version a unit shows, whatever its panel: up to it, a unit has the heap to
+# receive, encode and draw its largest payload (docs/displays.md, Memory). Version 20 holds
+# 858 bytes at ECC L, 666 at M; payment payloads are a few hundred.
+MAX_QR_VERSION = 20
 _GAP = 2  # pixels between text lines
 _PAD = 4  # pixels around a title band, and half the space between title and detail
 _MIN_STRIP = 48  # pixels: a side strip narrower than 6 characters shows only fragments
@@ -67,8 +72,9 @@ def module_scale(size, width, height):
 
 
 def max_version(width, height):
-    """The largest QR version a width x height panel shows at 1 pixel per module (0: none)."""
-    return max(0, min(40, (min(width, height) - 2 * MIN_QUIET - 17) // 4))
+    """The largest QR version a width x height panel shows: at 1 pixel per module, and at most
+    MAX_QR_VERSION (0: none)."""
+    return max(0, min(MAX_QR_VERSION, (min(width, height) - 2 * MIN_QUIET - 17) // 4))
 
 
 def wrap(text, columns):
@@ -122,6 +128,10 @@ class Renderer:
         # The encoder's buffers for the largest symbol this panel shows, taken now, while
         # the heap is whole, and reused by every QR screen.
         self._workspace = qr.Workspace(most) if most else None
+
+    def largest_payload(self):
+        """The most bytes a payment QR on this panel holds (at ECC L, 8-bit bytes)."""
+        return qr.capacity(self._workspace.max_version, "L", "byte") if self._workspace else 0
 
     # ---- screens
 
@@ -290,7 +300,7 @@ class Renderer:
 
 
 def _byte_length(payload):
-    return len(payload.encode() if isinstance(payload, str) else payload)
+    return len(utf8(payload) if isinstance(payload, str) else payload)
 
 
 def _text_height(text):

@@ -22,7 +22,12 @@ from firmware.net.policy import backoff_ms, server_order, server_silent
 from firmware.proto import auth, messages
 from firmware.proto.errors import MessageError, ProtocolError
 from firmware.proto.frames import CLOSE_ABNORMAL, CLOSE_GOING_AWAY
-from firmware.proto.messages import MAX_ERROR_MESSAGE, SILENT_HEARTBEATS, CommandError
+from firmware.proto.messages import (
+    MAX_ERROR_MESSAGE,
+    MIN_MESSAGE,
+    SILENT_HEARTBEATS,
+    CommandError,
+)
 from firmware.proto.websocket import DEFAULT_MAX_SIZE
 
 _AUTH_TIMEOUT_S = 10
@@ -45,6 +50,7 @@ class Session:
         opener=ws.open_tcp,
         untrusted=None,
         tls=None,
+        max_message=DEFAULT_MAX_SIZE,
     ):
         self.device_id = device_id
         self.secret = secret
@@ -55,8 +61,9 @@ class Session:
         self.opener = opener
         self.untrusted = untrusted or _ignore
         self.tls = tls
-        # Where every connection assembles its messages: 4 KB in one piece, found once.
-        self._buffer = bytearray(DEFAULT_MAX_SIZE)
+        # Where every connection assembles its messages, found once in one piece: as large as
+        # the largest message this unit can use (told to the server in hello), 4 KB at most.
+        self._buffer = bytearray(max(MIN_MESSAGE, min(max_message, DEFAULT_MAX_SIZE)))
         self.server_id = None
         self.connected = False
         self.connects = 0
@@ -111,6 +118,7 @@ class Session:
                 fw=self.fw,
                 proto=messages.PROTOCOL_VERSION,
                 nonce=nonce,
+                max_message=len(self._buffer),
             )
         )
         msg = await self._expect(conn, "challenge")

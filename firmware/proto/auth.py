@@ -29,7 +29,7 @@ import binascii
 import hashlib
 import os
 
-from firmware.compat import CPYTHON, const
+from firmware.compat import const, utf8
 
 NONCE_BYTES = const(16)
 MAC_DIGITS = const(32)  # hex digits of a message MAC, before the JSON text
@@ -142,32 +142,24 @@ class Channel:
         self._received = 0
         self._seq = bytearray(8)
 
-    def _mac(self, mac, seq, text):
+    def _mac(self, mac, seq, data):
         for i in range(8):
             self._seq[7 - i] = (seq >> (8 * i)) & 0xFF
-        return binascii.hexlify(mac.digest(self._seq, _utf8(text))[: MAC_DIGITS // 2])
+        return binascii.hexlify(mac.digest(self._seq, data)[: MAC_DIGITS // 2])
 
     def seal(self, text):
-        mac = self._mac(self._out, self._sent, text)
+        mac = self._mac(self._out, self._sent, utf8(text))
         self._sent += 1
         return mac.decode() + text
 
     def open(self, text):
+        """The JSON text of a sealed message as UTF-8 bytes, for json.loads: on MicroPython a
+        view into `text`, so a large show_qr is not copied on a unit's small heap."""
         if not isinstance(text, str) or len(text) <= MAC_DIGITS:
             raise Untrusted("a message without its MAC")
-        body = text[MAC_DIGITS:]
-        if not equal(self._mac(self._in, self._received, body), text[:MAC_DIGITS].encode()):
+        data = utf8(text)
+        body = data[MAC_DIGITS:]  # the MAC's digits are ASCII: bytes and characters agree
+        if not equal(self._mac(self._in, self._received, body), data[:MAC_DIGITS]):
             raise Untrusted("message %d has a wrong MAC" % self._received)
         self._received += 1
         return body
-
-
-if CPYTHON:
-
-    def _utf8(text):
-        return text.encode()
-
-else:
-
-    def _utf8(text):
-        return text  # MicroPython hashes a str as its UTF-8 bytes, without a copy

@@ -36,6 +36,12 @@ PROTOCOL_VERSION = const(2)
 # Either side takes a peer that sent nothing for this many heartbeat periods as gone.
 SILENT_HEARTBEATS = const(3)
 
+# What a unit takes at the least as its largest message: room for every command but a
+# show_qr's payload. A show_qr's bytes besides its payload, at the most: type, the widest id,
+# a caption of 64 ASCII characters, ECC, punctuation, and the MAC.
+MIN_MESSAGE = const(512)
+SHOW_QR_OVERHEAD = const(192)
+
 # Longest show_qr payload and caption, in characters, and longest error message.
 MAX_QR_PAYLOAD = const(4096)
 MAX_CAPTION = const(64)
@@ -155,6 +161,8 @@ DEVICE_MESSAGES = {
         # Required from version 2 on; optional here so that an older unit's hello decodes and
         # can be answered with unsupported_version.
         ("nonce", (_OR_NULL, _hex(32), "32 lower-case hex digits"), None),
+        # The largest message the unit takes, MAC included (null: DEFAULT_MAX_SIZE, 4096).
+        ("max_message", (_OR_NULL, _count(MIN_MESSAGE, 0xFFFF), "an integer"), None),
     ),
     "auth": (("mac", _hex(64), _REQUIRED),),
     "heartbeat": (
@@ -237,10 +245,16 @@ def _decode(text, table):
         raise MessageError(
             BAD_MESSAGE, "message is not JSON; send one JSON object per text frame"
         ) from None
-    except (RuntimeError, MemoryError):
-        # Thousands of nested brackets: CPython hits its recursion limit, MicroPython runs
-        # out of heap building the lists; what was built is garbage once this returns.
+    except RuntimeError:
+        # Thousands of nested brackets: CPython hits its recursion limit.
         raise MessageError(BAD_MESSAGE, "message is nested too deeply to decode") from None
+    except MemoryError:
+        # A heap too fragmented for the payload's copy (or, on MicroPython, thousands of
+        # nested brackets): what was built is garbage once this returns. Answered with the
+        # command's id, found without decoding, so the server need not wait for a timeout.
+        raise MessageError(
+            BUSY, "unit is out of memory for a message of %d bytes" % len(text), _find_id(text)
+        ) from None
     if not isinstance(msg, dict):
         raise MessageError(BAD_MESSAGE, 'message must be a JSON object with a "type"')
     command_id = msg.get("id")
@@ -262,6 +276,21 @@ def _decode(text, table):
         if name not in msg:
             msg[name] = default
     return msg
+
+
+def _find_id(text):
+    """The command id of a JSON text that could not be decoded, or None. encode() writes "id"
+    right after "type", so only the text's head is read: 64 bytes allocated, not its size."""
+    head = text[:64].encode() if isinstance(text, str) else bytes(text[:64])
+    at = head.find(b'"id":')
+    if at < 0:
+        return None
+    value = 0
+    for digit in head[at + 5 : at + 15]:
+        if not 0x30 <= digit <= 0x39:
+            break
+        value = value * 10 + digit - 0x30
+    return value if _valid(_ID, value) else None
 
 
 def _check(kind, msg, spec, command_id):

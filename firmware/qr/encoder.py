@@ -9,7 +9,7 @@
 
 from array import array
 
-from firmware.compat import micropython, ptr8
+from firmware.compat import micropython, ptr8, utf8
 
 from . import bitstream, masks, matrix, placement, rs, segments
 from .bitstream import ALPHANUMERIC, BYTE, NUMERIC
@@ -182,7 +182,7 @@ def _source(data, ecc, version):
     if version is not None:
         _check_version(version)
     if isinstance(data, str):
-        src = data.encode()
+        src = utf8(data)
         eci = len(src) != len(data)
     elif isinstance(data, (bytes, bytearray)):
         src = data

@@ -41,6 +41,7 @@ def test_ack_keeps_the_command_results_it_carries():
                 "fw": "1.0.0",
                 "proto": messages.PROTOCOL_VERSION,
                 "nonce": "ab" * 16,
+                "max_message": 1050,
             },
         ),
         ("auth", {"mac": "0f" * 32}),
@@ -198,7 +199,9 @@ def test_deeply_nested_json_is_a_bad_message():
         messages.from_server("[" * 4000)
 
 
-def test_deeply_nested_json_is_a_bad_message_on_a_160k_heap(unix_port):
+def test_deeply_nested_json_leaves_a_unit_on_a_160k_heap_decoding_the_next(unix_port):
+    """MicroPython runs out of heap building the lists, where CPython hits its recursion limit:
+    the unit answers busy, and the next message decodes."""
     code = """
 import gc
 from firmware.proto import messages
@@ -211,7 +214,7 @@ gc.collect()
 print(messages.from_server('{"type": "clear", "id": 1}')["type"])
 """
     assert unix_port(code).splitlines() == [
-        "bad_message message is nested too deeply to decode",
+        "busy unit is out of memory for a message of 4000 bytes",
         "clear",
     ]
 
@@ -268,3 +271,22 @@ for text in ('{"type": "show_qr", "id": 3}', '{"type": "zap", "id": 3}', '{"type
         '{"type":"show_qr","id":7,"payload":"upi://pay?am=10","caption":"Table 4","ecc":"Q"}'
         in on_cpython
     )
+
+
+def test_a_message_the_unit_has_no_heap_for_is_answered_busy_with_its_id(monkeypatch):
+    """A fragmented heap can refuse the payload's copy: the unit answers at once, with the
+    command's id read from the text's head, instead of leaving the server to time out."""
+    text = messages.encode("show_qr", id=4711, payload="pix" * 300)
+
+    def out_of_memory(text):
+        raise MemoryError
+
+    monkeypatch.setattr(messages.json, "loads", out_of_memory)
+    with pytest.raises(MessageError) as refused:
+        messages.from_server(text)
+
+    assert (refused.value.code, refused.value.id) == (messages.BUSY, 4711)
+    assert "out of memory" in str(refused.value)
+    with pytest.raises(MessageError) as refused:
+        messages.from_server(memoryview(b'{"type":"show_qr","payload":"x"}'))
+    assert refused.value.id is None

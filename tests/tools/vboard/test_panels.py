@@ -378,10 +378,6 @@ def test_ssd1306_without_its_charge_pump_stays_dark_and_wrong_com_pins_are_repor
 # ---- boards with a panel, end to end
 
 TOKEN = "panels-admin"
-# Above the default 160K: the firmware runs out of heap with a panel driver loaded (the colour
-# panels at their first frame, the SSD1306 ones when the session starts) until its heap use on
-# panels comes down.
-HEAP = "256K"
 
 
 @pytest.fixture(scope="module")
@@ -400,7 +396,6 @@ def panel_boards(tmp_path_factory):
                     fleet.start_boards(
                         directory / name,
                         1,
-                        heap=HEAP,
                         provisioning=provisioning,
                         display=name,
                     )
