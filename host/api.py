@@ -446,7 +446,7 @@ class Api:
             if isinstance(done, IdempotentRequest):  # a retry that overtook this attempt
                 return done.status, done.response
             shown = await self.server.show_result(device_id, result)
-        self.server.tasks.spawn(self.server.home_after(device_id))
+        self.server.home_after(device_id)
         return 200, {**answer, "shown": shown}
 
     async def complete(self, req):

@@ -60,6 +60,7 @@ class QrfleetServer:
         self.http = None
         self.tasks = Tasks(self.log)
         self._screens = weakref.WeakValueDictionary()  # device_id -> its screen() lock
+        self._home_timers = {}  # device_id -> the task that brings its home screen back
         self.cluster = None  # several instances on one Valkey/Redis (host/cluster.py)
 
     async def start(self, host="127.0.0.1", port=0):
@@ -216,8 +217,23 @@ class QrfleetServer:
             else:
                 await self.show_pairing(device_id)
 
-    async def home_after(self, device_id, delay_s=RESULT_SHOWN_S):
-        """After a result has been on screen for a while, back to the home screen."""
+    def home_after(self, device_id, delay_s=RESULT_SHOWN_S):
+        """After a result has been on screen for a while, back to the home screen. One timer a
+        unit, the latest result's: a cashier selling fast would otherwise leave one per sale,
+        all taking the unit's screen lock ahead of its next QR when they fire."""
+        earlier = self._home_timers.pop(device_id, None)
+        if earlier:
+            earlier.cancel()
+        timer = self.tasks.spawn(self._home_later(device_id, delay_s))
+        if timer:
+            self._home_timers[device_id] = timer
+            timer.add_done_callback(lambda t: self._home_timer_ended(device_id, t))
+
+    def _home_timer_ended(self, device_id, timer):
+        if self._home_timers.get(device_id) is timer:
+            del self._home_timers[device_id]
+
+    async def _home_later(self, device_id, delay_s):
         await asyncio.sleep(delay_s)
         try:
             await self.show_home(device_id)

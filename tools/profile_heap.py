@@ -74,14 +74,15 @@ class ProfileUnit:
         self.profile = profile
         self.background = background
         self.admin = server.admin()
-        location = f"shop-{profile}"
+        secret = provision.new_secret()
+        location = f"shop-{secret[:8]}"  # one location per board, however many share the server
         self.admin.post("/api/locations", {"location_id": location, "name": profile})
         doc = self.admin.post(
-            "/api/agents", {"agent_id": f"till-{profile}", "name": profile, "location_id": location}
+            "/api/agents",
+            {"agent_id": f"till-{secret[:8]}", "name": profile, "location_id": location},
         )
         self.agent_id = doc["agent_id"]
         self.agent = server.client(doc["token"])
-        secret = provision.new_secret()
         config = provision.unit_config(secret, [server.url], profile, profile)
         self.board = VirtualBoard(
             Path(directory) / profile,

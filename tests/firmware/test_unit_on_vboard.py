@@ -80,9 +80,9 @@ def test_unit_authenticates_heartbeats_and_shows_a_verified_qr(background, unit_
 def test_bad_commands_get_errors_and_the_session_goes_on(background, unit_server, board):
     unit = board()
     wait_for(lambda: unit.device_id in unit_server.sessions, 20, "the unit to authenticate")
-    # 500 bytes at ECC H: a 128x64 panel shows at most 119.
+    # 300 bytes at ECC H: a 128x64 panel shows at most 119 (the message fits its 512 bytes).
     too_big = background.run(
-        unit_server.command(unit.device_id, "show_qr", payload="x" * 500, ecc="H")
+        unit_server.command(unit.device_id, "show_qr", payload="x" * 300, ecc="H")
     )
     assert (too_big["type"], too_big["code"]) == ("error", messages.PAYLOAD_TOO_LARGE)
     assert "shorten the payload" in too_big["message"]

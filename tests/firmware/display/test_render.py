@@ -99,7 +99,7 @@ def test_too_large_payload_leaves_the_previous_screen_intact(screen):
 
 def test_payload_beyond_any_qr_version_is_refused_the_same_way(screen):
     renderer = screen(320, 240)
-    with pytest.raises(PayloadTooLarge, match="the largest it shows is 2331 bytes"):
+    with pytest.raises(PayloadTooLarge, match="the largest it shows is 666 bytes"):
         renderer.payment(payload("byte", 5000), ecc="M")
 
 
