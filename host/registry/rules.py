@@ -167,6 +167,20 @@ def _audit(tx, now, actor, action, **subject):
     tx.append_audit(now, str(actor), action, **subject)
 
 
+def _audit_txn(tx, now, actor, action, reservation, detail=None):
+    """An audit entry about a transaction: its unit, its agent and its id."""
+    _audit(
+        tx,
+        now,
+        actor,
+        action,
+        device_id=reservation.device_id,
+        agent_id=reservation.agent_id,
+        txn_id=reservation.txn_id,
+        detail=detail,
+    )
+
+
 # Locations and agents
 
 
@@ -518,30 +532,15 @@ def _expire(tx, now, reservation):
     instance went first."""
     tx.delete_reservation(reservation.txn_id)
     lapsed = not reservation.live(now)
-    _audit(
-        tx,
-        now,
-        REGISTRY,
-        "expire" if lapsed else "release",
-        device_id=reservation.device_id,
-        agent_id=reservation.agent_id,
-        txn_id=reservation.txn_id,
-        detail=None if lapsed else f"{reservation.server_id} epoch {reservation.epoch} gone",
-    )
+    detail = None if lapsed else f"{reservation.server_id} epoch {reservation.epoch} gone"
+    _audit_txn(tx, now, REGISTRY, "expire" if lapsed else "release", reservation, detail)
 
 
 def _supersede(tx, now, reservation, txn_id):
     tx.delete_reservation(reservation.txn_id)
     tx.put_superseded(SupersededTxn(reservation.txn_id, txn_id, reservation.expires_at))
-    _audit(
-        tx,
-        now,
-        Actor.agent(reservation.agent_id),
-        "superseded",
-        device_id=reservation.device_id,
-        agent_id=reservation.agent_id,
-        txn_id=reservation.txn_id,
-        detail=f"by {txn_id}",
+    _audit_txn(
+        tx, now, Actor.agent(reservation.agent_id), "superseded", reservation, f"by {txn_id}"
     )
 
 
@@ -689,16 +688,7 @@ def reserve(
             _remember(tx, request, limits)
         if not owned:
             tx.delete_pairing_code(device_id)  # the QR replaces the pairing screen
-        _audit(
-            tx,
-            now,
-            Actor.agent(agent_id),
-            "reserve",
-            device_id=device_id,
-            agent_id=agent_id,
-            txn_id=txn_id,
-            detail=f"for {ttl_s:g}s",
-        )
+        _audit_txn(tx, now, Actor.agent(agent_id), "reserve", reservation, f"for {ttl_s:g}s")
         return reservation
 
     if position is not None:
@@ -723,15 +713,8 @@ def _take_over(tx, now, held, server_id, epoch):
     tx.delete_reservation(held.txn_id)
     reservation = replace(held, server_id=server_id, epoch=epoch)
     tx.put_reservation(reservation)
-    _audit(
-        tx,
-        now,
-        Actor.agent(held.agent_id),
-        "retry",
-        device_id=held.device_id,
-        agent_id=held.agent_id,
-        txn_id=held.txn_id,
-        detail=f"from {held.server_id} to {server_id}",
+    _audit_txn(
+        tx, now, Actor.agent(held.agent_id), "retry", held, f"from {held.server_id} to {server_id}"
     )
     return reservation
 
@@ -780,15 +763,7 @@ def finish(tx, now, actor, txn_id, outcome, request=None, response=None, limits=
         )
     _authorise(actor, reservation.agent_id, f"{outcome} transaction {txn_id}")
     tx.delete_reservation(txn_id)
-    _audit(
-        tx,
-        now,
-        actor,
-        outcome,
-        device_id=reservation.device_id,
-        agent_id=reservation.agent_id,
-        txn_id=txn_id,
-    )
+    _audit_txn(tx, now, actor, outcome, reservation)
     if request is not None:
         answered = replace(
             request,

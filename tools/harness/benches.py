@@ -65,7 +65,7 @@ class Benches:
         have = sum(isinstance(u, VirtualUnit) for u in bench.units)
         if virtual > have:
             bench.units += self._boot(server, virtual - have)
-        wait_online(server.admin(), bench.units)
+        wait_online(server.admin(), (u.id for u in bench.units))
         return bench.units
 
     def _boot(self, server, count):
@@ -159,8 +159,9 @@ async def _stop_all(boards):
             await board.stop()
 
 
-def wait_online(admin, units, timeout=_ONLINE_TIMEOUT_S):
-    ids = {u.id for u in units}
+def wait_online(admin, ids, timeout=_ONLINE_TIMEOUT_S):
+    """Until every unit of `ids` (device ids) is online."""
+    ids = set(ids)
     wait_for(
         lambda: (
             ids

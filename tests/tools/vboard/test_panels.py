@@ -22,6 +22,7 @@ from firmware.display.render import Renderer  # noqa: E402
 from firmware.display.st7789 import ST7789  # noqa: E402
 from tests.tools.vboard.port.conftest import run  # noqa: E402
 from tools.background import BackgroundLoop, wait_for  # noqa: E402
+from tools.harness.benches import wait_online  # noqa: E402
 from tools.serverproc import running_server  # noqa: E402
 from tools.vboard import fleet, panels  # noqa: E402
 from tools.vboard.screen import decode_qr  # noqa: E402
@@ -409,19 +410,7 @@ def panel_boards(tmp_path_factory):
 
         boards = loop.run(start_all(), 120)
         try:
-            ids = {b.device_id for b in boards.values()}
-            wait_for(
-                lambda: (
-                    ids
-                    <= {
-                        d["device_id"]
-                        for d in admin.get("/api/devices")["devices"]
-                        if d["status"] == "online"
-                    }
-                ),
-                60,
-                "every board online",
-            )
+            wait_online(admin, (b.device_id for b in boards.values()), 60)
             yield server, boards
         finally:
             loop.run(stop_all(boards), 60)
