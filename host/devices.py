@@ -352,7 +352,7 @@ class DeviceHub:
             ws.abort()
 
     async def _authenticate(self, ws, peer):
-        hello = messages.from_device(await asyncio.wait_for(ws.recv(), _HELLO_TIMEOUT_S))
+        hello = messages.from_device(await ws.recv(_HELLO_TIMEOUT_S))
         if hello["type"] != "hello":
             await self._refuse(ws, "expected hello first", peer)
             return None
@@ -384,7 +384,7 @@ class DeviceHub:
         else:
             proof = auth.proof(secret, hello["nonce"], nonce, device_id)
         await ws.send(messages.encode("challenge", nonce=nonce, proof=proof))
-        answer = messages.from_device(await asyncio.wait_for(ws.recv(), _HELLO_TIMEOUT_S))
+        answer = messages.from_device(await ws.recv(_HELLO_TIMEOUT_S))
         if secret is None:
             await self._refuse(ws, f"unit {device_id} is not registered", peer, device_id)
             return None

@@ -138,7 +138,7 @@ class Session:
         return msg["heartbeat_s"]
 
     async def _expect(self, conn, kind):
-        msg = messages.from_server(await asyncio.wait_for(conn.recv(), _AUTH_TIMEOUT_S))
+        msg = messages.from_server(await conn.recv(_AUTH_TIMEOUT_S))
         if msg["type"] == "error":
             raise AuthRefused("%s: %s" % (msg["code"], msg["message"]))
         if msg["type"] != kind:
@@ -162,7 +162,7 @@ class Session:
             try:
                 # Decoded as it arrives, the text not kept: a large show_qr's text would
                 # otherwise hold its KBs of heap while the QR is encoded.
-                msg = _decode(await asyncio.wait_for(conn.recv(), wait_ms / 1000))
+                msg = _decode(await conn.recv(wait_ms / 1000))
             except asyncio.TimeoutError:
                 continue
             last_heard = ticks_ms()

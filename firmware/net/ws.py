@@ -20,7 +20,7 @@ from firmware.proto.frames import (
     CLOSE_POLICY_VIOLATION,
     CLOSE_PROTOCOL_ERROR,
 )
-from firmware.proto.websocket import CLOSED, ClientProtocol, Close
+from firmware.proto.websocket import CLOSED, ClientProtocol, Close, Ping, Pong
 
 _READ_SIZE = 512
 _CLOSE_WAIT_S = 2  # the whole close handshake, sending our close frame included
@@ -204,21 +204,34 @@ class WebSocket:
             await self._feed()
         self._pending.pop(0)  # the server's 101 response, already checked by the protocol
 
-    async def recv(self):
-        """The next text (str) or binary (bytes) message; raises ConnectionClosed at the end."""
+    async def recv(self, timeout_s=None):
+        """The next text (str) or binary (bytes) message; raises ConnectionClosed at the end, and
+        asyncio.TimeoutError when none arrived within `timeout_s`.
+
+        Only the wait is bounded, never the taking: a message that arrives as the deadline
+        passes stays queued for the next call. (asyncio.wait_for around a call that returns the
+        message loses it when both happen in one pass of MicroPython's scheduler.)"""
+        if timeout_s is None:
+            await self._arrival()
+        else:
+            await asyncio.wait_for(self._arrival(), timeout_s)
+        event = self._pending.pop(0) if self._pending else None
+        if isinstance(event, (str, bytes)):
+            return await self._open(event)
+        self.abort()
+        if isinstance(event, Close):
+            raise ConnectionClosed(event.code, event.reason)
+        raise ConnectionClosed(self.proto.close_code or CLOSE_ABNORMAL, self.proto.close_reason)
+
+    async def _arrival(self):
+        """Read until a message or the end is queued; pings and pongs (answered by the
+        protocol) are dropped on the way."""
+        pending = self._pending
         while True:
-            while self._pending:
-                event = self._pending.pop(0)
-                if isinstance(event, (str, bytes)):
-                    return await self._open(event)
-                if isinstance(event, Close):
-                    self.abort()
-                    raise ConnectionClosed(event.code, event.reason)
-            if self.proto.state == CLOSED:
-                self.abort()
-                raise ConnectionClosed(
-                    self.proto.close_code or CLOSE_ABNORMAL, self.proto.close_reason
-                )
+            while pending and isinstance(pending[0], (Ping, Pong)):
+                pending.pop(0)
+            if pending or self.proto.state == CLOSED:
+                return
             try:
                 await self._feed()
             except ProtocolError as e:
