@@ -9,6 +9,14 @@ epoch of the holder's session as the caller saw it; the holder runs it only if t
 is still the unit's newest (fencing) and answers on the caller's reply channel. The caller
 waits up to a deadline; if the holder's presence is gone it answers "offline" at once.
 
+Pub/sub keeps nothing for a subscriber that is not there: while Valkey restarts, every
+instance's subscription is gone until its listener subscribes again on a fresh connection. A
+PUBLISH answers how many subscribers got the message, so a request or a reply that reached
+nobody is sent again (every `_RESEND_S`) until it is received or its deadline passes; it was
+not delivered, so this can neither lose nor duplicate it. Without that, a command published in
+the moments after Valkey came back would wait out its whole deadline, with its unit's screen
+held on the calling instance.
+
 When an instance takes a unit's session, it announces the new epoch; the instance that held the
 older session closes it with 4001 at once (it would also learn it at its next heartbeat, when
 the registry refuses its stale renewal).
@@ -28,6 +36,8 @@ from host.devices import CommandFailed
 
 _WATCH_S = 0.25  # how often a routed command checks that its holder still holds the unit
 _POLL_S = 1.0  # longest single wait for a pub/sub message (below the client's socket timeout)
+_RESEND_S = 0.05  # how often a message nobody received is sent again
+_RESUBSCRIBE_S = 0.1  # how often a listener that lost Valkey tries to subscribe again
 
 
 class HolderChanged(CommandFailed):
@@ -118,12 +128,15 @@ class Cluster:
         }
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s + 1
+        watch_at = loop.time() + _WATCH_S
+        text = json.dumps(request)
         try:
             self.routed_out += 1
-            await self.redis.publish(self._cmd + server_id, json.dumps(request))
+            sent = await self.redis.publish(self._cmd + server_id, text) > 0
             while True:
                 try:
-                    reply = await asyncio.wait_for(asyncio.shield(future), _WATCH_S)
+                    wait_s = _WATCH_S if sent else _RESEND_S
+                    reply = await asyncio.wait_for(asyncio.shield(future), wait_s)
                     break
                 except (asyncio.TimeoutError, TimeoutError):
                     pass
@@ -133,9 +146,13 @@ class Cluster:
                         f"Server {server_id} holding unit {device_id} did not "
                         f"answer within {int((timeout_s + 1) * 1000)} ms.",
                     ) from None
+                if not sent:  # the holder is subscribing again (module docstring)
+                    sent = await self.redis.publish(self._cmd + server_id, text) > 0
                 # Do not wait out the deadline on a holder that died or lost the unit.
-                if not await self._still_held(server_id, device_id, epoch):
-                    raise HolderChanged(device_id, server_id)
+                if loop.time() >= watch_at:
+                    watch_at = loop.time() + _WATCH_S
+                    if not await self._still_held(server_id, device_id, epoch):
+                        raise HolderChanged(device_id, server_id)
         finally:
             self._pending.pop(request_id, None)
         if "error" in reply:
@@ -157,8 +174,7 @@ class Cluster:
     async def _listen(self):
         """Deliver routed commands, replies and takeovers; after a lost connection (Valkey
         restarting), subscribe again on a fresh one. Reads wait at most _POLL_S at a time:
-        a blocking read would hit the client's socket timeout whenever the cluster is quiet,
-        and messages published while it resubscribed would be lost."""
+        a blocking read would hit the client's socket timeout whenever the cluster is quiet."""
         while True:
             try:
                 while True:
@@ -171,15 +187,30 @@ class Cluster:
                 raise
             except Exception as e:  # noqa: BLE001
                 self.log.warning("cluster_listen_failed", reason=str(e))
-            await asyncio.sleep(0.5)
+            await self._resubscribe()
+
+    async def _resubscribe(self):
+        """Subscribe again on a fresh connection, trying every _RESUBSCRIBE_S until Valkey
+        answers: what is published to this instance meanwhile reaches nobody, and waits for
+        it (module docstring). Logged once per outage."""
+        failures = 0
+        while True:
+            await asyncio.sleep(_RESUBSCRIBE_S)
             try:
                 await self.pubsub.aclose()
                 self.pubsub = self.redis.pubsub()
                 await self.pubsub.subscribe(
                     self._cmd + self.server_id, self._reply + self.server_id, self._takeover
                 )
+            except asyncio.CancelledError:
+                raise
             except Exception as e:  # noqa: BLE001 - not back yet: try again
-                self.log.warning("cluster_resubscribe_failed", reason=str(e))
+                if not failures:
+                    self.log.warning("cluster_resubscribe_failed", reason=str(e))
+                failures += 1
+                continue
+            self.log.info("cluster_resubscribed", attempts=failures + 1)
+            return
 
     def _dispatch(self, channel, msg):
         if channel == self._takeover:
@@ -195,6 +226,7 @@ class Cluster:
     async def _serve(self, msg):
         """Run a routed command here, if the caller's epoch is still this unit's session."""
         self.routed_in += 1
+        until = asyncio.get_running_loop().time() + msg["timeout_s"] + 1  # the caller's deadline
         reply = {"id": msg["id"]}
         session = self.hub.session(msg["device_id"])
         if session is None or session.epoch != msg["epoch"]:
@@ -209,4 +241,21 @@ class Cluster:
                 )
             except CommandFailed as e:
                 reply.update(error=e.code, message=e.message)
-        await self.redis.publish(self._reply + msg["reply_to"], json.dumps(reply))
+        await self._answer(msg["reply_to"], json.dumps(reply), until)
+
+    async def _answer(self, caller, text, until):
+        """Publish a reply until the caller receives it or stops waiting (loop time `until`).
+        A reply sent twice is taken once, so a publish that failed (Valkey going away) is
+        repeated too."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                if await self.redis.publish(self._reply + caller, text):
+                    return
+                reason = "not subscribed"
+            except ValkeyError as e:
+                reason = str(e)
+            if loop.time() + _RESEND_S > until:
+                self.log.warning("cluster_reply_lost", caller=caller, reason=reason)
+                return
+            await asyncio.sleep(_RESEND_S)

@@ -19,10 +19,11 @@ from tools.harness.selling import (
 )
 
 FAILOVER_BOUND_S = 10
-# Every cashier back within 3 s of a killed or paused instance. After a Valkey restart the
-# store's operations wait and retry for up to 10 s (README, failover), and today cashiers are
-# back within that, not within 3 s (tools.bench.failover: p99 6.4 s over 10 runs).
-BACK_WITHIN_S = {"kill": 3.0, "stop": 3.0, "valkey": 10.0}
+# Every cashier back within 3 s (issue 16) of a killed instance, of a paused one's lease
+# running out, and of Valkey answering again after a restart. tools.bench.failover, p99 over
+# 10 runs on a shared 2-core machine: 0.95 s, 2.62 s and 0.63 s; here, after a Valkey restart,
+# every cashier was back within 0.3 s (4 runs).
+BACK_WITHIN_S = 3.0
 SELLING_BEFORE_S = 3
 SELLING_AFTER_S = 10
 
@@ -85,7 +86,7 @@ def test_cashiers_keep_selling_across_a_failure(cluster, record, failure):
     ended = time.monotonic()
     record("longest_gap_s", {s.agent_id: round(s.longest_gap(origin, ended), 2) for s in sales})
     record("refusals_after", dict(sum((s.refused_after(origin) for s in sales), Counter())))
-    assert max(back.values()) <= BACK_WITHIN_S[failure], back
+    assert max(back.values()) <= BACK_WITHIN_S, back
     assert all(refusals["all_busy"] == 0 for refusals in busy_after.values()), busy_after
     assert reserved_twice(audit) == []
     assert applied_twice(sales) == {}

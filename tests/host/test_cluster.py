@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+import valkey
 
 from host.client import ApiClientError
 from tools.background import wait_for
@@ -175,3 +176,24 @@ def test_a_quiet_cluster_keeps_listening_and_routes_the_next_command(cluster):
     for server in cluster.servers.values():
         with open(server.log_path) as log:
             assert "cluster_listen_failed" not in log.read()
+
+
+@pytest.mark.slow
+def test_a_command_routed_while_instances_subscribe_again_reaches_its_unit(cluster):
+    # Valkey drops every subscription when it restarts (here: when it closes the listeners'
+    # connections). A command routed right after, before its holder has subscribed again,
+    # must reach the unit once it has, not wait out its deadline (504 device_timeout).
+    agent_id, (board, _) = next(iter(cluster.agents.items()))
+    holder = cluster.devices()[board.device_id]["server_id"]
+    via = next(s for s in cluster.servers if s != holder)
+    client = valkey.Valkey(port=cluster.valkey.port)
+
+    def listening():
+        return len(client.client_list(_type="pubsub")) == len(cluster.servers)
+
+    with client:
+        for n in range(5):
+            wait_for(listening, 10, "every instance subscribed")
+            client.client_kill_filter(_type="pubsub")
+            shown = cluster.show(agent_id, f"upi://pay?pa=shop@bank&tn=resubscribe-{n}", via)
+            assert shown["verified"]
