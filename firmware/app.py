@@ -2,7 +2,8 @@
 
 Boot: safe mode skips the application (the REPL stays for a technician); a missing or
 unusable config shows "not provisioned" with the reason and stops there, so mpremote can
-provision the unit; otherwise Wi-Fi, then the session runs until the board resets.
+provision the unit; otherwise Wi-Fi, then the session runs until the board resets (setting
+the clock over SNTP before a wss:// server, whose certificate dates are checked against it).
 """
 
 import asyncio
@@ -31,6 +32,7 @@ class Unit:
         self.renderer = renderer
         self.screen = "booting"
         self.started = ticks_ms()
+        self.clock = None  # firmware.net.clock.Clock, when a server is wss://
 
     def draw(self, drawn):
         self.screen = drawn.screen
@@ -72,6 +74,14 @@ class Unit:
             asyncio.create_task(_reboot_soon())
             return {}
         raise CommandError(messages.UNKNOWN_COMMAND, "unit cannot %s" % kind)
+
+    async def clock_ready(self):
+        """Before a wss:// attempt: a certificate's dates need the clock set; until it is, the
+        screen says so (the serial log says why)."""
+        if await self.clock.ensure():
+            return True
+        self.draw(self.renderer.status("clock", self.cfg["ntp"]))
+        return False
 
     def untrusted(self, url, reason):
         """A server failed to prove itself or sent a message with a wrong MAC: whatever QR it
@@ -166,6 +176,10 @@ def main():
     from firmware.net.session import Session
 
     anchor = config.trust_anchor(cfg)
+    if anchor:
+        from firmware.net.clock import Clock
+
+        unit.clock = Clock(cfg["ntp"], hal.set_clock)
     session = Session(
         device_id,
         cfg["secret"],
@@ -177,6 +191,7 @@ def main():
         untrusted=unit.untrusted,
         tls=ws.tls_context(anchor) if anchor else None,
         max_message=unit.renderer.largest_payload() + messages.SHOW_QR_OVERHEAD,
+        clock=unit.clock_ready if anchor else None,
     )
     try:
         asyncio.run(_run(unit, session))

@@ -20,8 +20,15 @@ from binascii import a2b_base64, hexlify
 CONFIG_PATH = "config.json"
 CONFIG_VERSION = 1
 _REQUIRED = (("secret", str), ("servers", list))
-# display None: the board's own (hal.DISPLAY).
-_DEFAULTS = (("name", ""), ("display", None), ("wifi", None), ("tls", None))
+# display None: the board's own (hal.DISPLAY). ntp: the time server that sets the clock a
+# wss:// server's certificate dates are checked against (firmware/net/clock.py).
+_DEFAULTS = (
+    ("name", ""),
+    ("display", None),
+    ("wifi", None),
+    ("tls", None),
+    ("ntp", "pool.ntp.org"),
+)
 
 
 class ConfigError(ValueError):
@@ -51,6 +58,9 @@ def parse(text):
             raise ConfigError("server %r is not a ws:// or wss:// URL" % (url,))
     for key, default in _DEFAULTS:
         config.setdefault(key, default)
+    ntp = config["ntp"]
+    if not isinstance(ntp, str) or not ntp or " " in ntp:
+        raise ConfigError('config.json "ntp" must be the host name or address of a time server')
     _check_tls(config)
     return config
 

@@ -136,12 +136,13 @@ class Api:
         add("POST", "/api/devices/{device_id}/pairing", self.pairing)
         add("POST", "/api/agents/{agent_id}/devices", self.link)
         add("DELETE", "/api/agents/{agent_id}/devices/{device_id}", self.unlink)
-        add("POST", "/api/agents/{agent_id}/qr", self.show_qr)
+        add("POST", "/api/agents/{agent_id}/qr", server.metrics.timed_qr(self.show_qr))
         add("GET", "/api/txns/{txn_id}", self.get_txn)
         add("POST", "/api/txns/{txn_id}/complete", self.complete)
         add("POST", "/api/txns/{txn_id}/cancel", self.cancel)
         add("GET", "/api/audit", self.audit)
         add("GET", "/api/metrics", self.metrics)
+        add("GET", "/metrics", server.metrics.endpoint())  # Prometheus (host/metrics.py)
 
     def _refusals_as_answers(self, handler):
         """The one place a registry refusal, from the handler or anywhere below it (e.g. the
@@ -487,6 +488,7 @@ class Api:
             **self.hub.metrics,
             **self.server.http.metrics,
             "refusals": dict(self.refusals),
+            "store_retries": dict(self.registry.store.retries),
         }
         if self.server.cluster:
             doc.update(

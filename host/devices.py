@@ -23,13 +23,15 @@ byte mover is `firmware.net.ws.WebSocket`, shared with the units too. This modul
 
 import asyncio
 import time
+from collections import Counter
 
 from firmware.net.ws import ConnectionClosed, WebSocket
 from firmware.proto import auth, messages
 from firmware.proto.errors import MessageError, ProtocolError
 from firmware.proto.frames import CLOSE_GOING_AWAY, CLOSE_POLICY_VIOLATION, CLOSE_REPLACED
 from firmware.proto.messages import MAX_ERROR_MESSAGE, SILENT_HEARTBEATS
-from firmware.proto.websocket import DEFAULT_MAX_SIZE, OPEN, Ping, Pong, ServerProtocol
+from firmware.proto.server import ServerProtocol
+from firmware.proto.websocket import DEFAULT_MAX_SIZE, OPEN, Ping, Pong
 from host import streams
 from host.log import Tally
 from host.registry import RegistryError
@@ -40,6 +42,21 @@ PING_BURST = 20
 _HELLO_TIMEOUT_S = 10
 _HEARTBEAT_ACK = messages.encode("heartbeat_ack")
 _HEARTBEAT_BATCH_S = 0.05
+
+
+# A command's result as counted: "ack", or why it failed; a code a unit made up counts as "error".
+_COMMAND_RESULTS = frozenset(
+    {
+        "ack",
+        "device_offline",
+        "device_timeout",
+        messages.BAD_MESSAGE,
+        messages.UNKNOWN_COMMAND,
+        messages.PAYLOAD_TOO_LARGE,
+        messages.RENDER_FAILED,
+        messages.BUSY,
+    }
+)
 
 
 class CommandFailed(Exception):
@@ -86,6 +103,7 @@ class DeviceSession:
         self.ws = ws
         self.fw = fw
         self.max_message = max_message
+        self.location_id = None  # learnt when the server greets the unit (host.metrics)
         self.connected_at = time.time()
         self.last_heartbeat = None
         self.last_heard = time.monotonic()
@@ -96,7 +114,17 @@ class DeviceSession:
 
     async def command(self, kind, timeout_s, txn_id=None, **fields):
         """Send a command and wait for the unit's answer -> the ack's fields. With `txn_id`,
-        only while that transaction still holds the unit."""
+        only while that transaction still holds the unit. Counted by kind and result."""
+        try:
+            ack = await self._command(kind, timeout_s, txn_id, fields)
+        except CommandFailed as e:
+            result = e.code if e.code in _COMMAND_RESULTS else "error"
+            self.hub.commands[kind, result] += 1
+            raise
+        self.hub.commands[kind, "ack"] += 1
+        return ack
+
+    async def _command(self, kind, timeout_s, txn_id, fields):
         if self.closed:
             raise CommandFailed("device_offline", f"Unit {self.device_id} has just disconnected.")
         if not await self.hub.registry.holds_device(self.device_id, self.epoch, txn_id):
@@ -299,10 +327,13 @@ class DeviceHub:
         self.log = log
         self.on_online = on_online
         self.sessions = {}
+        self.commands = Counter()  # (kind, result) -> commands run on units held here
         self.accept_rate = AcceptRate(accept_per_s)
         # Fenced: a write or command refused because a newer session holds the unit.
         self.metrics = {
             "commands_sent": 0,
+            "heartbeats": 0,
+            "reconnects": 0,  # sessions of units that had one before, here or elsewhere
             "fenced_commands": 0,
             "fenced_writes": 0,
             "sessions_accepted": 0,
@@ -413,6 +444,8 @@ class DeviceHub:
             messages.encode("welcome", heartbeat_s=self.heartbeat_s, server_id=self.server_id)
         )
         self.metrics["sessions_accepted"] += 1
+        if epoch > 1:
+            self.metrics["reconnects"] += 1
         self.log.info(
             "device_online", device_id=device_id, epoch=epoch, fw=hello["fw"], peer=str(peer)
         )
@@ -455,6 +488,7 @@ class DeviceHub:
                 continue
             kind = msg["type"]
             if kind == "heartbeat":
+                self.metrics["heartbeats"] += 1
                 if not await self._heartbeat(session, msg):
                     self.metrics["fenced_writes"] += 1
                     await ws.close(CLOSE_REPLACED, "replaced by a newer session of this unit")

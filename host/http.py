@@ -1,9 +1,10 @@
 """The server's one port: HTTP/1.1 for the JSON API and the upgrade to `/ws/device`.
 
-Request heads are parsed by `firmware.proto.http11`, the same code the units use. This module
-only moves bytes: it reads a head and a bounded body, hands them to a router, writes the JSON
-answer, and keeps the connection for the next request. A WebSocket upgrade is handed over,
-with the connection, to the device endpoint.
+Request heads are parsed by `firmware.proto.server`, on the head reader and field parser of
+`firmware.proto.http11` that the units use. This module only moves bytes: it reads a head and
+a bounded body, hands them to a router, writes the JSON answer, and keeps the connection for
+the next request. A WebSocket upgrade is handed over, with the connection, to the device
+endpoint.
 
 Every failure is JSON `{"error": code, "message": sentence}` with a fitting status, plus the
 facts the sentence was built from where there are any (e.g. `"waiting": 2`).
@@ -21,7 +22,7 @@ import resource
 import ssl
 from urllib.parse import parse_qsl
 
-from firmware.proto import http11
+from firmware.proto import http11, server
 from firmware.proto.errors import HeadError
 from host import streams
 from host.log import Log, Tally
@@ -167,12 +168,20 @@ class Router:
         raise ApiError(404, "not_found", f"There is no endpoint at {path}.")
 
 
+class Body:
+    """An answer that is not JSON (e.g. `/metrics`): its bytes and their content type."""
+
+    def __init__(self, data, content_type):
+        self.data = data
+        self.content_type = content_type
+
+
 def json_response(status, obj, keep_alive=True, extra_fields=()):
     body = json.dumps(obj).encode()
     fields = [("Content-Type", "application/json"), ("Content-Length", len(body)), *extra_fields]
     if not keep_alive:
         fields.append(("Connection", "close"))
-    return http11.response_head(status, fields) + body
+    return server.response_head(status, fields) + body
 
 
 def error_body(error):
@@ -215,6 +224,7 @@ class HttpServer:
             "http_write_timeouts": 0,
             "tls_handshakes_failed": 0,
             "json_too_deep": 0,
+            "bodies_too_large": 0,
             "accept_errors": 0,
         }
         self._refusals = Tally(self.log, "connections_refused")
@@ -334,6 +344,7 @@ class HttpServer:
             keep_alive = head.headers.get("connection", "").lower() != "close"
             if body is None:
                 keep_alive = False
+                self.metrics["bodies_too_large"] += 1
                 error = ApiError(
                     413, "body_too_large", f"The request body is larger than {MAX_BODY} bytes."
                 )
@@ -362,7 +373,7 @@ class HttpServer:
                 buf.extend(data)
                 parser.send(None)
         except StopIteration as done:
-            head = http11.parse_request_head(done.value)
+            head = server.parse_request_head(done.value)
         if self._upgrades(head) or head.content_length > MAX_BODY:
             return head, None
         while len(buf) < head.content_length:
@@ -406,4 +417,7 @@ class HttpServer:
                     "message": "The server failed to answer this request; its log says why.",
                 },
             )
+        if isinstance(obj, Body):
+            fields = [("Content-Type", obj.content_type), ("Content-Length", len(obj.data))]
+            return server.response_head(status, fields) + obj.data
         return json_response(status, obj)

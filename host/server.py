@@ -11,6 +11,7 @@ from host.cluster import HolderChanged
 from host.devices import ACCEPT_PER_S, CommandFailed, DeviceHub
 from host.http import MAX_CONNECTIONS_PER_PEER, HttpServer
 from host.log import Log
+from host.metrics import Metrics
 from host.registry import NotFound, RegistryError, open_registry
 from host.registry.errors import format_time
 from host.symbols import Symbols
@@ -38,9 +39,14 @@ class QrfleetServer:
         max_connections=None,
         max_connections_per_peer=MAX_CONNECTIONS_PER_PEER,
         new_sessions_per_s=ACCEPT_PER_S,
+        metrics_token=None,
+        metrics_listen=None,
     ):
         """`tls`: an ssl.SSLContext (host.http.tls_context) to serve https:// and wss://;
-        the connection caps are host.http's (None: what the open-file limit allows)."""
+        the connection caps are host.http's (None: what the open-file limit allows).
+        `GET /metrics` takes `metrics_token` or the admin token; with `metrics_listen`
+        ((host, port)) it is also served there, needing a token only if `metrics_token` is
+        set."""
         if not admin_token:
             raise ValueError("an admin token is required: --admin-token or QRFLEET_ADMIN_TOKEN")
         self.store_url = store_url
@@ -62,10 +68,16 @@ class QrfleetServer:
         self._screens = weakref.WeakValueDictionary()  # device_id -> its screen() lock
         self._home_timers = {}  # device_id -> the task that brings its home screen back
         self.cluster = None  # several instances on one Valkey/Redis (host/cluster.py)
+        self.metrics = Metrics(self, metrics_token)
+        self.metrics_listen = metrics_listen
+        self.metrics_http = None
+        self.metrics_port = None
+        self.api = None
 
     async def start(self, host="127.0.0.1", port=0):
         """Open the store and the port; returns the port (useful with port 0)."""
         self.registry = open_registry(self.store_url)
+        self.registry.store.timed = self.metrics.store_timed
         epoch = await self.registry.join(self.server_id, PRESENCE_TTL_S)
         self.log.info("instance_joined", epoch=epoch)
         self.tasks.spawn(self._presence())
@@ -85,19 +97,25 @@ class QrfleetServer:
 
             self.cluster = Cluster(store.address, self.server_id, self.hub, self.log)
             await self.cluster.start()
+        self.api = Api(self)
         self.http = HttpServer(
-            Api(self).router,
+            self.api.router,
             upgrade=self.hub.accept,
             log=self.log,
             tls=self.tls,
             **self.connection_caps,
         )
         port = await self.http.start(host, port)
+        if self.metrics_listen:
+            self.metrics_http = HttpServer(self.metrics.router(), log=self.log)
+            self.metrics_port = await self.metrics_http.start(*self.metrics_listen)
         self.tasks.spawn(self._sweep())
         self.log.info("server_started", host=host, port=port, store=self.store_url.split("?")[0])
         return port
 
     async def close(self):
+        if self.metrics_http:  # first: it took over the loop's exception handler last
+            await self.metrics_http.close()
         if self.http:
             await self.http.close()
         if self.hub:
@@ -210,6 +228,9 @@ class QrfleetServer:
         Left alone while a transaction holds the unit."""
         async with self.screen(device_id):
             status = await self.registry.get_device(device_id)
+            session = self.hub.session(device_id)
+            if session:  # for the units online per location (host.metrics)
+                session.location_id = status.device.location_id
             if status.txn_id:
                 return
             if status.agent_id:

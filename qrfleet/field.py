@@ -121,6 +121,12 @@ def add_parsers(sub):
     p.add_argument("--wifi-ssid", help="Wi-Fi network the unit joins")
     p.add_argument("--wifi-password", help="its password")
     p.add_argument(
+        "--ntp",
+        metavar="HOST",
+        help="time server that sets the unit's clock, which wss:// certificates are checked "
+        "against (default: pool.ntp.org; UDP port 123 must be reachable from the unit)",
+    )
+    p.add_argument(
         "--force",
         action="store_true",
         help="re-provision units that already are, without asking (new secret)",
@@ -241,6 +247,7 @@ def provision(args):
         name=args.name,
         display=args.display,
         wifi=wifi,
+        ntp=args.ntp,
         force=args.force,
         files_only=args.files_only,
         register_only=args.register_only,

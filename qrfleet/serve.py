@@ -1,6 +1,8 @@
 """`qrfleet serve`: the server units connect to and cashier systems call."""
 
+import argparse
 import asyncio
+import os
 import resource
 import signal
 
@@ -51,6 +53,20 @@ def add_parsers(sub):
         help="units admitted per second once authenticated, after a burst of one second's "
         "worth (default %(default)s): a reconnecting fleet leaves heartbeats served",
     )
+    p.add_argument(
+        "--metrics-token",
+        default=os.environ.get("QRFLEET_METRICS_TOKEN"),
+        help="token Prometheus sends to GET /metrics (or QRFLEET_METRICS_TOKEN); without it "
+        "/metrics takes the admin token",
+    )
+    p.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        type=host_port,
+        help="also serve GET /metrics there, without a token unless --metrics-token is given "
+        "(e.g. an address only the monitoring network reaches); port 0 picks a free one, "
+        "printed on the second line",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=serve)
 
@@ -76,9 +92,16 @@ def serve(args):
             max_connections=args.max_connections,
             max_connections_per_peer=args.max_connections_per_peer,
             new_sessions_per_s=args.new_sessions_per_s,
+            metrics_token=args.metrics_token,
+            metrics_listen=args.metrics_listen,
         )
         port = await server.start(args.host, args.port)
         print(f"{'https' if tls else 'http'}://{args.host}:{port}", flush=True)
+        if args.metrics_listen:
+            print(
+                f"metrics: http://{args.metrics_listen[0]}:{server.metrics_port}/metrics",
+                flush=True,
+            )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -87,6 +110,14 @@ def serve(args):
         await server.close()
 
     asyncio.run(run())
+
+
+def host_port(text):
+    """`HOST:PORT` -> (host, port); `[::1]:9100` for IPv6."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT, e.g. 127.0.0.1:9100")
+    return host.strip("[]"), int(port)
 
 
 def allow_all_open_files():

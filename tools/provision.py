@@ -100,9 +100,10 @@ def require_trust_anchor(servers, server_ca):
         )
 
 
-def unit_config(secret, servers, name, display, wifi=None, server_ca=None):
+def unit_config(secret, servers, name, display, wifi=None, server_ca=None, ntp=None):
     """The config.json a unit boots with (firmware/config.py reads it); `server_ca` is the DER
-    certificate its wss:// servers are checked against."""
+    certificate its wss:// servers are checked against, `ntp` the time server that sets its
+    clock (None: the firmware's default, pool.ntp.org)."""
     require_trust_anchor(servers, server_ca)
     urls = [device_url(s) for s in servers]
     config = {"secret": secret, "servers": urls, "name": name, "display": display}
@@ -110,6 +111,8 @@ def unit_config(secret, servers, name, display, wifi=None, server_ca=None):
         config["wifi"] = wifi
     if server_ca:
         config["tls"] = tls_config(server_ca)
+    if ntp:
+        config["ntp"] = ntp
     return config
 
 
@@ -157,6 +160,7 @@ class Order:
     name: str = None
     display: str = None
     wifi: dict = None
+    ntp: str = None
     force: bool = False
     files_only: bool = False
     register_only: bool = False
@@ -284,7 +288,13 @@ def _known_to_server(api, device_id):
 def _unit_files(device_id, secret, order):
     display = order.display or DEFAULT_DISPLAY[order.target]
     config = unit_config(
-        secret, order.servers, order.name or device_id, display, order.wifi, order.server_ca_der
+        secret,
+        order.servers,
+        order.name or device_id,
+        display,
+        order.wifi,
+        order.server_ca_der,
+        order.ntp,
     )
     return {**_firmware_files(order.target), CONFIG_PATH: config_file.dumps(config).encode()}
 

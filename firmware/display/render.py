@@ -47,6 +47,7 @@ _STATUS_TITLES = {
     "connecting": "Connecting",
     "offline": "Offline",
     "untrusted": "Server not trusted",
+    "clock": "Clock not set",
     "ready": "Ready",
 }
 _RESULT_TITLES = {"paid": "PAID", "cancelled": "CANCELLED", "expired": "EXPIRED"}
@@ -144,7 +145,7 @@ class Renderer:
         return self._qr_screen("pairing", pairing_uri(device_id, code), device_id, ecc)
 
     def status(self, state, detail=None):
-        """unprovisioned / booting / wifi / connecting / offline / ready, with a detail such
+        """unprovisioned / booting / wifi / clock / connecting / offline / ready, with a detail such
         as the reason the unit is offline or the counter's name."""
         return self._message("status", _STATUS_TITLES, state, detail, False)
 

@@ -13,6 +13,7 @@ has none of them and gets the stand-ins of `unix`. The HAL provides:
     boot_count() -> int         boots since the flash was written
     wlan() -> WLAN              connect(ssid, password), isconnected(), rssi() (None: not joined)
     open_connection(h, p, ssl)  the asyncio streams of a TCP/TLS connection over Wi-Fi
+    set_clock(datetime)         set the RTC, as machine.RTC().datetime(datetime) takes it
     Watchdog(timeout_ms)        feed(); resets the board when not fed in time
     safe_mode() -> bool         skip the application (a held button, or a flag file)
     i2c(...), spi(...), pin(n)  buses and pins for the display profiles

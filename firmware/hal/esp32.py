@@ -96,6 +96,12 @@ def open_connection(host, port, ssl=None):
     return asyncio.open_connection(host, port, ssl=ssl)
 
 
+def set_clock(datetime):
+    """(year, month, day, weekday, hours, minutes, seconds, microseconds) into the RTC, which
+    time.time() and mbedTLS's certificate date checks read."""
+    machine.RTC().datetime(datetime)
+
+
 # Buses and pins for firmware/display/profiles.py.
 def i2c(bus, scl, sda, freq):
     return machine.I2C(bus, scl=machine.Pin(scl), sda=machine.Pin(sda), freq=freq)

@@ -2,8 +2,9 @@
 
 It has none of the ESP32 port's modules (a virtual board has them all, and runs `esp32`), so
 these are stand-ins: a fixed MAC, a first power-on, a Wi-Fi interface that is always joined, a
-watchdog that only counts feeds, plain asyncio connections, a `safe_mode` flag file for the
-held button, and the screen kept as display.pbm in the current directory.
+watchdog that only counts feeds, plain asyncio connections, the host's clock (set already, and
+not the firmware's to set), a `safe_mode` flag file for the held button, and the screen kept as
+display.pbm in the current directory.
 """
 
 import os
@@ -46,6 +47,10 @@ def open_connection(host, port, ssl=None):
     if ssl is None:
         return asyncio.open_connection(host, port)
     return asyncio.open_connection(host, port, ssl=ssl)
+
+
+def set_clock(datetime):
+    pass
 
 
 class WLAN:

@@ -8,9 +8,11 @@ messages.CommandError(code, message); `status()` returns the heartbeat's changin
 `untrusted(url, reason)` is told when a server fails to prove itself, a message's MAC is wrong,
 or a wss:// server's certificate fails the checks of `tls` (ws.tls_context: the unit's trust
 anchor, the host name, the dates); the session then ends and backs off as from any failed
-attempt. This module is sequencing: firmware.net.policy decides which server is next, how
-long to back off and when a server is gone; bytes are moved by firmware.net.ws and parsed by
-firmware.proto.
+attempt. `clock()`, when given, is awaited before each wss:// attempt, since a certificate's
+dates are checked against the unit's clock: False (the clock is not set; it says why) skips
+the attempt, which backs off like a failed one. This module is sequencing:
+firmware.net.policy decides which server is next, how long to back off and when a server is
+gone; bytes are moved by firmware.net.ws and parsed by firmware.proto.
 """
 
 import asyncio
@@ -51,6 +53,7 @@ class Session:
         untrusted=None,
         tls=None,
         max_message=DEFAULT_MAX_SIZE,
+        clock=None,
     ):
         self.device_id = device_id
         self.secret = secret
@@ -61,6 +64,7 @@ class Session:
         self.opener = opener
         self.untrusted = untrusted or _ignore
         self.tls = tls
+        self.clock = clock
         # Where every connection assembles its messages, found once in one piece: as large as
         # the largest message this unit can use (told to the server in hello), 4 KB at most.
         self._buffer = bytearray(max(MIN_MESSAGE, min(max_message, DEFAULT_MAX_SIZE)))
@@ -75,7 +79,8 @@ class Session:
             url = next(self._servers)
             connects = self.connects
             try:
-                await self.run_once(url)
+                if self.clock is None or not url.startswith("wss://") or await self.clock():
+                    await self.run_once(url)
             except AuthRefused as e:
                 self.log("qrfleet: %s refused us: %s" % (url, e))
             except auth.Untrusted as e:

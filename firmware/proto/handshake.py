@@ -1,11 +1,11 @@
-"""RFC 6455 §4: the opening handshake for both roles, as bytes in and bytes out.
+"""RFC 6455 §4: the opening handshake, as bytes in and bytes out: the client's side, and what
+both sides share.
 
 Client: `client_request()` builds the upgrade request with a fresh key, and
 `check_response()` accepts the server's answer only if it is a 101 whose
-Sec-WebSocket-Accept proves the server read that key. Server: `check_request()`
-validates an upgrade request and returns its key, `accept_response()` and
-`reject_response()` build the answer. Extensions and subprotocols are neither
-offered nor accepted.
+Sec-WebSocket-Accept proves the server read that key. The server's side (check_request,
+accept_response, reject_response) is in `firmware.proto.server`, which a unit never
+imports. Extensions and subprotocols are neither offered nor accepted.
 """
 
 import binascii
@@ -13,11 +13,10 @@ import hashlib
 import os
 
 from firmware.proto.errors import HandshakeError
-from firmware.proto.http11 import has_token, request_head, response_head
+from firmware.proto.http11 import has_token, request_head
 
 # §1.3: appended to the client's key before hashing.
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-_BASE64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
 
 def new_key():
@@ -51,7 +50,7 @@ def check_response(response, key):
             % (response.status, response.reason)
         )
     headers = response.headers
-    _check_upgrade(headers, "server")
+    check_upgrade(headers, "server")
     accept = headers.get("sec-websocket-accept")
     if accept != accept_key(key):
         raise HandshakeError(
@@ -65,62 +64,12 @@ def check_response(response, key):
             )
 
 
-def check_request(request):
-    """Key of a valid upgrade request (an http11.Request); HandshakeError with `.status` if not."""
-    if request.method != "GET":
-        raise HandshakeError("WebSocket upgrade must use GET, got %s" % request.method, 405)
-    headers = request.headers
-    _check_upgrade(headers, "client", 400)
-    version = headers.get("sec-websocket-version")
-    if version != "13":
-        raise HandshakeError("Sec-WebSocket-Version must be 13, got %r" % version, 426)
-    key = headers.get("sec-websocket-key", "")
-    if not _is_key(key):
-        raise HandshakeError(
-            "Sec-WebSocket-Key must be 16 bytes in base64 (24 characters), got %r" % key, 400
-        )
-    return key
-
-
-def accept_response(key):
-    """Bytes of the 101 response that completes the handshake for `key`."""
-    return response_head(
-        101,
-        (
-            ("Upgrade", "websocket"),
-            ("Connection", "Upgrade"),
-            ("Sec-WebSocket-Accept", accept_key(key)),
-        ),
-    )
-
-
-def reject_response(status, message):
-    """Bytes of a plain-text refusal that closes the connection; 426 names the version spoken."""
-    body = (message + "\n").encode()
-    fields = [
-        ("Content-Type", "text/plain; charset=utf-8"),
-        ("Content-Length", len(body)),
-        ("Connection", "close"),
-    ]
-    if status == 426:
-        fields.append(("Sec-WebSocket-Version", "13"))
-    return response_head(status, fields) + body
-
-
-def _check_upgrade(headers, peer, status=None):
+def check_upgrade(headers, peer, status=None):
+    """HandshakeError (with `status`) unless `headers` ask for the WebSocket upgrade."""
     if not has_token(headers, "upgrade", "websocket"):
         raise HandshakeError("%s did not send 'Upgrade: websocket'" % peer, status)
     if not has_token(headers, "connection", "upgrade"):
         raise HandshakeError("%s did not send 'Connection: Upgrade'" % peer, status)
-
-
-def _is_key(key):
-    if len(key) != 24 or not key.endswith("=="):
-        return False
-    for c in key[:22]:
-        if c not in _BASE64:
-            return False
-    return True
 
 
 def _b64(data):

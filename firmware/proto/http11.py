@@ -1,10 +1,10 @@
-"""HTTP/1.1 message heads (RFC 9112 §2-5): start line and header fields, both directions.
+"""HTTP/1.1 message heads (RFC 9112 §2-5): start line and header fields.
 
-Shared by the WebSocket opening handshake (device and host) and the host's HTTP API.
-Only what those need, strictly: a head is ASCII, every line ends in CRLF, no line
-folding, and the whole head fits in `MAX_HEAD` bytes, so a peer cannot make the
-reader buffer without bound. Bodies are the caller's business: `Request.content_length`
-says how many bytes follow the head.
+What the client of the WebSocket opening handshake needs (a unit's, and the host's side too):
+the request head it sends and the response head it reads. The server's side, request heads
+and responses, is in `firmware.proto.server`, which a unit never imports. Only what those
+need, strictly: a head is ASCII, every line ends in CRLF, no line folding, and the whole head
+fits in `MAX_HEAD` bytes, so a peer cannot make the reader buffer without bound.
 
 Header names are lowercased; a field sent more than once is joined with ", "
 (RFC 9110 §5.3), which also makes conflicting Content-Length values fail to parse.
@@ -16,35 +16,6 @@ MAX_HEAD = 8192
 
 # RFC 9110 §5.6.2: characters of a token (method, header name).
 _TCHAR = "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-
-REASONS = {
-    101: "Switching Protocols",
-    200: "OK",
-    201: "Created",
-    204: "No Content",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    409: "Conflict",
-    413: "Content Too Large",
-    426: "Upgrade Required",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    501: "Not Implemented",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-    505: "HTTP Version Not Supported",
-}
-
-
-class Request:
-    def __init__(self, method, path, headers, content_length=0):
-        self.method = method
-        self.path = path
-        self.headers = headers
-        self.content_length = content_length
 
 
 class Response:
@@ -81,26 +52,9 @@ def read_head(buf, limit=MAX_HEAD):
     return head
 
 
-def parse_request_head(head):
-    """Request line and headers of `head` (bytes ending in CRLF CRLF) as a `Request`."""
-    lines = _lines(head)
-    parts = lines[0].split(" ")
-    if len(parts) != 3:
-        raise HeadError("request line must read 'METHOD /path HTTP/1.1', got %r" % lines[0])
-    method, path, version = parts
-    if not _is_token(method):
-        raise HeadError("request method %r is not a valid token" % method)
-    if not path.startswith("/"):
-        raise HeadError("request target must be a path starting with '/', got %r" % path)
-    if version != "HTTP/1.1":
-        raise HeadError("only HTTP/1.1 is supported, got %r" % version, 505)
-    headers = _fields(lines)
-    return Request(method, path, headers, _content_length(headers))
-
-
 def parse_response_head(head):
     """Status line and headers of `head` (bytes ending in CRLF CRLF) as a `Response`."""
-    lines = _lines(head)
+    lines = head_lines(head)
     parts = lines[0].split(" ", 2)
     if (
         len(parts) < 2
@@ -109,19 +63,12 @@ def parse_response_head(head):
         or not parts[1].isdigit()
     ):
         raise HeadError("status line must read 'HTTP/1.1 CODE REASON', got %r" % lines[0])
-    return Response(int(parts[1]), parts[2] if len(parts) == 3 else "", _fields(lines))
+    return Response(int(parts[1]), parts[2] if len(parts) == 3 else "", header_fields(lines))
 
 
 def request_head(method, path, fields):
     """Bytes of a request head; `fields` is a sequence of (name, value) pairs."""
-    return _head("%s %s HTTP/1.1" % (method, path), fields)
-
-
-def response_head(status, fields, reason=None):
-    """Bytes of a response head; the reason phrase defaults to the standard one."""
-    if reason is None:
-        reason = REASONS.get(status, "")
-    return _head("HTTP/1.1 %d %s" % (status, reason), fields)
+    return build_head("%s %s HTTP/1.1" % (method, path), fields)
 
 
 def has_token(headers, name, token):
@@ -132,11 +79,12 @@ def has_token(headers, name, token):
     return False
 
 
-def _head(start_line, fields):
+def build_head(start_line, fields):
+    """Bytes of a head: `start_line`, then `fields` ((name, value) pairs), then the blank line."""
     out = [start_line]
     for name, value in fields:
         value = str(value)
-        if not _is_token(name) or "\r" in value or "\n" in value:
+        if not is_token(name) or "\r" in value or "\n" in value:
             raise HeadError(
                 "header %r: %r cannot be sent; names are tokens and values one line" % (name, value)
             )
@@ -145,7 +93,9 @@ def _head(start_line, fields):
     return "\r\n".join(out).encode()
 
 
-def _lines(head):
+def head_lines(head):
+    """The lines of `head` (bytes ending in CRLF CRLF) as str, start line first; HeadError
+    unless it is ASCII with every line ending in CRLF."""
     for b in head:
         # Visible ASCII, space and tab; CR and LF are checked per line below.
         if b > 126 or (b < 32 and b != 9 and b != 10 and b != 13):
@@ -159,13 +109,14 @@ def _lines(head):
     return lines
 
 
-def _fields(lines):
+def header_fields(lines):
+    """{lower-cased name: value} of the header lines after the start line."""
     headers = {}
     for i in range(1, len(lines)):
         line = lines[i]
         colon = line.find(":")
         name = line[:colon]
-        if colon < 1 or not _is_token(name):
+        if colon < 1 or not is_token(name):
             raise HeadError("header line must read 'Name: value', got %r" % line)
         name = name.lower()
         value = line[colon + 1 :].strip(" \t")
@@ -173,18 +124,8 @@ def _fields(lines):
     return headers
 
 
-def _content_length(headers):
-    if "transfer-encoding" in headers:
-        raise HeadError(
-            "Transfer-Encoding is not supported; send the body with Content-Length", 501
-        )
-    value = headers.get("content-length", "0")
-    if not value.isdigit() or len(value) > 15:
-        raise HeadError("Content-Length must be one decimal number of bytes, got %r" % value)
-    return int(value)
-
-
-def _is_token(text):
+def is_token(text):
+    """True if `text` is an RFC 9110 token (a method, a header name)."""
     if not text:
         return False
     for c in text:

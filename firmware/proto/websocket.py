@@ -1,6 +1,7 @@
 """RFC 6455 connections as sans-I/O state machines: bytes in, events and bytes out.
 
-The same code is the device's client and the host's `/ws/device` endpoint::
+The same code is the device's client and, with `firmware.proto.server.ServerProtocol` (a
+module a unit never imports), the host's `/ws/device` endpoint::
 
     proto = ClientProtocol("server.local:8080", "/ws/device")
     write(proto.data_to_send())          # the upgrade request
@@ -57,21 +58,14 @@ from firmware.proto.frames import (
     header,
     parse_close,
 )
-from firmware.proto.handshake import (
-    accept_response,
-    check_request,
-    check_response,
-    client_request,
-    new_key,
-    reject_response,
-)
-from firmware.proto.http11 import MAX_HEAD, parse_request_head, parse_response_head, read_head
+from firmware.proto.handshake import check_response, client_request, new_key
+from firmware.proto.http11 import MAX_HEAD, parse_response_head, read_head
 
 CONNECTING = const(0)
 OPEN = const(1)
 CLOSING = const(2)
 CLOSED = const(3)
-_STATE_NAMES = ("CONNECTING", "OPEN", "CLOSING", "CLOSED")
+STATE_NAMES = ("CONNECTING", "OPEN", "CLOSING", "CLOSED")
 
 # The device's messages are small JSON texts; an ESP32 cannot spare more per connection.
 DEFAULT_MAX_SIZE = const(4096)
@@ -96,7 +90,7 @@ class Close:
 
 
 class Protocol:
-    """What both roles share; create a ClientProtocol or a ServerProtocol."""
+    """What both roles share; create a ClientProtocol (or the host's server.ServerProtocol)."""
 
     def __init__(self, client, max_size, buffer=None):
         """`buffer`: a bytearray to assemble messages in, whose length is the largest message
@@ -185,8 +179,6 @@ class Protocol:
                 self._send_frame(OP_CLOSE, close_payload(exc.code, _truncate(str(exc))))
             self._closed(exc.code, str(exc))
         else:
-            if not self._client and self.state == CONNECTING:
-                self._out.append(reject_response(exc.status or 400, str(exc)))
             self._closed(CLOSE_ABNORMAL, str(exc))
 
     def _closed(self, code, reason):
@@ -308,9 +300,7 @@ class Protocol:
 
     def _check_open(self, what):
         if self.state != OPEN:
-            raise ProtocolError(
-                "cannot %s: the connection is %s" % (what, _STATE_NAMES[self.state])
-            )
+            raise ProtocolError("cannot %s: the connection is %s" % (what, STATE_NAMES[self.state]))
 
     def _send_data(self, opcode, data, fin):
         self._check_open("send a message")
@@ -368,51 +358,6 @@ class ClientProtocol(Protocol):
         self.state = OPEN
         self._events.append(response)
         yield from self._frames()
-
-
-class ServerProtocol(Protocol):
-    """The server role: reads the upgrade request, then waits for accept() or reject().
-
-    A server that already parsed the request head itself (to route by path) calls
-    accept() before feeding any further bytes.
-    """
-
-    def __init__(self, max_size=DEFAULT_MAX_SIZE):
-        super().__init__(False, max_size)
-
-    def accept(self, request):
-        """Answer 101 to a valid upgrade `request`; HandshakeError (400 queued) otherwise."""
-        if self.state != CONNECTING:
-            raise ProtocolError(
-                "accept() answers a handshake, but the connection is %s" % _STATE_NAMES[self.state]
-            )
-        try:
-            key = check_request(request)
-        except HandshakeError as exc:
-            self._fail(exc)
-            raise
-        self._out.append(accept_response(key))
-        self.state = OPEN
-        self._parser = self._frames()
-        self._step()
-
-    def reject(self, status, message):
-        """Refuse the upgrade with an HTTP error, e.g. reject(404, "no such endpoint")."""
-        if self.state != CONNECTING:
-            raise ProtocolError(
-                "reject() answers a handshake, but the connection is %s" % _STATE_NAMES[self.state]
-            )
-        self._out.append(reject_response(status, message))
-        self._closed(CLOSE_ABNORMAL, message)
-
-    def _handshake(self):
-        head = yield from read_head(self._buf, MAX_HEAD)
-        self._events.append(parse_request_head(head))
-        # §4.1: a client sends nothing more until it has the 101; bound what it may pile up.
-        while True:
-            yield
-            if len(self._buf) > MAX_HEAD:
-                raise HandshakeError("client sent data before the handshake completed", 400)
 
 
 def _truncate(text):

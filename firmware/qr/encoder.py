@@ -58,26 +58,35 @@ class QRCode:
 
 class Workspace:
     """The buffers of symbols up to `max_version`, allocated once: a unit makes one at boot, so
-    that encode(..., workspace=) later allocates only payload-sized pieces and a long-running
-    unit's fragmented heap never has to find 4 KB in one piece. The symbol encode() returns
-    lives in it until the next encode. Its function patterns are drawn into the matrix for
-    each symbol instead of copied from a cached one: 4 KB less, a few ms more.
+    that encode(..., workspace=) later allocates only small pieces (the segment list, the block
+    layout) and a long-running unit's fragmented heap never has to find a payload's size, let
+    alone 4 KB, in one piece. The symbol encode() returns lives in it until the next encode.
+    Its function patterns are drawn into the matrix for each symbol instead of copied from a
+    cached one: 4 KB less, a few ms more.
     """
 
     def __init__(self, max_version):
         _check_version(max_version)
         n = _matrix_bytes(max_version)
         self.max_version = max_version
-        self.func = bytearray(n)
-        self.packed = bytearray(n)
+        # The matrix, then the function mask. Before either is drawn, the segment planner
+        # keeps its mode per data byte here: twice a matrix holds more bytes than any symbol
+        # of the version takes (7089 digits at version 40 against 8142), so the planning of
+        # data that fits needs no buffer of its own.
+        self.modules = bytearray(2 * n)
         self.codewords = bytearray(matrix.raw_modules(max_version) >> 3)
+
+    def scratch(self, n):
+        """`n` bytes for the segment planner, or None when no symbol here holds that much."""
+        return memoryview(self.modules)[:n] if n <= len(self.modules) else None
 
     def start(self, version):
         """(the matrix with `version`'s function patterns, its function mask), as views of
         exactly its size; the codewords buffer zeroed."""
         n = _matrix_bytes(version)
-        packed = memoryview(self.packed)[:n]
-        func = memoryview(self.func)[:n]
+        half = len(self.modules) >> 1
+        packed = memoryview(self.modules)[:n]
+        func = memoryview(self.modules)[half : half + n]
         _zero(packed, n)
         _zero(func, n)
         _zero(self.codewords, len(self.codewords))
@@ -157,10 +166,11 @@ def _too_long(bits, e, version):
     )
 
 
-def plan(src, e, version=None, eci=False):
+def plan(src, e, version=None, eci=False, work=None):
     """(version, segments, bits): the smallest version (or `version`) holding `src` at ECC `e`.
 
-    The optimal split depends on the count widths, so it is recomputed per version group.
+    The optimal split depends on the count widths, so it is recomputed per version group;
+    `work` (len(src) bytes, or None) is where it keeps the mode of each byte.
     """
     header = segments.ECI_HEADER_BITS if eci else 0
     for grp, lo, hi in ((0, 1, 9), (1, 10, 26), (2, 27, 40)):
@@ -168,7 +178,7 @@ def plan(src, e, version=None, eci=False):
             if segments.group(version) != grp:
                 continue
             lo = hi = version
-        spans = segments.optimal(src, grp)
+        spans = segments.optimal(src, grp, work)
         bits = segments.total_bits(spans, grp) + header
         for v in range(lo, hi + 1):
             if bits <= matrix.data_codewords(v, e) * 8:
@@ -214,7 +224,8 @@ def encode(data, ecc="M", version=None, mask=None, workspace=None):
     if mask is not None and (not isinstance(mask, int) or not 0 <= mask <= 7):
         raise QRError("mask must be an int from 0 to 7 (or None for the best), not %r" % (mask,))
     e, src, eci = _source(data, ecc, version)
-    version, spans, bits = plan(src, e, version, eci)
+    work = workspace.scratch(len(src)) if workspace else None
+    version, spans, bits = plan(src, e, version, eci, work)
     grp = segments.group(version)
 
     # Codewords: the data (segments, terminator of up to 4 zero bits, byte alignment, pad

@@ -134,12 +134,14 @@ def run_end(buf: ptr8, i: int, n: int) -> int:
     return i
 
 
-def optimal(src, grp):
-    """Segments with the fewest bits for `src` (bytes) in version group `grp`."""
+def optimal(src, grp, work=None):
+    """Segments with the fewest bits for `src` (bytes) in version group `grp`; `work` is a
+    buffer of at least len(src) bytes to plan in (None: one is allocated)."""
     n = len(src)
     if n == 0:
         return []
-    work = bytearray(n)
+    if work is None:
+        work = bytearray(n)
     segment_modes(
         src,
         n,

@@ -112,9 +112,11 @@ from host.registry.store import Backoff, IntegrityError, Store, Transaction
 
 RETRY_S = 10.0
 # Pauses between attempts (first, longest): a conflict clears in microseconds, a
-# restarting server takes a while.
+# restarting server takes a while. An attempt on a server that is down fails at once (a
+# refused connect), so the longest pause is short: it is how late an instance finds the
+# server back, and that eats into its presence (3 s) and its units' leases (3 heartbeats).
 CONFLICT_PAUSES_S = (0.001, 0.05)
-OUTAGE_PAUSES_S = (0.01, 0.5)
+OUTAGE_PAUSES_S = (0.01, 0.2)
 SOCKET_TIMEOUT_S = 5.0
 SCHEMA_VERSION = 2
 DEFAULT_PREFIX = "qrfleet:"
@@ -682,8 +684,8 @@ class RedisStore(Store):
 
     def _run(self, fn, writing, deadline):
         """Run `fn` in transactions until one commits, the budget runs out, or `fn` raises."""
-        conflicts = Backoff(deadline, *CONFLICT_PAUSES_S)
-        outages = Backoff(deadline, *OUTAGE_PAUSES_S)
+        conflicts = Backoff(deadline, *CONFLICT_PAUSES_S, self.retries, "conflict")
+        outages = Backoff(deadline, *OUTAGE_PAUSES_S, self.retries, "outage")
         while True:
             try:
                 committed, result = self._attempt(fn, writing, deadline)
@@ -735,7 +737,7 @@ class RedisStore(Store):
     def _receipt_found(self, receipt, deadline):
         """After losing the connection during a commit: did the commit happen?"""
         key, number = receipt
-        outages = Backoff(deadline, *OUTAGE_PAUSES_S)
+        outages = Backoff(deadline, *OUTAGE_PAUSES_S, self.retries, "outage")
         while True:
             try:
                 return _roundtrip(self._conn, [("GET", key)])[0] == number

@@ -235,6 +235,10 @@ class Registry:
         """The requests waiting in the location's queue -> [Ticket], first in line first."""
         return await self._read(rules.waiting, location_id)
 
+    async def occupancy(self):
+        """{location_id: (live reservations, places waiting in its queue)}, in one read."""
+        return await self._read(rules.occupancy)
+
     async def _leave_queue(self, ticket_id):
         await self.store.write(lambda tx: rules.leave_queue(tx, ticket_id))
         self._wake()

@@ -837,3 +837,20 @@ def get_reservation(tx, now, txn_id, actor):
     ):
         raise NotFound(f"transaction {txn_id} is unknown, finished or expired")
     return reservation
+
+
+def occupancy(tx, now):
+    """{location_id: (live reservations, live places in its wait queue)} of every location, for
+    the server's metrics: a read of the records in use, not of every unit."""
+    counts = {location.location_id: (0, 0) for location in tx.locations()}
+    for r in tx.reservations():
+        if _live(tx, now, r):
+            agent = tx.agent(r.agent_id)
+            location = agent.location_id if agent else None
+            held, waiting = counts.get(location, (0, 0))
+            counts[location] = (held + 1, waiting)
+    for t in tx.tickets():
+        if t.expires_at > now:
+            held, waiting = counts.get(t.location_id, (0, 0))
+            counts[t.location_id] = (held, waiting + 1)
+    return counts

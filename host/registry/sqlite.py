@@ -592,7 +592,7 @@ class SqliteStore(Store):
 
     def _retrying(self, attempt, deadline):
         """Run `attempt` until it gets past SQLITE_BUSY, or until `deadline`."""
-        backoff = Backoff(deadline, *BUSY_PAUSES_S)
+        backoff = Backoff(deadline, *BUSY_PAUSES_S, self.retries, "busy")
         while True:
             try:
                 return attempt()

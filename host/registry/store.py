@@ -32,6 +32,7 @@ import abc
 import asyncio
 import random
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 
@@ -43,12 +44,15 @@ class IntegrityError(RuntimeError):
 class Backoff:
     """Pauses between attempts: doubling from `first_s` up to `cap_s`, each jittered to
     0.5-1.5 times its length so that retrying processes drift apart, until `deadline`
-    (a `time.monotonic()` value)."""
+    (a `time.monotonic()` value). With `retries` (a Counter, e.g. `Store.retries`), each
+    pause is counted under `reason`."""
 
-    def __init__(self, deadline, first_s, cap_s):
+    def __init__(self, deadline, first_s, cap_s, retries=None, reason=None):
         self._deadline = deadline
         self._pause = first_s
         self._cap_s = cap_s
+        self._retries = retries
+        self._reason = reason
 
     def wait(self):
         """Sleep before the next attempt -> False, at once, if the pause would end past the
@@ -58,6 +62,8 @@ class Backoff:
             return False
         time.sleep(pause)
         self._pause = min(self._pause * 2, self._cap_s)
+        if self._retries is not None:
+            self._retries[self._reason] += 1
         return True
 
 
@@ -198,6 +204,8 @@ class Store(abc.ABC):
 
     def __init__(self, retry_s):
         self.retry_s = retry_s
+        self.retries = Counter()  # reason -> attempts run again after a pause (`Backoff`)
+        self.timed = None  # called with ("read" or "write", seconds) after each operation
         self._closed = False
         self._worker = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"qrfleet-{type(self).__name__}"
@@ -229,7 +237,14 @@ class Store(abc.ABC):
 
     async def _submit(self, fn, writing):
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._worker, self._run, fn, writing, self._deadline())
+        started = time.monotonic()
+        try:
+            return await loop.run_in_executor(
+                self._worker, self._run, fn, writing, self._deadline()
+            )
+        finally:
+            if self.timed:
+                self.timed("write" if writing else "read", time.monotonic() - started)
 
     async def close(self):
         if self._closed:

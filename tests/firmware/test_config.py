@@ -19,6 +19,7 @@ def test_saved_config_loads_back_with_defaults(tmp_path):
     loaded = config.load(path)
     assert loaded["name"] == "counter 1" and loaded["v"] == config.CONFIG_VERSION
     assert loaded["display"] is None  # the board's own panel (hal.DISPLAY) applies
+    assert loaded["ntp"] == "pool.ntp.org"  # the time server that sets the clock
     assert not (tmp_path / "config.json.tmp").exists()
 
 
@@ -31,6 +32,7 @@ def test_saved_config_loads_back_with_defaults(tmp_path):
         ({"v": 1, **GOOD, "servers": ["wss://qr.example/ws/device"]}, "needs a trust anchor"),
         ({"v": 1, **GOOD, "tls": {"ca": "not base64!"}}, "not base64"),
         ({"v": 1, **GOOD, "tls": "MIIB"}, '"tls" must be'),
+        ({"v": 1, **GOOD, "ntp": ""}, '"ntp" must be the host name'),
         ([1, 2], "JSON object"),
     ],
 )

@@ -11,9 +11,6 @@ from tools.profile_heap import SCHEME_PAYLOADS, ProfileUnit, largest_payload, me
 from tools.serverproc import running_server
 
 _SHOWS = 1000
-# At the default 160K, the ESP32-2432S028 profile shows payment payloads (the schemes' test
-# below) but runs out of heap encoding the largest its panel takes (docs/displays.md, Memory).
-_SHORT_OF_HEAP = {"esp32-2432s028"}
 
 
 @pytest.fixture(scope="module")
@@ -30,22 +27,7 @@ def unit(request, shop_server, background, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "unit",
-    [
-        pytest.param(
-            name,
-            marks=pytest.mark.xfail(
-                reason="its largest payload needs more heap than 160K leaves it",
-                strict=True,
-            ),
-        )
-        if name in _SHORT_OF_HEAP
-        else name
-        for name in sorted(profiles.PROFILES)
-    ],
-    indirect=True,
-)
+@pytest.mark.parametrize("unit", sorted(profiles.PROFILES), indirect=True)
 def test_every_profile_shows_verified_qrs_and_keeps_its_heap(unit, record):
     pairing = unit.start()
     assert pairing.startswith(f"qrfleet://pair?device={unit.board.device_id}&code=")

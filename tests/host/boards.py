@@ -8,15 +8,17 @@ from tools.vboard.screen import decode_qr, wait_for_qr
 SCREEN = (128, 64)
 
 
-def start_board(shop, directory, urls, server_ca=None):
+def start_board(shop, directory, urls, server_ca=None, answers_time=True):
     """A virtual board registered with the shop's server whose config lists `urls` (ws:// or
-    wss://, trusting `server_ca`, DER), started; stop it with shop.background.run(b.stop())."""
+    wss://, trusting `server_ca`, DER), started; stop it with shop.background.run(b.stop()).
+    `answers_time=False`: the bench's time server never answers it."""
     secret = provision.new_secret()
     config = {"secret": secret, "servers": urls, "name": "till 1"}
     if server_ca:
         config["tls"] = provision.tls_config(server_ca)
     board = VirtualBoard(directory, files=image.board_files(config))
     board.prepare_identity()
+    board.radio.answers_time = answers_time
     shop.admin.post(
         "/api/devices",
         {"device_id": board.device_id, "secret": secret, "location_id": shop.location},
@@ -40,13 +42,19 @@ def link_and_sell(shop, board, agent_id="till-1"):
 
 def untrusted_screen(url):
     """display.pbm as the unit's "Server not trusted" screen, drawn by the firmware's renderer."""
+    return status_screen("untrusted", url)
+
+
+def status_screen(state, detail):
+    """display.pbm as the unit's status screen `state` (e.g. "clock", "Clock not set"), drawn
+    by the firmware's renderer."""
     framebuf.install()  # the renderer's framebuf, on CPython
     from firmware.display.render import Renderer
     from firmware.display.virtual import VirtualDisplay
 
     frames = []
     display = VirtualDisplay(*SCREEN, lambda w, h, rows: frames.append(bytes(rows)))
-    Renderer(display).status("untrusted", url)
+    Renderer(display).status(state, detail)
     return b"P4\n%d %d\n" % SCREEN + frames[-1]
 
 

@@ -9,8 +9,7 @@ from websockets.asyncio.client import connect as websockets_connect
 from websockets.exceptions import ConnectionClosedError
 
 from firmware.net import ws
-from firmware.proto import http11
-from firmware.proto.websocket import ServerProtocol
+from firmware.proto.server import ServerProtocol, parse_request_head
 from host.devices import ServerWebSocket
 
 TIMEOUT = 5
@@ -23,7 +22,7 @@ def run(coro):
 async def host_echo(reader, writer, log, max_size):
     """The host's end: the head parsed as host/http.py does, then ServerWebSocket echoes text
     and answers binary with its length, logging what it received and how it ended."""
-    request = http11.parse_request_head(await reader.readuntil(b"\r\n\r\n"))
+    request = parse_request_head(await reader.readuntil(b"\r\n\r\n"))
     log.append(request)
     conn = ServerWebSocket(reader, writer, ServerProtocol(max_size))
     await conn.accept(request, b"")

@@ -8,7 +8,14 @@ import pytest
 from firmware.net import ws
 from firmware.proto.auth import Untrusted
 from tests.conftest import wait_for
-from tests.host.boards import link_and_sell, serial_log, shows, start_board, untrusted_screen
+from tests.host.boards import (
+    link_and_sell,
+    serial_log,
+    shows,
+    start_board,
+    status_screen,
+    untrusted_screen,
+)
 from tests.host.conftest import Shop
 from tools.certs import CertificateAuthority
 from tools.serverproc import running_server
@@ -64,7 +71,37 @@ def test_a_board_trusting_the_shops_ca_shows_a_verified_qr_over_wss(
     board = start_board(shop, tmp_path / "board", [tls_server.device_url], shop_ca.der)
     try:
         link_and_sell(shop, board)  # verified by the server, read back off the screen
-        assert f"online at {tls_server.device_url}" in serial_log(board)
+        log = serial_log(board)
+        # Its clock read 2000 at power-on, as a unit's: set from the bench's time server first.
+        assert log.index("clock set from pool.ntp.org: ") < log.index(
+            f"online at {tls_server.device_url}"
+        )
+    finally:
+        background.run(board.stop())
+
+
+def test_a_board_whose_clock_cannot_be_set_says_so_and_stays_off_a_wss_server(
+    tls_server, shop_ca, background, tmp_path
+):
+    """No answer from the time server: its clock reads 2000, when no certificate was valid yet,
+    so it does not try the server; it keeps asking, and says why on screen and serial port."""
+    shop = Shop(tls_server, background)
+    board = start_board(
+        shop, tmp_path / "board", [tls_server.device_url], shop_ca.der, answers_time=False
+    )
+    try:
+        line = (
+            "qrfleet: clock not set: pool.ntp.org: no answer to 3 requests in 2000 ms each; "
+            "wss:// servers wait for it"
+        )
+        wait_for(lambda: serial_log(board).count(line) >= 2, 40, "two failed syncs logged")
+        assert shows(board, status_screen("clock", "pool.ntp.org"))  # "Clock not set"
+        assert shop.admin.get(f"/api/devices/{board.device_id}")["status"] != "online"
+        assert "not trusted" not in serial_log(board)  # no handshake was tried
+
+        board.radio.answers_time = True  # the shop's network lets NTP through again
+        wait_for(lambda: "online at" in serial_log(board), 30, "online once the clock is set")
+        assert "clock set from pool.ntp.org" in serial_log(board)
     finally:
         background.run(board.stop())
 

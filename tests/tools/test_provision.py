@@ -93,17 +93,20 @@ def test_provisioned_unit_is_online_and_shows_its_pairing_qr(server, vboards, ca
 
 def test_a_unit_provisioned_for_an_https_server_comes_online_over_wss(tmp_path, vboards):
     """--server-ca (PEM here) goes into the unit's config as DER; the unit checks the server's
-    certificate against it, and the tool's own API calls do too."""
+    certificate against it, and the tool's own API calls do too; --ntp names the time server
+    that sets its clock first (on the bench, every NTP host is the supervisor's)."""
     shop = CertificateAuthority(tmp_path, "shop")
     with running_server(tmp_path, TOKEN, tls=shop.issue(), ca_file=shop.pem) as server:
         board = vboards[0]
 
-        assert cli.main(provision_command(server, board, extra=["--server-ca", str(shop.pem)])) == 0
+        extra = ["--server-ca", str(shop.pem), "--ntp", "time.shop.example"]
+        assert cli.main(provision_command(server, board, extra=extra)) == 0
 
         assert device(server, board.device_id)["status"] == "online"
         config = json.loads(unit_config(board))
         assert config["servers"] == [server.device_url]
         assert base64.b64decode(config["tls"]["ca"]) == shop.der
+        assert config["ntp"] == "time.shop.example"
 
 
 def test_an_https_server_without_server_ca_is_refused_before_any_unit_is_touched(capsys):

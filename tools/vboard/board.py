@@ -12,7 +12,7 @@ The MicroPython process sees only the flash image, as a real board does. The ESP
 modules (machine, network, esp32) are the port layer's (tools/vboard/port/), wired to the
 supervisor: it resets the board for machine.reset(), times machine.WDT and resets the board when
 it starves, drives GPIO0 and the access point through the `signals` file (tools/vboard/signals.py),
-relays Wi-Fi connections (tools/vboard/radio.py) and keeps the screen's frames
+relays Wi-Fi connections and answers its NTP requests (tools/vboard/radio.py) and keeps the screen's frames
 (tools/vboard/port/vscreen.py); requests reach it on the process's stderr.
 
 A board built with a `panel` (a name in tools/vboard/panels.BOARDS) has that panel wired to
@@ -44,8 +44,10 @@ the MicroPython process, which raises KeyboardInterrupt in whatever it is runnin
 
 Fault injection for the field tools' tests: while a file `cut-serial` exists in the board's
 directory, the port behaves as if its USB cable were pulled (the client is dropped, new ones are
-refused). `chip` picks the identity download mode reports (see chip.CHIPS); `flash_size` and
-`table` what a fresh flash image holds (tools/partitions.py: FLASH_SIZES, VARIANTS).
+refused), and while `radio.answers_time` is False the bench's time server answers the board
+nothing (tools/vboard/ntp.py). `chip` picks the identity download mode reports (see
+chip.CHIPS); `flash_size` and `table` what a fresh flash image holds (tools/partitions.py:
+FLASH_SIZES, VARIANTS).
 """
 
 import asyncio
@@ -228,6 +230,7 @@ class VirtualBoard:
         self._watchdog = Watchdog(self._watchdog_expired)
         self._booted_at = 0.0
         self.signals = None
+        self.radio = Radio(on_change=lambda up: self.signals.set(ACCESS_POINT, up))
         self.bootloader = None
         self.panel = None if panel is None else panels.Panel(panels.hardware(panel), self._warn)
         self._publishing = False
@@ -280,7 +283,6 @@ class VirtualBoard:
             fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
         asyncio.get_running_loop().add_reader(self._stdout_r, self._on_stdout)
         self.signals = Signals(self.dir / "signals")
-        self.radio = Radio(on_change=lambda up: self.signals.set(ACCESS_POINT, up))
         await self.radio.start()
         self._server = await asyncio.start_server(self._on_client, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]

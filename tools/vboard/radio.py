@@ -2,17 +2,22 @@
 switched off.
 
 The board's socket.getaddrinfo (tools/vboard/port/socket.py) asks the lookup port for a host
-(`HOST PORT\\n`); the radio answers `OK <route>\\n`, where route is a local port of its own
+(`HOST PORT tcp\\n`); the radio answers `OK <route>\\n`, where route is a local port of its own
 that leads to HOST:PORT, or closes the lookup when the name does not resolve or needs the
 network while Wi-Fi is down. Every connection to a route is relayed byte for byte, so TLS
-runs end to end. Switching the radio off (Wi-Fi down) drops every relayed connection at once
-and refuses new ones until it is back, as a unit that lost its access point sees it;
-`on_change(up)` tells the board (tools/vboard/signals.py) so that its station leaves too.
+runs end to end. A UDP lookup (`HOST PORT udp\n`) resolves only port 123, NTP, whatever the
+host: to the bench's time server (tools/vboard/ntp.py), which answers with the host's time
+unless the radio is off or `answers_time` is False (a test withholding it). Switching the
+radio off (Wi-Fi down) drops every relayed connection at once and refuses new ones until it
+is back, as a unit that lost its access point sees it; `on_change(up)` tells the board
+(tools/vboard/signals.py) so that its station leaves too.
 """
 
 import asyncio
 import contextlib
 import ipaddress
+
+from tools.vboard import ntp
 
 _HEADER_LIMIT = 300
 _ROUTES_LIMIT = 64  # destinations one board may reach: a cap, far above what the firmware uses
@@ -27,16 +32,22 @@ class Radio:
         self._up = True
         self._back = None
         self.port = None
+        self.answers_time = True
+        self._time_server = None
+        self.time_port = None
 
     async def start(self):
         self._server = await asyncio.start_server(self._lookup, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
+        self._time_server, self.time_port = await ntp.start(lambda: self._up and self.answers_time)
 
     async def stop(self):
         if self._back is not None:
             self._back.cancel()
         self.drop_all()
+        self._time_server.close()
         servers = [self._server, *self._routes.values()]
+        self._routes.clear()
         for server in servers:
             server.close()
         for server in servers:
@@ -67,11 +78,19 @@ class Radio:
     async def _lookup(self, reader, writer):
         try:
             line = await reader.readline()
-            host, port = line.decode().split()
+            host, port, *kind = line.decode().split()
             port = int(port)
-            if len(line) > _HEADER_LIMIT or not await self._resolves(host, port):
+            if len(line) > _HEADER_LIMIT:
                 return
-            route = await self._route(host, port)
+            if kind == ["udp"]:
+                # The bench's network has its time server at any name: no lookup of its own.
+                if port != ntp.NTP_PORT or not (self.up or _numeric(host)):
+                    return
+                route = self.time_port
+            else:
+                if not await self._resolves(host, port):
+                    return
+                route = await self._route(host, port)
             writer.write(b"OK %d\n" % route)
             await writer.drain()
         except (OSError, ValueError, UnicodeDecodeError):
@@ -81,8 +100,7 @@ class Radio:
 
     async def _resolves(self, host, port):
         """A numeric address needs no lookup; a name resolves only over a working Wi-Fi."""
-        with contextlib.suppress(ValueError):
-            ipaddress.ip_address(host)
+        if _numeric(host):
             return True
         if not self.up:
             return False
@@ -121,6 +139,14 @@ class Radio:
                 if w is not None:
                     self._links.discard(w)
                     w.close()
+
+
+def _numeric(host):
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 async def _pipe(reader, writer):

@@ -26,8 +26,8 @@ import vfs
 
 _EXIT_SOFT_RAW, _EXIT_SOFT = 4, 5
 # Built into the ESP32 port, provided here by tools/vboard/port/ (vscreen: the virtual board's
-# screen, which a unit does not have).
-_PORT_MODULES = ("machine", "network", "esp32", "socket", "vscreen")
+# screen, which a unit does not have; time and ssl: the ESP32 port's clock, see time.py).
+_PORT_MODULES = ("machine", "network", "esp32", "socket", "time", "ssl", "vscreen")
 _HELP = b'Type "help()" for more information.\r\n'
 _RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n>"
 _PASTE_WINDOW = 256

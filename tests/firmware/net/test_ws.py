@@ -8,7 +8,7 @@ import time
 
 from firmware.net import ws
 from firmware.proto.frames import OP_PING, OP_TEXT, header
-from firmware.proto.handshake import accept_response
+from firmware.proto.server import accept_response
 from firmware.proto.websocket import ClientProtocol
 
 

@@ -16,7 +16,7 @@ the final state. Frames the connection sent are shown unmasked.
 import sys
 from binascii import hexlify, unhexlify
 
-from firmware.proto import errors, handshake, http11, websocket
+from firmware.proto import errors, server, websocket
 
 # RFC 6455 §1.3's example key.
 REQUEST = (
@@ -30,11 +30,11 @@ _OPCODES = {0: "continuation", 1: "text", 2: "binary", 8: "close", 9: "ping", 10
 def open_connection(role, max_size):
     """A protocol of that role past its opening handshake."""
     if role == "server":
-        proto = websocket.ServerProtocol(max_size)
-        proto.accept(http11.parse_request_head(REQUEST))
+        proto = server.ServerProtocol(max_size)
+        proto.accept(server.parse_request_head(REQUEST))
     else:
         proto = websocket.ClientProtocol("server.example.com", "/ws", max_size=max_size)
-        proto.receive_data(handshake.accept_response(proto.key))
+        proto.receive_data(server.accept_response(proto.key))
     proto.data_to_send()
     proto.events_received()
     return proto

@@ -4,8 +4,9 @@ import base64
 
 import pytest
 
-from firmware.proto import handshake, http11, websocket
+from firmware.proto import handshake, websocket
 from firmware.proto.errors import HandshakeError, HeadError
+from firmware.proto.server import ServerProtocol, parse_request_head
 from tests.firmware.both import run_both
 from tests.firmware.proto.driver import REQUEST
 
@@ -98,7 +99,7 @@ def test_connection_closed_during_the_handshake_fails_it():
 
 
 def test_server_reports_the_request_then_accepts_it_with_the_rfc_accept():
-    server = websocket.ServerProtocol()
+    server = ServerProtocol()
     server.receive_data(REQUEST)
     (request,) = server.events_received()
     assert (request.method, request.path) == ("GET", "/ws")
@@ -112,8 +113,8 @@ def test_server_reports_the_request_then_accepts_it_with_the_rfc_accept():
 
 def test_server_accepts_a_request_whose_head_it_did_not_read_itself():
     # The host reads the head to route by path, then hands the connection over.
-    server = websocket.ServerProtocol()
-    server.accept(http11.parse_request_head(REQUEST))
+    server = ServerProtocol()
+    server.accept(parse_request_head(REQUEST))
     server.data_to_send()
     server.receive_data(bytes.fromhex("818537fa213d7f9f4d5158"))
     assert server.events_received() == ["Hello"]
@@ -138,7 +139,7 @@ def test_server_accepts_a_request_whose_head_it_did_not_read_itself():
     ],
 )
 def test_invalid_upgrade_is_answered_with_an_http_error(change, status, message):
-    server = websocket.ServerProtocol()
+    server = ServerProtocol()
     server.receive_data(REQUEST.replace(*change))
     (request,) = server.events_received()
     with pytest.raises(HandshakeError, match=message):
@@ -151,7 +152,7 @@ def test_invalid_upgrade_is_answered_with_an_http_error(change, status, message)
 
 
 def test_malformed_request_head_is_answered_with_400():
-    server = websocket.ServerProtocol()
+    server = ServerProtocol()
     with pytest.raises(HeadError):
         server.receive_data(b"GET / HTTP/1.1\r\nNo colon here\r\n\r\n")
     (sent,) = server.data_to_send()
@@ -159,7 +160,7 @@ def test_malformed_request_head_is_answered_with_400():
 
 
 def test_server_can_refuse_a_path_it_does_not_serve():
-    server = websocket.ServerProtocol()
+    server = ServerProtocol()
     server.receive_data(REQUEST)
     server.reject(404, "no WebSocket endpoint at /ws; devices connect to /ws/device")
     (sent,) = server.data_to_send()
@@ -170,12 +171,13 @@ def test_server_can_refuse_a_path_it_does_not_serve():
 
 def test_handshake_is_the_same_on_micropython(unix_port):
     code = """
-from firmware.proto import handshake, http11, websocket
+from firmware.proto import handshake, websocket
 from firmware.proto.errors import ProtocolError
+from firmware.proto.server import ServerProtocol
 from tests.firmware.proto.driver import REQUEST
 print(handshake.accept_key("dGhlIHNhbXBsZSBub25jZQ=="))
 print(handshake.client_request("h:1", "/ws/device", "dGhlIHNhbXBsZSBub25jZQ==", [("X-Fw", "1")]))
-server = websocket.ServerProtocol()
+server = ServerProtocol()
 server.receive_data(REQUEST)
 server.accept(server.events_received()[0])
 print(server.data_to_send())

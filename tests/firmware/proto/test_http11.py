@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from firmware.proto import http11
+from firmware.proto import http11, server
 from firmware.proto.errors import HeadError
 from tests.firmware.both import run_both
 
@@ -15,7 +15,7 @@ API_REQUEST = (
 
 
 def test_request_head_gives_method_path_headers_and_content_length():
-    request = http11.parse_request_head(API_REQUEST)
+    request = server.parse_request_head(API_REQUEST)
     assert (request.method, request.path, request.content_length) == (
         "POST",
         "/api/agents/a1/qr",
@@ -27,14 +27,14 @@ def test_request_head_gives_method_path_headers_and_content_length():
 
 def test_request_without_body_has_content_length_0():
     assert (
-        http11.parse_request_head(b"GET /api/devices HTTP/1.1\r\nHost: h\r\n\r\n").content_length
+        server.parse_request_head(b"GET /api/devices HTTP/1.1\r\nHost: h\r\n\r\n").content_length
         == 0
     )
 
 
 def test_repeated_header_is_joined_with_commas():
     head = b"GET / HTTP/1.1\r\nConnection: keep-alive\r\nconnection: Upgrade\r\n\r\n"
-    request = http11.parse_request_head(head)
+    request = server.parse_request_head(head)
     assert request.headers["connection"] == "keep-alive, Upgrade"
     assert http11.has_token(request.headers, "connection", "upgrade")
     assert not http11.has_token(request.headers, "connection", "close")
@@ -43,12 +43,12 @@ def test_repeated_header_is_joined_with_commas():
 def test_conflicting_content_lengths_are_refused():
     head = b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 500\r\n\r\n"
     with pytest.raises(HeadError, match="Content-Length must be one decimal number"):
-        http11.parse_request_head(head)
+        server.parse_request_head(head)
 
 
 def test_chunked_body_is_refused_with_501():
     with pytest.raises(HeadError, match="send the body with Content-Length") as caught:
-        http11.parse_request_head(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+        server.parse_request_head(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
     assert caught.value.status == 501
 
 
@@ -72,7 +72,7 @@ def test_chunked_body_is_refused_with_501():
 )
 def test_malformed_request_head_says_what_to_fix(head, message, status):
     with pytest.raises(HeadError, match=message) as caught:
-        http11.parse_request_head(head)
+        server.parse_request_head(head)
     assert caught.value.status == status
 
 
@@ -110,7 +110,7 @@ def test_building_a_head_refuses_header_injection():
 
 
 def test_response_head_uses_the_standard_reason_phrase():
-    assert http11.response_head(413, [("Content-Length", 0)]) == (
+    assert server.response_head(413, [("Content-Length", 0)]) == (
         b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\n\r\n"
     )
 
@@ -118,7 +118,7 @@ def test_response_head_uses_the_standard_reason_phrase():
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=200))
 def test_random_heads_raise_nothing_but_head_errors(data):
-    for parse in (http11.parse_request_head, http11.parse_response_head):
+    for parse in (server.parse_request_head, http11.parse_response_head):
         try:
             parse(data + b"\r\n\r\n")
         except HeadError:
@@ -127,7 +127,7 @@ def test_random_heads_raise_nothing_but_head_errors(data):
 
 def test_heads_parse_the_same_on_micropython(unix_port):
     code = f"""
-from firmware.proto import http11
+from firmware.proto import server
 from firmware.proto.errors import HeadError
 heads = [
     {API_REQUEST!r},
@@ -138,11 +138,11 @@ heads = [
 ]
 for head in heads:
     try:
-        r = http11.parse_request_head(head)
+        r = server.parse_request_head(head)
         print(r.method, r.path, r.content_length, sorted(r.headers.items()))
     except HeadError as exc:
         print("HeadError", exc.status, exc)
-print(http11.response_head(426, [("Sec-WebSocket-Version", 13)]))
+print(server.response_head(426, [("Sec-WebSocket-Version", 13)]))
 """
     on_cpython, on_micropython = run_both(unix_port, code)
     assert on_micropython == on_cpython

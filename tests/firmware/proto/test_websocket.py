@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from firmware.proto import errors, websocket
+from firmware.proto import errors, server, websocket
 from tests.firmware.proto import driver
 
 HELLO = "48656c6c6f"
@@ -422,7 +422,7 @@ def test_random_bytes_raise_nothing_but_protocol_errors(role, chunks):
 @settings(max_examples=200, deadline=None)
 @given(role=st.sampled_from(["client", "server"]), data=st.binary(max_size=300))
 def test_random_bytes_before_the_handshake_raise_nothing_but_protocol_errors(role, data):
-    proto = websocket.ClientProtocol("h", "/") if role == "client" else websocket.ServerProtocol()
+    proto = websocket.ClientProtocol("h", "/") if role == "client" else server.ServerProtocol()
     try:
         proto.receive_data(data)
         proto.receive_eof()

@@ -458,3 +458,21 @@ async def test_an_agent_of_another_location_finds_no_unit_or_transaction_there(s
     assert str(hidden.value).replace("u1", "u9") == str(unknown.value)
     assert (await shop.registry.get_device("u1", Actor.agent("b"))).txn_id == sale.txn_id
     assert (await shop.registry.get_reservation(sale.txn_id, Actor.agent("b"))).agent_id == "a"
+
+
+async def test_occupancy_counts_live_reservations_and_waiting_requests_per_location(shop, clock):
+    await shop.open("pool", units=("u1",))
+    await shop.connect("u1", ttl_s=600)
+    registry = shop.registry
+    await registry.create_location("L2", "High street")
+    await registry.reserve_for_agent("a", "t0", ttl_s=60)
+    waiter = asyncio.create_task(registry.reserve_for_agent("b", "t1", wait_s=30))
+    await until(queue_is, registry, 1)
+
+    assert await registry.occupancy() == {"L1": (1, 1), "L2": (0, 0)}
+
+    clock.advance(30)  # b gives up, then a's sale expires
+    with pytest.raises(AllBusy):
+        await waiter
+    clock.advance(31)
+    assert await registry.occupancy() == {"L1": (0, 0), "L2": (0, 0)}

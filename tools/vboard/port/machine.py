@@ -4,7 +4,7 @@
 #
 # What is silicon on a unit is the supervisor's here (see link.py): the eFuse MAC, the reset
 # reason, GPIO0 (the BOOT button, or DTR through the auto-reset circuit), the hard reset and
-# the watchdog, which the supervisor times and fires.
+# the watchdog, which the supervisor times and fires. The RTC is the board's clock (time.py).
 
 import sys
 
@@ -54,6 +54,28 @@ def reset():
             time.sleep(1)
         except KeyboardInterrupt:
             pass
+
+
+class RTC:
+    """machine_rtc.c: datetime() reads, or sets, the wall clock that time.time() and the TLS
+    date checks read: (year, month, day, weekday, hours, minutes, seconds, microseconds),
+    weekday 0 Monday and ignored when set."""
+
+    def __init__(self, id=0):
+        pass
+
+    def init(self, datetime):
+        self.datetime(datetime)
+
+    def datetime(self, datetime=None):
+        if datetime is None:
+            ns = time.time_ns()
+            t = time.gmtime(ns // 1000000000)
+            return (t[0], t[1], t[2], t[6], t[3], t[4], t[5], ns // 1000 % 1000000)
+        if len(datetime) != 8:
+            raise ValueError("requested length 8 but object has length %d" % len(datetime))
+        y, m, d, _, h, mi, s, us = datetime
+        time._set_rtc(time.mktime((y, m, d, h, mi, s)), us)
 
 
 _freq = 160000000  # ESP32_GENERIC: IDF's default CONFIG_ESP_DEFAULT_CPU_FREQ_MHZ_160

@@ -5,7 +5,8 @@
 #
 # Names resolve only while the access point is in range (OSError -202, as lwIP's failed lookup
 # on a unit); a numeric address needs no lookup, but its connections are refused while Wi-Fi is
-# down. The address returned is the relay's (127.0.0.1 and a port of its own).
+# down. The address returned is the relay's (127.0.0.1 and a port of its own); for UDP, only
+# NTP's port 123 leads anywhere: to the bench's time server.
 
 import sys
 
@@ -31,7 +32,8 @@ def getaddrinfo(host, port, af=0, type=0, proto=0, flags=0):
     try:
         relay.settimeout(_RELAY_TIMEOUT_S)
         relay.connect(_RELAY)
-        relay.write(b"%s %d\n" % (host.encode(), port))
+        kind = b"udp" if type == SOCK_DGRAM else b"tcp"  # noqa: F405
+        relay.write(b"%s %d %s\n" % (host.encode(), port, kind))
         answer = relay.readline()
     finally:
         relay.close()

@@ -1,6 +1,7 @@
 import pytest
 
-from tools.vboard.process import running_boards
+from tools.vboard.board import VirtualBoard
+from tools.vboard.process import BoardInfo, running_boards
 
 
 @pytest.fixture(scope="module")
@@ -9,6 +10,17 @@ def board(tmp_path_factory):
     with running_boards(tmp_path_factory.mktemp("boards"), 1) as (board,):
         board.wait_for_log("qrfleet ")
         yield board
+
+
+@pytest.fixture
+def radio_board(background, tmp_path):
+    """A board in this process, so that the test can take its Wi-Fi down."""
+    board = VirtualBoard(tmp_path / "board")
+    background.run(board.start())
+    info = BoardInfo(board.device_id, board.serial_url, board.dir)
+    info.wait_for_log("qrfleet 0.1.0")
+    yield board, info
+    background.run(board.stop())
 
 
 def run(board, code, resume=True):

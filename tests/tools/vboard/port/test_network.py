@@ -8,7 +8,6 @@ import threading
 import pytest
 
 from tests.tools.vboard.port.conftest import run
-from tools.vboard.board import VirtualBoard
 
 
 def test_station_joins_with_the_ports_errors_constants_and_macs(board):
@@ -37,19 +36,6 @@ def test_station_joins_with_the_ports_errors_constants_and_macs(board):
         "True True 1",
         "False True",
     ]
-
-
-@pytest.fixture
-def radio_board(background, tmp_path):
-    """A board in this process, so that the test can take its Wi-Fi down."""
-    board = VirtualBoard(tmp_path / "board")
-    background.run(board.start())
-    from tools.vboard.process import BoardInfo
-
-    info = BoardInfo(board.device_id, board.serial_url, board.dir)
-    info.wait_for_log("qrfleet 0.1.0")
-    yield board, info
-    background.run(board.stop())
 
 
 @pytest.fixture
