@@ -9,8 +9,9 @@ epoch of the holder's session as the caller saw it; the holder runs it only if t
 is still the unit's newest (fencing) and answers on the caller's reply channel. The caller
 waits up to a deadline; if the holder's presence is gone it answers "offline" at once.
 
-Pub/sub keeps nothing for a subscriber that is not there: while Valkey restarts, every
-instance's subscription is gone until its listener subscribes again on a fresh connection. A
+Pub/sub keeps nothing for a subscriber that is not there: while Valkey restarts (or Sentinel
+fails over to a replica), every instance's subscription is gone until its listener subscribes
+again on a fresh connection (from the client's pool: behind Sentinel, to the new primary). A
 PUBLISH answers how many subscribers got the message, so a request or a reply that reached
 nobody is sent again (every `_RESEND_S`) until it is received or its deadline passes; it was
 not delivered, so this can neither lose nor duplicate it. Without that, a command published in
@@ -29,7 +30,6 @@ import asyncio
 import itertools
 import json
 
-import valkey.asyncio as valkey
 from valkey.exceptions import ValkeyError
 
 from host.devices import CommandFailed
@@ -68,10 +68,7 @@ class Cluster:
         self.routed_in = 0
 
     async def start(self):
-        a = self.address
-        self.redis = valkey.Valkey(
-            host=a.host, port=a.port, db=a.db, username=a.username, password=a.password
-        )
+        self.redis = self.address.client()  # behind Sentinel, reconnects to the new primary
         self.pubsub = self.redis.pubsub()
         await self.pubsub.subscribe(
             self._cmd + self.server_id, self._reply + self.server_id, self._takeover

@@ -25,7 +25,9 @@ def add_parsers(sub):
     p.add_argument(
         "--store",
         default="sqlite:///qrfleet.db",
-        help="registry store: sqlite:///PATH (default) or redis://HOST:PORT/DB",
+        help="registry store: sqlite:///PATH (default), redis://HOST:PORT/DB, or "
+        "redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE/DB (the Sentinels of a replicated "
+        "Valkey)",
     )
     p.add_argument("--server-id", help="this instance's name in a cluster")
     p.add_argument("--heartbeat", type=int, default=5, help="unit heartbeat period, seconds")

@@ -30,6 +30,8 @@ from contextlib import contextmanager
 import valkey
 
 START_TIMEOUT_S = 10.0
+# Sentinels retry a failover that stalled after twice this; the default (3 min) is for WANs.
+FAILOVER_TIMEOUT_MS = 3000
 
 
 class ValkeyError(RuntimeError):
@@ -74,11 +76,13 @@ def answering_pid(port, timeout=1.0):
 class ValkeyServer:
     """One `valkey-server` process on 127.0.0.1; `start()`, `stop()`, `restart()`."""
 
-    def __init__(self, port=None, directory=None, binary=None, log_path=None):
+    def __init__(self, port=None, directory=None, binary=None, log_path=None, replica_of=None):
+        """`replica_of`: the port of a primary on 127.0.0.1 to replicate."""
         self.port = port
         self.directory = None if directory is None else str(directory)
         self.binary = binary or default_binary()
         self.log_path = log_path or os.devnull
+        self.replica_of = replica_of
         self.process = None
 
     def url(self, db=0, prefix=None):
@@ -87,6 +91,12 @@ class ValkeyServer:
 
     def argv(self):
         argv = [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", ""]
+        # A replica that attaches gets its copy at once, not after the default 5 s.
+        argv += ["--repl-diskless-sync-delay", "0"]
+        if self.replica_of is not None:
+            # Loading the copy from the socket leaves no dump.rdb in the current directory.
+            argv += ["--replicaof", "127.0.0.1", str(self.replica_of)]
+            argv += ["--repl-diskless-load", "swapdb"]
         if self.directory is None:
             return [*argv, "--appendonly", "no"]
         return [*argv, "--dir", self.directory, "--appendonly", "yes", "--appendfsync", "always"]
@@ -149,6 +159,133 @@ class ValkeyServer:
 
     def __enter__(self):
         return self.start()
+
+    def __exit__(self, *exc_info):
+        self.stop()
+
+
+class ValkeySentinel(ValkeyServer):
+    """One Sentinel on 127.0.0.1 watching `service`, whose primary is on `primary_port`.
+
+    Its configuration file lives in `directory`, which must stay writable: Sentinel records
+    there what it learns (replicas, other Sentinels, the primary after a failover), and a
+    restart reads it back."""
+
+    def __init__(self, directory, primary_port, service, quorum, down_after_ms, **options):
+        super().__init__(directory=directory, **options)
+        self.config = os.path.join(self.directory, "sentinel.conf")
+        self.watching = [
+            f"sentinel monitor {service} 127.0.0.1 {primary_port} {quorum}",
+            f"sentinel down-after-milliseconds {service} {down_after_ms}",
+            # Also how long until a failover that stalled is tried again (twice this).
+            f"sentinel failover-timeout {service} {FAILOVER_TIMEOUT_MS}",
+        ]
+
+    def argv(self):
+        return [
+            self.binary,
+            self.config,
+            "--sentinel",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
+
+    def start(self):
+        os.makedirs(self.directory, exist_ok=True)
+        if not os.path.exists(self.config):
+            with open(self.config, "w") as f:
+                f.write("\n".join(self.watching) + "\n")
+        return super().start()
+
+
+class ReplicatedValkey:
+    """A primary, one replica and `sentinels` Sentinels watching them, on loopback ports.
+
+        with ReplicatedValkey(tmp_path, sentinels=3) as valkey:
+            registry = open_registry(valkey.url(db=0))
+            valkey.primary.stop(kill=True)  # the Sentinels promote the replica
+
+    The Sentinels declare the primary down after `down_after_ms` without an answer; a
+    majority of them must agree (the quorum) and elect one to run the failover."""
+
+    def __init__(self, directory, sentinels=1, service="qrfleet", down_after_ms=1000):
+        self.directory = str(directory)
+        self.service = service
+        self.down_after_ms = down_after_ms
+        self.primary = ValkeyServer(log_path=os.path.join(self.directory, "primary.log"))
+        self.replica = None
+        self.sentinels = [None] * sentinels
+
+    def url(self, db=0, prefix=None):
+        query = "" if prefix is None else f"?prefix={prefix}"
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        return f"redis+sentinel://{hosts}/{self.service}/{db}{query}"
+
+    def start(self):
+        """Start them all and wait until the replica has its copy and every Sentinel knows the
+        replica and the other Sentinels: from then on a failover can happen."""
+        os.makedirs(self.directory, exist_ok=True)
+        self.primary.start()
+        self.replica = ValkeyServer(
+            replica_of=self.primary.port, log_path=os.path.join(self.directory, "replica.log")
+        ).start()
+        quorum = len(self.sentinels) // 2 + 1
+        for i in range(len(self.sentinels)):
+            where = os.path.join(self.directory, f"sentinel-{i}")
+            self.sentinels[i] = ValkeySentinel(
+                where,
+                self.primary.port,
+                self.service,
+                quorum,
+                self.down_after_ms,
+                log_path=f"{where}.log",
+            ).start()
+        self._wait_until(self._ready, "the replica to sync and the Sentinels to see everyone")
+        return self
+
+    def _ready(self):
+        with valkey.Valkey(port=self.replica.port, decode_responses=True) as replica:
+            if replica.info("replication")["master_link_status"] != "up":
+                return False
+        for sentinel in self.sentinels:
+            with valkey.Valkey(port=sentinel.port, decode_responses=True) as client:
+                state = client.sentinel_master(self.service)
+                if (
+                    state["num-slaves"] < 1
+                    or state["num-other-sentinels"] < len(self.sentinels) - 1
+                ):
+                    return False
+        return True
+
+    def primary_port(self):
+        """The port of the primary as the Sentinels report it (None: none is up)."""
+        with valkey.Valkey(port=self.sentinels[0].port, decode_responses=True) as client:
+            state = client.sentinel_master(self.service)
+        up = state["is_master"] and not state["is_sdown"] and not state["is_odown"]
+        return state["port"] if up else None
+
+    def _wait_until(self, condition, what, timeout=START_TIMEOUT_S):
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise ValkeyError(
+                    f"timed out after {timeout:g} s waiting for {what}; see the logs in {self.directory}"
+                )
+            time.sleep(0.05)
+
+    def stop(self):
+        for server in [*self.sentinels, self.replica, self.primary]:
+            if server is not None:
+                server.stop()
+
+    def __enter__(self):
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
 
     def __exit__(self, *exc_info):
         self.stop()

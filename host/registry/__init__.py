@@ -69,6 +69,7 @@ from host.registry.registry import Registry
 STORES = {
     "sqlite": "host.registry.sqlite:SqliteStore",
     "redis": "host.registry.redis:RedisStore",
+    "redis+sentinel": "host.registry.redis:RedisStore",
 }
 
 

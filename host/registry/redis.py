@@ -3,7 +3,9 @@
 URL: `redis://[USER:PASSWORD@]HOST[:PORT][/DB][?prefix=NAME]`; port 6379, database
 0 and key prefix `qrfleet:` unless given. Works with Valkey and with Redis 7 (it
 uses no newer command), on one server or a primary, not on a Redis Cluster:
-a transaction spans keys of many entities.
+a transaction spans keys of many entities. Behind Sentinel:
+`redis+sentinel://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE[/DB][?prefix=NAME]`
+names the Sentinels and the service whose primary they watch.
 
 How it stays correct under concurrency: optimistic transactions.
 
@@ -42,6 +44,16 @@ commit's number means committed, anything else means not. Either way it waits
 for the server with backoff (longer pauses than for conflicts) for up to
 `RETRY_S` from the call, then raises `StoreUnavailable`, saying whether the
 change may have been applied.
+
+A failover behind Sentinel is such an outage: the connection asks the Sentinels for the
+primary each time it opens, so attempts fail (the old primary is gone, or the Sentinels
+report it down) until they promote a replica, and the next attempt runs on the new primary.
+A demoted primary that still answers refuses writes with READONLY, which closes the
+connection as a lost one (valkey-py's `SentinelManagedConnection`), so it too is ridden
+through. Replication is asynchronous: a commit acknowledged just before the primary died
+may be missing on the new one, and so may the receipt of a commit whose reply was lost
+(it then counts as not applied and `fn` runs again); confirming commits on a replica
+(WAIT) is not done yet.
 
 Threading: each store owns one worker thread (`Store`) and one connection, as
 the SQLite store does. Rules are synchronous functions that read and decide,
@@ -93,6 +105,7 @@ from valkey.connection import Connection
 from valkey.exceptions import ConnectionError as LostConnection
 from valkey.exceptions import ResponseError
 from valkey.exceptions import TimeoutError as LostTimeout
+from valkey.sentinel import Sentinel
 
 from host.registry.errors import InvalidInput, StoreUnavailable
 from host.registry.records import (
@@ -135,33 +148,75 @@ return seq
 
 
 class Address:
-    """Where the store is, parsed from `redis://[USER:PASSWORD@]HOST[:PORT][/DB][?prefix=P]`."""
+    """Where the store is, parsed from its URL:
+
+        redis://[USER:PASSWORD@]HOST[:PORT][/DB][?prefix=P]
+        redis+sentinel://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE[/DB][?prefix=P]
+
+    With Sentinel, the hosts are the Sentinels, asked for the primary of SERVICE each time a
+    connection opens; USER and PASSWORD are for the primary (the Sentinels take none)."""
 
     def __init__(self, url):
         shape = (
-            f"{url!r} is not a Redis store URL; use redis://HOST:PORT/DB, optionally with "
-            "USER:PASSWORD@ before the host and ?prefix=NAME: after the database"
+            f"{url!r} is not a Redis store URL; use redis://HOST:PORT/DB or "
+            "redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE/DB, optionally with "
+            "USER:PASSWORD@ before the hosts and ?prefix=NAME after the database"
         )
         try:
             parts = urlsplit(url)
-            port = parts.port or 6379
+            # The netloc may list several hosts, which urlsplit's .hostname cannot take.
+            userinfo, _, hosts = parts.netloc.rpartition("@")
+            nodes = [urlsplit(f"//{node}") for node in hosts.split(",")]
+            self.nodes = [(n.hostname, n.port or 6379) for n in nodes]
         except ValueError as error:
             raise InvalidInput(shape) from error
-        path = parts.path.strip("/") or "0"
+        self.sentinel = parts.scheme == "redis+sentinel"
+        path = parts.path.strip("/").split("/")
+        self.service = path.pop(0) if self.sentinel else None
+        db = path[0] if path and path[0] else "0"
         query = parse_qs(parts.query, keep_blank_values=True)
-        if parts.scheme != "redis" or not parts.hostname or not path.isdigit():
+        if parts.scheme not in ("redis", "redis+sentinel") or not all(h for h, _ in self.nodes):
+            raise InvalidInput(shape)
+        if len(path) > 1 or not db.isdigit() or (self.sentinel and not self.service):
+            raise InvalidInput(shape)
+        if not self.sentinel and len(self.nodes) != 1:
             raise InvalidInput(shape)
         if set(query) - {"prefix"} or len(query.get("prefix", [""])) != 1:
             raise InvalidInput(shape)
-        self.host = parts.hostname
-        self.port = port
-        self.db = int(path)
-        self.username = None if parts.username is None else unquote(parts.username)
-        self.password = None if parts.password is None else unquote(parts.password)
+        self.db = int(db)
+        user, colon, password = userinfo.partition(":")
+        self.username = unquote(user) if user else None
+        self.password = unquote(password) if colon else None
         self.prefix = query.get("prefix", [DEFAULT_PREFIX])[0]
 
+    def connection(self, **options):
+        """A synchronous connection to the primary, not yet open; with Sentinel, it asks
+        the Sentinels where the primary is each time it (re)connects, and a READONLY
+        reply (the primary was demoted) closes it and raises ConnectionError."""
+        options.update(db=self.db, username=self.username, password=self.password)
+        if not self.sentinel:
+            ((host, port),) = self.nodes
+            return Connection(host=host, port=port, **options)
+        sentinels = Sentinel(self.nodes, sentinel_kwargs={"socket_timeout": SOCKET_TIMEOUT_S})
+        return sentinels.master_for(self.service, **options).connection_pool.make_connection()
+
+    def client(self):
+        """An asyncio client of the primary, following a failover as `connection()` does."""
+        import valkey.asyncio as avalkey  # only the server's cluster needs asyncio
+        from valkey.asyncio.sentinel import Sentinel as AsyncSentinel
+
+        options = {"db": self.db, "username": self.username, "password": self.password}
+        if not self.sentinel:
+            ((host, port),) = self.nodes
+            return avalkey.Valkey(host=host, port=port, **options)
+        sentinels = AsyncSentinel(self.nodes, sentinel_kwargs={"socket_timeout": SOCKET_TIMEOUT_S})
+        return sentinels.master_for(self.service, **options)
+
     def __str__(self):
-        return f"{self.host}:{self.port}/{self.db}"
+        hosts = ",".join(f"{host}:{port}" for host, port in self.nodes)
+        if self.sentinel:
+            return f"{self.service}/{self.db} (Sentinels {hosts})"
+        return f"{hosts}/{self.db}"
 
 
 def _dump(value):
@@ -654,15 +709,7 @@ class RedisStore(Store):
 
     def __init__(self, url):
         self.address = address = Address(url)
-        self._conn = Connection(
-            host=address.host,
-            port=address.port,
-            db=address.db,
-            username=address.username,
-            password=address.password,
-            socket_timeout=SOCKET_TIMEOUT_S,
-            decode_responses=True,
-        )
+        self._conn = address.connection(socket_timeout=SOCKET_TIMEOUT_S, decode_responses=True)
         self._receipt_key = f"{address.prefix}receipt:{uuid.uuid4().hex}"
         self._commits = itertools.count(1)
         super().__init__(RETRY_S)

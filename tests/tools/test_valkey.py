@@ -3,7 +3,13 @@
 import pytest
 import valkey
 
-from tools.valkey import ValkeyError, ValkeyServer, answering_pid, running_valkey
+from tools.valkey import (
+    ReplicatedValkey,
+    ValkeyError,
+    ValkeyServer,
+    answering_pid,
+    running_valkey,
+)
 
 
 def client(server):
@@ -58,3 +64,16 @@ def test_a_missing_binary_named_in_the_environment_is_reported(monkeypatch, tmp_
 
     with pytest.raises(ValkeyError, match="QRFLEET_VALKEY_SERVER=.* is not an executable file"):
         ValkeyServer()
+
+
+def test_a_replicated_valkey_copies_writes_to_its_replica_and_sentinels_name_the_primary(tmp_path):
+    with ReplicatedValkey(tmp_path, sentinels=3) as valkeys:
+        client(valkeys.primary).set("unit", "u1")
+        assert client(valkeys.primary).wait(1, 1000) == 1
+        assert client(valkeys.replica).get("unit") == "u1"
+        assert valkeys.primary_port() == valkeys.primary.port
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in valkeys.sentinels)
+        assert valkeys.url(2) == f"redis+sentinel://{hosts}/qrfleet/2"
+        processes = [s.process for s in [valkeys.primary, valkeys.replica, *valkeys.sentinels]]
+
+    assert all(p.poll() is not None for p in processes)

@@ -58,11 +58,23 @@ def in_another_instance(url, operation):
         "redis://127.0.0.1:port/0",
         "redis://127.0.0.1/0?timeout=1",
         "redis://127.0.0.1/0?prefix=a&prefix=b",
+        "redis://127.0.0.1:7000,127.0.0.1:7001/0",
+        "redis+sentinel://127.0.0.1:26379",
+        "redis+sentinel://127.0.0.1:26379/qrfleet/db1",
+        "redis+sentinel://127.0.0.1:26379,/qrfleet/0",
     ],
 )
 def test_a_malformed_url_is_rejected_with_the_right_shape(bad_url):
-    with pytest.raises(InvalidInput, match=r"use redis://HOST:PORT/DB"):
+    with pytest.raises(InvalidInput, match=r"use redis://HOST:PORT/DB or redis\+sentinel://"):
         open_registry(bad_url)
+
+
+def test_a_sentinel_url_names_every_sentinel_the_service_and_the_primarys_credentials():
+    address = redis_store.Address("redis+sentinel://:s%40cret@10.0.0.1:26379,10.0.0.2/shop/3")
+
+    assert address.nodes == [("10.0.0.1", 26379), ("10.0.0.2", 6379)]
+    assert (address.service, address.db, address.prefix) == ("shop", 3, "qrfleet:")
+    assert (address.username, address.password) == (None, "s@cret")
 
 
 async def test_prefixes_keep_two_registries_apart_in_one_database(url):
