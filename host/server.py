@@ -110,7 +110,9 @@ class QrfleetServer:
             self.metrics_http = HttpServer(self.metrics.router(), log=self.log)
             self.metrics_port = await self.metrics_http.start(*self.metrics_listen)
         self.tasks.spawn(self._sweep())
-        self.log.info("server_started", host=host, port=port, store=self.store_url.split("?")[0])
+        self.log.info(
+            "server_started", host=host, port=port, store=loggable_store_url(self.store_url)
+        )
         return port
 
     async def close(self):
@@ -312,3 +314,12 @@ class QrfleetServer:
         facts["ready"] = status.status == "online" and not status.txn_id
         facts["verdict"] = verdict
         return facts
+
+
+def loggable_store_url(store_url):
+    """`store_url` as logged: no query, and no credentials (redis://user:password@host)."""
+    url = store_url.split("?")[0]
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest.split("/")[0]:
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
