@@ -17,6 +17,7 @@ from firmware import qr
 from firmware.proto import messages
 from host.devices import CommandFailed, command_text
 from host.http import ApiError, Router
+from host.metrics import code_label
 from host.registry import (
     ADMIN,
     Actor,
@@ -147,16 +148,16 @@ class Api:
     def _refusals_as_answers(self, handler):
         """The one place a registry refusal, from the handler or anywhere below it (e.g. the
         store going away in the middle of a command), becomes an answer; every refusal is
-        counted by its code for /api/metrics."""
+        counted by its code (`metrics.code_label`: a code a unit made up as `unit_error`)."""
 
         async def guarded(req):
             try:
                 return await handler(req)
             except RegistryError as e:
-                self.refusals[e.code] += 1
+                self.refusals[code_label(e.code)] += 1
                 raise ApiError(e.status, e.code, e.message, e.facts) from None
             except ApiError as e:
-                self.refusals[e.code] += 1
+                self.refusals[code_label(e.code)] += 1
                 raise
 
         return guarded

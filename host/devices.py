@@ -34,6 +34,7 @@ from firmware.proto.server import ServerProtocol
 from firmware.proto.websocket import DEFAULT_MAX_SIZE, OPEN, Ping, Pong
 from host import streams
 from host.log import Tally
+from host.metrics import code_label
 from host.registry import RegistryError
 
 ACCEPT_PER_S = 200
@@ -42,21 +43,6 @@ PING_BURST = 20
 _HELLO_TIMEOUT_S = 10
 _HEARTBEAT_ACK = messages.encode("heartbeat_ack")
 _HEARTBEAT_BATCH_S = 0.05
-
-
-# A command's result as counted: "ack", or why it failed; a code a unit made up counts as "error".
-_COMMAND_RESULTS = frozenset(
-    {
-        "ack",
-        "device_offline",
-        "device_timeout",
-        messages.BAD_MESSAGE,
-        messages.UNKNOWN_COMMAND,
-        messages.PAYLOAD_TOO_LARGE,
-        messages.RENDER_FAILED,
-        messages.BUSY,
-    }
-)
 
 
 class CommandFailed(Exception):
@@ -118,8 +104,7 @@ class DeviceSession:
         try:
             ack = await self._command(kind, timeout_s, txn_id, fields)
         except CommandFailed as e:
-            result = e.code if e.code in _COMMAND_RESULTS else "error"
-            self.hub.commands[kind, result] += 1
+            self.hub.commands[kind, code_label(e.code)] += 1
             raise
         self.hub.commands[kind, "ack"] += 1
         return ack

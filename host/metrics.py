@@ -10,8 +10,11 @@ the event loop: units online per location come from the sessions in memory (a un
 is learnt when the server greets it); reservations and queue places per location and units per
 instance come from one small read (the records in use, not every unit), at most every
 STORE_FIGURES_EVERY_S, and a scrape waits STORE_FIGURES_WAIT_S for it at the most before
-taking the last figures read. No label names a unit: a fleet is tens of thousands of them.
-docs/metrics.md lists every metric and how to protect the endpoint.
+taking the last figures read. No label names a unit: a fleet is tens of thousands of them. No
+label takes text a unit chose either: the error code answered for a unit's failed command is the
+unit's own (any 1-32 characters), and `code_label` turns one the server does not know into
+UNIT_ERROR for every metric counted by code. docs/metrics.md lists every metric and how to
+protect the endpoint.
 """
 
 import asyncio
@@ -22,12 +25,15 @@ from collections import Counter
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from firmware.proto import messages
 from host.http import ApiError, Body, Router
 from host.registry import RegistryError
 
 STORE_FIGURES_EVERY_S = 5.0
 STORE_FIGURES_WAIT_S = 1.0
 NO_LOCATION = "none"  # a unit registered without a location, or not greeted yet
+UNIT_ERROR = "unit_error"  # an error code a unit answered that the server does not know
+
 # QR requests: the target p99 is 100 ms; a request may wait up to api.MAX_WAIT_S in its queue.
 QR_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 STORE_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
@@ -48,6 +54,45 @@ _AUTH_FAILURES = {
     "bad_mac": "bad_macs",
     "unsupported_version": "unsupported_version",
 }
+
+
+def _registry_codes(error=RegistryError):
+    """The codes of the registry's refusals, from its exception tree."""
+    return {error.code}.union(*(_registry_codes(sub) for sub in error.__subclasses__()))
+
+
+# Every error code a label may take: the codes units answer (firmware/proto/messages.py), the
+# registry's, and those the HTTP layer and the API answer themselves (host/http.py, host/api.py,
+# host/devices.py; "internal" for a server failure). A code added there belongs here too, or it
+# counts as UNIT_ERROR.
+KNOWN_CODES = frozenset(
+    {
+        messages.BAD_MESSAGE,
+        messages.UNKNOWN_COMMAND,
+        messages.PAYLOAD_TOO_LARGE,
+        messages.RENDER_FAILED,
+        messages.BUSY,
+        "bad_json",
+        "bad_query",
+        "bad_request",
+        "body_too_large",
+        "device_offline",
+        "device_timeout",
+        "encoder_busy",
+        "internal",
+        "method_not_allowed",
+        "render_mismatch",
+        "request_timeout",
+        "too_many_connections",
+    }
+    | _registry_codes()
+)
+
+
+def code_label(code):
+    """An error code as a label value: the code if the server knows it, else UNIT_ERROR, so
+    that the codes units make up do not each start a series (the API's answer keeps them)."""
+    return code if code in KNOWN_CODES else UNIT_ERROR
 
 
 class Metrics:
@@ -92,7 +137,7 @@ class Metrics:
                 outcome = "shown"
                 return answer
             except (ApiError, RegistryError) as e:
-                outcome = e.code
+                outcome = code_label(e.code)
                 raise
             finally:
                 self.qr_duration.labels(outcome).observe(time.monotonic() - started)

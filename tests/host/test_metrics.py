@@ -6,9 +6,11 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from firmware.proto.messages import CommandError
 from tests.conftest import wait_for
 from tests.host.test_api import refused
 from tools.serverproc import read_url, running_server
+from tools.simdevice import SimulatedUnit
 
 
 def scrape(url, token=None):
@@ -86,6 +88,32 @@ def test_a_scrape_shows_the_qrs_commands_units_and_refusals_an_operator_looks_fo
 
     # The JSON figures are still there.
     assert shop.admin.get("/api/metrics")["refusals"]["payload_too_large"] == 1
+
+
+class GremlinUnit(SimulatedUnit):
+    """Refuses every QR with an error code of its own making (a unit may send any 1-32 chars)."""
+
+    def handle(self, msg):
+        if msg["type"] == "show_qr":
+            raise CommandError("gremlins", "a code no firmware of ours sends")
+        return super().handle(msg)
+
+
+def test_an_error_code_a_unit_made_up_is_counted_as_unit_error(shop):
+    till = shop.agent("till-1")
+    shop.link(till, "till-1", shop.unit(1, kind=GremlinUnit))
+    # The cashier system still hears what the unit said.
+    refused(lambda: till.post("/api/agents/till-1/qr", {"payload": "upi://pay"}), 502, "gremlins")
+
+    m = scrape(shop.server.url + "/metrics", shop.server.admin_token)
+
+    qr = "qrfleet_qr_request_duration_seconds"
+    counts = {s.labels["outcome"]: s.value for s in m[qr].samples if s.name == f"{qr}_count"}
+    assert counts == {"unit_error": 1}
+    refusals = {s.labels["code"]: s.value for s in m["qrfleet_refusals"].samples}
+    assert refusals == {"unit_error": 1}
+    commands = "qrfleet_commands", "qrfleet_commands_total"
+    assert value(m, *commands, kind="show_qr", result="unit_error") == 1
 
 
 def test_a_scrape_needs_the_admin_or_metrics_token(tmp_path, shop):

@@ -1,6 +1,7 @@
 """Capacity of one `qrfleet serve` process: how many units it holds at a 5 s heartbeat.
 
     .venv/bin/python -m tools.bench.capacity [--steps 1000,2500,5000,10000] [--workers 2]
+    .venv/bin/python -m tools.bench.capacity --steps 10000 --hold 90 --scrape
 
 One server process on SQLite; simulated units (`tools.simdevice`: the firmware's own session
 code in CPython) in `--workers` client processes, added step by step. At each step, once every
@@ -16,12 +17,20 @@ linked unit:
   and clients share this machine's cores;
 - QR latency p50/p99/max: client wall time and the server's own `latency_ms`.
 
+With `--scrape`, each step is measured twice on the same server and units, side by side: without
+scraping and with a Prometheus scraper reading `GET /metrics` every second (with the admin token,
+or `--metrics-token`, which the server is then started with). The two are interleaved in
+windows of `--window` seconds (no scrape first), `--hold` seconds of each in all, so that the
+machine's other work weighs on both alike; the scrape's own duration and size are reported
+beside them.
+
 It stops at the first step where QR p99 exceeds `--p99-ms` or units fail to stay connected.
 A report, not a test: nothing is asserted.
 """
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import resource
@@ -29,6 +38,7 @@ import tempfile
 import threading
 import time
 import traceback
+import urllib.request
 
 from tools import provision
 from tools.background import BackgroundLoop, wait_for
@@ -248,12 +258,11 @@ class Cashiers:
                 started = time.perf_counter()
                 try:
                     doc = client.post(f"/api/agents/{agent_id}/qr", {"payload": payload})
+                    wall.append((time.perf_counter() - started) * 1000)
+                    server_ms.append(doc["latency_ms"])
+                    client.post(f"/api/txns/{doc['txn_id']}/complete")
                 except Exception as e:  # noqa: BLE001 - a refusal is a figure here, not a crash
                     failures.append(str(e))
-                    continue
-                wall.append((time.perf_counter() - started) * 1000)
-                server_ms.append(doc["latency_ms"])
-                client.post(f"/api/txns/{doc['txn_id']}/complete")
 
         # Cashiers start staggered: real ones do not press the button in step.
         threads = [
@@ -267,10 +276,52 @@ class Cashiers:
         return wall, server_ms, failures
 
 
+# -- a Prometheus scraper
+
+
+class Scraper:
+    """Reads `GET /metrics` every `every_s` on a thread of its own while `scraping()` lasts,
+    as Prometheus would, noting each scrape's wall time (ms) and size (bytes)."""
+
+    def __init__(self, url, token, every_s=1.0):
+        self.request = urllib.request.Request(
+            url + "/metrics", headers={"Authorization": f"Bearer {token}"}
+        )
+        self.every_s = every_s
+        self.durations, self.sizes, self.failures = [], [], []
+
+    def _run(self, stop):
+        next_scrape = time.monotonic()
+        while not stop.wait(max(0, next_scrape - time.monotonic())):
+            next_scrape += self.every_s
+            started = time.perf_counter()
+            try:
+                with urllib.request.urlopen(self.request, timeout=10) as answer:
+                    body = answer.read()
+            except OSError as e:  # a figure here, not a crash
+                self.failures.append(str(e))
+                continue
+            self.durations.append((time.perf_counter() - started) * 1000)
+            self.sizes.append(len(body))
+
+    @contextlib.contextmanager
+    def scraping(self):
+        """Scrapes from entering the block until leaving it."""
+        stop = threading.Event()
+        thread = threading.Thread(target=self._run, args=(stop,))
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+
 # -- the run
 
 
-def measure_step(server, clients, cashiers, hold_s, every_s, payload):
+def measure_window(server, clients, cashiers, seconds, every_s, payload):
+    """`seconds` of cashiers at work -> raw sums, to add up over windows (`tally`)."""
     pid = server.process.pid
     before = clients.stats()
     server_cpu, client_cpu, here_cpu = (
@@ -279,24 +330,56 @@ def measure_step(server, clients, cashiers, hold_s, every_s, payload):
         cpu_seconds(os.getpid()),
     )
     started = time.monotonic()
-    wall, server_ms, failures = cashiers.run(hold_s, every_s, payload)
+    wall, server_ms, failures = cashiers.run(seconds, every_s, payload)
     elapsed = time.monotonic() - started
     after = clients.stats()
     client_cpu = clients.cpu_seconds() - client_cpu + cpu_seconds(os.getpid()) - here_cpu
-    quiet = [u for u in cashiers.units if u.online]
     return {
         "units": after["units"] + len(cashiers.units),
-        "online": after["online"] + len(quiet),
+        "online": after["online"] + sum(1 for u in cashiers.units if u.online),
         "reconnects": after["reconnects"] - before["reconnects"],
-        "hb_per_s": (after["heartbeats"] - before["heartbeats"]) / elapsed,
-        "server_cpu": 100 * (cpu_seconds(pid) - server_cpu) / elapsed,
-        "client_cpu": 100 * client_cpu / elapsed,
+        "heartbeats": after["heartbeats"] - before["heartbeats"],
+        "server_cpu_s": cpu_seconds(pid) - server_cpu,
+        "client_cpu_s": client_cpu,
+        "elapsed": elapsed,
         "rss_mb": rss_mb(pid),
-        "qrs": len(wall),
         "failures": failures,
         "wall": wall,
         "server_ms": server_ms,
     }
+
+
+def tally(windows):
+    """The windows of one mode, in order -> the figures of a row (rates over all of them)."""
+    elapsed = sum(w["elapsed"] for w in windows)
+    last = windows[-1]
+    wall = [v for w in windows for v in w["wall"]]
+    return {
+        "units": last["units"],
+        "online": min(w["online"] for w in windows),
+        "reconnects": sum(w["reconnects"] for w in windows),
+        "hb_per_s": sum(w["heartbeats"] for w in windows) / elapsed,
+        "server_cpu": 100 * sum(w["server_cpu_s"] for w in windows) / elapsed,
+        "client_cpu": 100 * sum(w["client_cpu_s"] for w in windows) / elapsed,
+        "rss_mb": max(w["rss_mb"] for w in windows),
+        "qrs": len(wall),
+        "failures": [f for w in windows for f in w["failures"]],
+        "wall": wall,
+        "server_ms": [v for w in windows for v in w["server_ms"]],
+    }
+
+
+def measure_step(server, clients, cashiers, hold_s, every_s, payload, scraper, window_s):
+    """-> the step's row figures without scraping, and with `scraper` (None: not measured),
+    the two interleaved in windows of `window_s`, `hold_s` of each."""
+    if scraper is None:
+        return tally([measure_window(server, clients, cashiers, hold_s, every_s, payload)]), None
+    quiet, scraped = [], []
+    for _ in range(max(1, round(hold_s / window_s))):
+        quiet.append(measure_window(server, clients, cashiers, window_s, every_s, payload))
+        with scraper.scraping():
+            scraped.append(measure_window(server, clients, cashiers, window_s, every_s, payload))
+    return tally(quiet), tally(scraped)
 
 
 def _ms(values, p):
@@ -308,6 +391,7 @@ HEADER = (
     f"{'RSS MB':>7} {'cli CPU%':>8} {'QRs':>5} {'wall p50/p99/max ms':>20} "
     f"{'server p50/p99 ms':>18} {'ramp s':>6}"
 )
+SCRAPE_HEADER = f" {'scrape':>6} {'scrape p50/p99 ms':>18} {'bytes':>7}"
 
 
 def row(m, ramp_s):
@@ -320,7 +404,35 @@ def row(m, ramp_s):
     )
 
 
-def run(steps, workers, agents, hold_s, every_s, connect_rate, p99_ms):
+def scrape_rows(quiet, scraped, scraper, ramp_s):
+    """The two modes of one step, side by side, and how much scraping moved the QR p99."""
+    durations = scraper.durations
+    took = f"{_ms(durations, 50)}/{_ms(durations, 99)}"
+    size = f"{max(scraper.sizes)}" if scraper.sizes else "-"
+    lines = [
+        row(quiet, ramp_s) + f" {'none':>6} {'':>18} {'':>7}",
+        row(scraped, ramp_s) + f" {'1/s':>6} {took:>18} {size:>7}",
+    ]
+    for key, what in (("wall", "wall"), ("server_ms", "server latency_ms")):
+        if quiet[key] and scraped[key]:
+            before, after = percentile(quiet[key], 99), percentile(scraped[key], 99)
+            lines.append(
+                f"       QR p99 {what}: {before:.0f} ms without scraping, {after:.0f} ms with "
+                f"({100 * (after - before) / before:+.0f} %)"
+            )
+    lines.append(
+        f"       {len(durations)} scrapes, {len(scraper.failures)} failed; load average {_load()}"
+    )
+    return lines
+
+
+def _load():
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def run(
+    steps, workers, agents, hold_s, every_s, connect_rate, p99_ms, scrape, metrics_token, window_s
+):
     limit = raise_fd_limit()
     if steps[-1] + 1000 > limit:
         print(
@@ -331,14 +443,21 @@ def run(steps, workers, agents, hold_s, every_s, connect_rate, p99_ms):
     print(
         f"qrfleet capacity: one server process (SQLite), heartbeat {HEARTBEAT_S} s, "
         f"{workers} client processes, {agents} cashiers with a QR every {every_s:g} s each, "
-        f"{os.cpu_count()} cores shared"
+        f"{os.cpu_count()} cores shared; load average {_load()}"
     )
+    if scrape:
+        print(
+            f"each step twice on the same server and units: no scrape, then GET /metrics every "
+            f"1 s ({'the metrics token' if metrics_token else 'the admin token'}), "
+            f"interleaved in {window_s:g} s windows, {hold_s:g} s of each"
+        )
+    extra = ["--max-connections-per-peer", "1000000"]
+    if metrics_token:
+        extra += ["--metrics-token", metrics_token]
     with (
         tempfile.TemporaryDirectory(prefix="qrfleet-capacity-") as workdir,
         # Every simulated unit connects from 127.0.0.1: one peer, as many connections as units.
-        running_server(
-            workdir, heartbeat_s=HEARTBEAT_S, extra=["--max-connections-per-peer", "1000000"]
-        ) as server,
+        running_server(workdir, heartbeat_s=HEARTBEAT_S, extra=extra) as server,
     ):
         server.admin().post(
             "/api/locations", {"location_id": LOCATION, "name": "Capacity", "policy": "strict"}
@@ -348,19 +467,33 @@ def run(steps, workers, agents, hold_s, every_s, connect_rate, p99_ms):
         cashiers = Cashiers(server, loop)
         try:
             cashiers.hire(agents)
-            print(HEADER, flush=True)
+            print(HEADER + (SCRAPE_HEADER if scrape else ""), flush=True)
             for target in steps:
                 started = time.monotonic()
                 clients.grow(target - agents - clients.next_number)
                 clients.wait_online(target - agents, timeout=60 + target / 20)
                 ramp_s = time.monotonic() - started
                 time.sleep(HEARTBEAT_S)  # let heartbeats spread over a full period
-                m = measure_step(server, clients, cashiers, hold_s, every_s, payload)
-                print(row(m, ramp_s), flush=True)
-                for reason in sorted(set(m["failures"]))[:3]:
+                scraper = (
+                    Scraper(server.url, metrics_token or server.admin_token) if scrape else None
+                )
+                quiet, scraped = measure_step(
+                    server, clients, cashiers, hold_s, every_s, payload, scraper, window_s
+                )
+                measured = [quiet] + ([scraped] if scraper else [])
+                if scraper:
+                    print("\n".join(scrape_rows(quiet, scraped, scraper, ramp_s)), flush=True)
+                else:
+                    print(row(quiet, ramp_s), flush=True)
+                for reason in sorted({f for m in measured for f in m["failures"]})[:3]:
                     print(f"       refused: {reason}")
-                held = m["online"] == m["units"] and not m["reconnects"] and not m["failures"]
-                if not held or not m["wall"] or percentile(m["wall"], 99) > p99_ms:
+                held = all(
+                    m["online"] == m["units"] and not m["reconnects"] and not m["failures"]
+                    for m in measured
+                )
+                if not held or any(
+                    not m["wall"] or percentile(m["wall"], 99) > p99_ms for m in measured
+                ):
                     print(
                         f"stopped: {target} units is past what one server holds "
                         f"with QR p99 under {p99_ms} ms"
@@ -395,6 +528,21 @@ def main(argv=None):
         help="new units connecting per second while ramping (below the server's admission rate)",
     )
     parser.add_argument("--p99-ms", type=float, default=100, help="QR p99 bound (ms)")
+    parser.add_argument(
+        "--scrape",
+        action="store_true",
+        help="measure each step also with GET /metrics scraped every second, side by side",
+    )
+    parser.add_argument(
+        "--metrics-token",
+        help="start the server with this --metrics-token and scrape with it (default: admin)",
+    )
+    parser.add_argument(
+        "--window",
+        type=float,
+        default=10,
+        help="with --scrape: seconds per window; windows without and with scraping alternate",
+    )
     args = parser.parse_args(argv)
     steps = sorted(int(s) for s in args.steps.split(","))
     run(
@@ -405,6 +553,9 @@ def main(argv=None):
         args.qr_every,
         args.connect_rate,
         args.p99_ms,
+        args.scrape,
+        args.metrics_token,
+        args.window,
     )
 
 
