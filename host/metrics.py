@@ -49,6 +49,30 @@ _HTTP_LIMITS = {
     "json_depth": "json_too_deep",
 }
 _UNIT_LIMITS = {"unit_ping_rate": "ping_floods", "unit_send_timeout": "send_timeouts"}
+# Counters of the hub's plain counts: (metric, key in hub.metrics, help).
+_UNIT_COUNTS = (
+    ("qrfleet_heartbeats", "heartbeats", "Heartbeats received from units."),
+    (
+        "qrfleet_unit_sessions",
+        "sessions_accepted",
+        "Unit sessions started (units that passed authentication).",
+    ),
+    (
+        "qrfleet_unit_reconnects",
+        "reconnects",
+        "Unit sessions started by units that had a session before, here or elsewhere.",
+    ),
+    (
+        "qrfleet_fenced_writes",
+        "fenced_writes",
+        "Heartbeats refused because a newer session holds the unit (its session is closed).",
+    ),
+    (
+        "qrfleet_fenced_commands",
+        "fenced_commands",
+        "Commands not sent because a newer session, or another transaction, holds the unit.",
+    ),
+)
 _AUTH_FAILURES = {
     "refused": "auth_refused",
     "bad_mac": "bad_macs",
@@ -237,29 +261,8 @@ class _Figures:
             sorted((list(key), n) for key, n in hub.commands.items()),
             ["kind", "result"],
         )
-        yield counter(
-            "qrfleet_heartbeats", "Heartbeats received from units.", [((), counts["heartbeats"])]
-        )
-        yield counter(
-            "qrfleet_unit_sessions",
-            "Unit sessions started (units that passed authentication).",
-            [((), counts["sessions_accepted"])],
-        )
-        yield counter(
-            "qrfleet_unit_reconnects",
-            "Unit sessions started by units that had a session before, here or elsewhere.",
-            [((), counts["reconnects"])],
-        )
-        yield counter(
-            "qrfleet_fenced_writes",
-            "Heartbeats refused because a newer session holds the unit (its session is closed).",
-            [((), counts["fenced_writes"])],
-        )
-        yield counter(
-            "qrfleet_fenced_commands",
-            "Commands not sent because a newer session, or another transaction, holds the unit.",
-            [((), counts["fenced_commands"])],
-        )
+        for name, key, doc in _UNIT_COUNTS:
+            yield counter(name, doc, [((), counts[key])])
         yield counter(
             "qrfleet_refusals",
             "API requests refused, by the error code answered.",
