@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast lint firmware-check clean
+.PHONY: setup demo test test-fast lint firmware-check browser screenshot clean
 
 setup: $(STAMP)
 
@@ -19,12 +19,20 @@ demo: setup
 	$(BIN)/qrfleet demo --out demo-out
 
 # The harness scenarios run on 8 virtual boards here (plain `pytest tests/hil` uses 4).
-test: setup firmware-check
+test: setup firmware-check browser
 	QRFLEET_BOARD=virtual:8 $(BIN)/python -m pytest tests
 
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check firmware host tools qrfleet tests boot.py main.py
+
+# Debian's Chromium for the dashboard's browser test: apt-get (as root) only where it is missing.
+browser: setup
+	$(BIN)/python -m tools.browser install
+
+# The README's picture of the dashboard: a server, three virtual boards, one showing a payment QR.
+screenshot: browser
+	$(BIN)/python -m tools.browser screenshot docs/img/dashboard.png
 
 # Every firmware module must compile for the board.
 firmware-check: setup

@@ -192,6 +192,7 @@ def main():
         tls=ws.tls_context(anchor) if anchor else None,
         max_message=unit.renderer.largest_payload() + messages.SHOW_QR_OVERHEAD,
         clock=unit.clock_ready if anchor else None,
+        reset=hal.reset_cause(),
     )
     try:
         asyncio.run(_run(unit, session))

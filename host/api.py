@@ -1,7 +1,9 @@
 """The HTTP API: what cashier systems, provisioning tools and operators call.
 
-Bearer tokens: the admin token (server config or QRFLEET_ADMIN_TOKEN) may do everything; an
-agent's token acts for that agent only. Every refusal is `{"error", "message"}`, plus the
+Bearer tokens: the admin token (server config or QRFLEET_ADMIN_TOKEN) may do everything; the
+operator token (QRFLEET_OPERATOR_TOKEN) sees what the admin sees and changes nothing; an
+agent's token acts for that agent only. The dashboard's login cookie (host/login.py) stands
+for the admin or operator token it was made with. Every refusal is `{"error", "message"}`, plus the
 facts behind it, with a status an integrator can branch on; a registry refusal carries its own
 (`host.registry.errors`). A refused request changes nothing: each registry operation is one
 transaction.
@@ -15,11 +17,13 @@ from collections import Counter
 
 from firmware import qr
 from firmware.proto import messages
+from host import login
 from host.devices import CommandFailed, command_text
 from host.http import ApiError, Router
 from host.metrics import code_label
 from host.registry import (
     ADMIN,
+    OPERATOR,
     Actor,
     Forbidden,
     IdempotentRequest,
@@ -48,6 +52,7 @@ MAX_WAIT_S = 60.0
 MAX_TTL_S = 3600.0
 MAX_AUDIT_ENTRIES = 10000
 MAX_IDEMPOTENCY_KEY = 255
+_ROLES = {"admin": ADMIN, "operator": OPERATOR}
 
 
 def _field(doc, name, kind, required=True, default=None, check=None, what=""):
@@ -89,6 +94,7 @@ def _seconds(doc, name, default, limit):
 
 def device_json(status, session=None):
     d = status.device
+    heartbeat = d.last_screen or {}  # what the unit's last heartbeat said of itself
     doc = {
         "device_id": d.device_id,
         "name": d.name,
@@ -100,8 +106,12 @@ def device_json(status, session=None):
         "txn_id": status.txn_id,
         "firmware": d.firmware,
         "last_seen": format_time(d.last_seen),
-        "screen": (d.last_screen or {}).get("screen"),
-        "free_heap": (d.last_screen or {}).get("free_heap"),
+        "screen": heartbeat.get("screen"),
+        "free_heap": heartbeat.get("free_heap"),
+        "rssi": heartbeat.get("rssi"),
+        "uptime_s": heartbeat.get("uptime_s"),
+        "reset_cause": d.reset_cause,
+        "shown": d.shown and {**d.shown, "at": format_time(d.shown.get("at"))},
         "panel": d.panel,
     }
     if session:
@@ -135,6 +145,7 @@ class Api:
         add("GET", "/api/devices/{device_id}/doctor", self.doctor)
         add("POST", "/api/devices/{device_id}/transfer", self.transfer)
         add("POST", "/api/devices/{device_id}/pairing", self.pairing)
+        add("POST", "/api/devices/{device_id}/reboot", self.reboot)
         add("POST", "/api/agents/{agent_id}/devices", self.link)
         add("DELETE", "/api/agents/{agent_id}/devices/{device_id}", self.unlink)
         add("POST", "/api/agents/{agent_id}/qr", server.metrics.timed_qr(self.show_qr))
@@ -142,6 +153,7 @@ class Api:
         add("POST", "/api/txns/{txn_id}/complete", self.complete)
         add("POST", "/api/txns/{txn_id}/cancel", self.cancel)
         add("GET", "/api/audit", self.audit)
+        add("GET", "/api/events", server.events.endpoint(self._caller))  # host/events.py
         add("GET", "/api/metrics", self.metrics)
         add("GET", "/metrics", server.metrics.endpoint())  # Prometheus (host/metrics.py)
 
@@ -167,19 +179,41 @@ class Api:
     async def _caller(self, req):
         token = req.bearer()
         if not token:
-            raise Unauthorized("Send 'Authorization: Bearer <token>' with an admin or agent token.")
-        if self.server.is_admin_token(token):
-            return ADMIN
+            return self._logged_in(req)
+        role = self.server.token_role(token)
+        if role:
+            return _ROLES[role]
         try:
             agent = await self.registry.authenticate_agent(token)
         except Unauthorized:  # the registry speaks of agent tokens; this may be a wrong admin one
             raise Unauthorized("That token is not valid.") from None
         return Actor.agent(agent.agent_id)
 
+    def _logged_in(self, req):
+        """The admin or operator of a dashboard login (host/login.py)."""
+        cookie = req.cookie(login.COOKIE)
+        if not cookie:
+            raise Unauthorized("Send 'Authorization: Bearer <token>' with an admin or agent token.")
+        role = login.role_of(cookie, self.server.role_tokens())
+        if role is None:
+            raise Unauthorized("The login expired or its token changed: log in again.")
+        if req.method not in ("GET", "HEAD") and not login.same_origin(req):
+            raise Forbidden("A change with a dashboard login must come from the dashboard.")
+        return _ROLES[role]
+
     async def _admin(self, req):
         actor = await self._caller(req)
         if not actor.is_admin:
+            if actor == OPERATOR:
+                raise Forbidden("The operator token only looks; this needs the admin token.")
             raise Forbidden("Only the admin token may do this.")
+        return actor
+
+    async def _overseer(self, req):
+        """The admin or the operator: who may see the whole fleet."""
+        actor = await self._caller(req)
+        if actor not in _ROLES.values():
+            raise Forbidden("Only the admin or operator token may see this.")
         return actor
 
     async def _acting_for(self, req, agent_id):
@@ -228,7 +262,7 @@ class Api:
         return 201, {"agent_id": agent.agent_id, "location_id": agent.location_id, "token": token}
 
     async def list_agents(self, req):
-        await self._admin(req)
+        await self._overseer(req)
         agents = await self.registry.list_agents()
         return 200, {
             "agents": [
@@ -253,7 +287,7 @@ class Api:
     async def list_devices(self, req):
         actor = await self._caller(req)
         location = None
-        if not actor.is_admin:
+        if actor.kind == "agent":
             location = (await self.registry.get_agent(actor.id)).location_id
         statuses = await self.registry.list_devices(location)
         return 200, {"devices": [device_json(s, self.hub.session(s.device_id)) for s in statuses]}
@@ -318,6 +352,18 @@ class Api:
         device_id = req.params["device_id"]
         pairing, shown = await self.server.show_pairing(device_id)
         return 200, {"device_id": device_id, "pairing": pairing, "shown": shown}
+
+    async def reboot(self, req):
+        """Restart a unit (e.g. one whose screen froze): 202 once it took the command; it comes
+        back by itself, with a new session and its reset cause."""
+        await self._admin(req)
+        device_id = req.params["device_id"]
+        await self.registry.get_device(device_id)  # an unknown unit is a 404, not "offline"
+        try:
+            await self.server.command(device_id, "reboot")
+        except CommandFailed as e:
+            raise ApiError(_COMMAND_STATUS.get(e.code, 502), e.code, e.message) from None
+        return 202, {"device_id": device_id, "rebooting": True}
 
     async def transfer(self, req):
         actor = await self._admin(req)
@@ -458,7 +504,7 @@ class Api:
         return await self._finish(req, self.registry.cancel, "cancelled")
 
     async def audit(self, req):
-        await self._admin(req)
+        await self._overseer(req)
         limit = req.query.get("limit", "100")
         if not limit.isdigit() or not 0 < int(limit) <= MAX_AUDIT_ENTRIES:
             raise InvalidInput(f"limit must be a whole number from 1 to {MAX_AUDIT_ENTRIES}.")
@@ -468,6 +514,7 @@ class Api:
         return 200, {
             "audit": [
                 {
+                    "seq": e.seq,
                     "at": format_time(e.at),
                     "actor": e.actor,
                     "action": e.action,
@@ -481,7 +528,7 @@ class Api:
         }
 
     async def metrics(self, req):
-        await self._admin(req)
+        await self._overseer(req)
         doc = {
             "server_id": self.server.server_id,
             "sessions": len(self.hub.sessions),
@@ -500,5 +547,5 @@ class Api:
         return 200, doc
 
     async def doctor(self, req):
-        await self._admin(req)
+        await self._overseer(req)
         return 200, await self.server.doctor(req.params["device_id"])

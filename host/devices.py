@@ -81,6 +81,32 @@ def command_text(kind, command_id=_WIDEST_ID, limit=UNIT_MAX_MESSAGE, **fields):
     return text
 
 
+_SCREENS = {
+    "show_qr": "payment",
+    "show_pairing": "pairing",
+    "show_result": "result",
+    "clear": "status",
+}
+
+
+def shown_screen(device_id, kind, fields, ack):
+    """What a unit shows once it acked command `kind` with `fields`, as `Device.shown` keeps it
+    (enough to draw it again: a QR's text with the version and mask the unit verified), or None
+    for a command that draws nothing."""
+    symbol = {"version": ack.get("version"), "mask": ack.get("mask")}
+    if kind == "show_qr":
+        shown = {**fields, **symbol}
+    elif kind == "show_pairing":
+        shown = {"uri": messages.pairing_uri(device_id, fields["code"]), "ecc": "M", **symbol}
+    elif kind == "show_result":
+        shown = {"result": fields["result"]}
+    elif kind == "clear":
+        shown = {"state": "ready"}
+    else:
+        return None
+    return {"screen": _SCREENS[kind], **shown}
+
+
 class DeviceSession:
     def __init__(self, hub, device_id, epoch, ws, fw, max_message=UNIT_MAX_MESSAGE):
         self.hub = hub
@@ -100,13 +126,21 @@ class DeviceSession:
 
     async def command(self, kind, timeout_s, txn_id=None, **fields):
         """Send a command and wait for the unit's answer -> the ack's fields. With `txn_id`,
-        only while that transaction still holds the unit. Counted by kind and result."""
+        only while that transaction still holds the unit. Counted by kind and result. A screen
+        the unit drew is recorded (`Device.shown`) before the answer is returned, so the
+        dashboard and the event stream know it once the caller does."""
         try:
             ack = await self._command(kind, timeout_s, txn_id, fields)
         except CommandFailed as e:
             self.hub.commands[kind, code_label(e.code)] += 1
             raise
         self.hub.commands[kind, "ack"] += 1
+        shown = shown_screen(self.device_id, kind, fields, ack)
+        if shown is not None:
+            try:
+                await self.hub.registry.record_screen(self.device_id, self.epoch, shown, txn_id)
+            except RegistryError as e:  # the unit shows it all the same; only the record is late
+                self.hub.log.warning("screen_not_recorded", device_id=self.device_id, reason=str(e))
         return ack
 
     async def _command(self, kind, timeout_s, txn_id, fields):
@@ -416,8 +450,9 @@ class DeviceHub:
         # Admission is spent only here, on units that proved who they are: strangers cannot
         # use up the rate meant for a fleet reconnecting.
         await self.accept_rate.admit()
-        epoch = await self.registry.acquire_device(device_id, self.server_id, self.lease_ttl_s)
-        await self.registry.report_device(device_id, epoch, firmware=hello["fw"])
+        epoch = await self.registry.acquire_device(
+            device_id, self.server_id, self.lease_ttl_s, hello["fw"], hello["reset"]
+        )
         old = self.sessions.get(device_id)
         session = DeviceSession(
             self, device_id, epoch, ws, hello["fw"], hello["max_message"] or UNIT_MAX_MESSAGE

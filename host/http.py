@@ -140,6 +140,14 @@ class Request:
         scheme, _, token = value.partition(" ")
         return token.strip() if scheme.lower() == "bearer" else ""
 
+    def cookie(self, name):
+        """The value of cookie `name` ("" if the request has none)."""
+        for pair in self.headers.get("cookie", "").split(";"):
+            key, _, value = pair.strip().partition("=")
+            if key == name:
+                return value
+        return ""
+
 
 class Router:
     """Routes `METHOD /path/{name}` patterns to `async handler(request) -> (status, object)`."""
@@ -169,11 +177,24 @@ class Router:
 
 
 class Body:
-    """An answer that is not JSON (e.g. `/metrics`): its bytes and their content type."""
+    """An answer that is not JSON (a page, `/metrics`): its bytes, their content type and any
+    further header fields, (name, value) each (e.g. Set-Cookie, Location)."""
 
-    def __init__(self, data, content_type):
+    def __init__(self, data, content_type, headers=()):
         self.data = data
         self.content_type = content_type
+        self.headers = list(headers)
+
+
+class Stream:
+    """An answer sent as it happens (Server-Sent Events): `chunks` is an async iterator of bytes,
+    each of which the peer must take within WRITE_TIMEOUT_S; the connection closes when it ends
+    or the server stops."""
+
+    def __init__(self, chunks, content_type="text/event-stream; charset=utf-8", headers=()):
+        self.chunks = chunks
+        self.content_type = content_type
+        self.headers = list(headers)
 
 
 def json_response(status, obj, keep_alive=True, extra_fields=()):
@@ -231,6 +252,7 @@ class HttpServer:
         self._accept_errors = Tally(self.log, "accept_failed", level="error")
         self._server = None
         self._previous_handler = None
+        self._streams = set()  # tasks sending a Stream answer, ended when the server stops
 
     async def start(self, host, port):
         loop = asyncio.get_running_loop()
@@ -240,6 +262,8 @@ class HttpServer:
         return self._server.sockets[0].getsockname()[1]
 
     async def close(self):
+        for task in list(self._streams):
+            task.cancel()
         if self._server:
             self._server.close()
             await self._server.wait_closed()
@@ -351,6 +375,9 @@ class HttpServer:
                 response = json_response(413, error_body(error), keep_alive)
             else:
                 response = await self._answer(head, body, peer)
+                if isinstance(response, Stream):
+                    await self._stream(response, reader, writer)
+                    return
             writer.write(response)
             try:
                 await streams.drain(writer, WRITE_TIMEOUT_S)
@@ -385,6 +412,41 @@ class HttpServer:
         del buf[: head.content_length]
         return head, body
 
+    async def _stream(self, stream, reader, writer):
+        fields = [
+            ("Content-Type", stream.content_type),
+            ("Cache-Control", "no-store"),
+            ("Connection", "close"),
+            *stream.headers,
+        ]
+        writer.write(server.response_head(200, fields))
+        task = asyncio.current_task()
+        self._streams.add(task)
+        # The client sends nothing more: the end of its side means it left (closed the page, or
+        # reconnected), and the stream ends now rather than at its next write.
+        left = asyncio.ensure_future(reader.read(1))
+
+        def end(read):
+            # The end of its side, or a reset, is the client leaving.
+            if not read.cancelled() and (read.exception() is not None or read.result() == b""):
+                task.cancel()
+
+        left.add_done_callback(end)
+        try:
+            await streams.drain(writer, WRITE_TIMEOUT_S)
+            async for chunk in stream.chunks:
+                writer.write(chunk)
+                await streams.drain(writer, WRITE_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            self.metrics["http_write_timeouts"] += 1
+        except asyncio.CancelledError:
+            if not left.done() and (not self._server or self._server.is_serving()):
+                raise  # neither the client leaving nor the server stopping: let it go on up
+        finally:
+            left.cancel()
+            self._streams.discard(task)
+            await stream.chunks.aclose()
+
     def _upgrades(self, head):
         return self.upgrade and head.path.split("?", 1)[0] == "/ws/device"
 
@@ -417,7 +479,13 @@ class HttpServer:
                     "message": "The server failed to answer this request; its log says why.",
                 },
             )
+        if isinstance(obj, Stream):
+            return obj
         if isinstance(obj, Body):
-            fields = [("Content-Type", obj.content_type), ("Content-Length", len(obj.data))]
+            fields = [
+                ("Content-Type", obj.content_type),
+                ("Content-Length", len(obj.data)),
+                *obj.headers,
+            ]
             return server.response_head(status, fields) + obj.data
         return json_response(status, obj)

@@ -97,6 +97,7 @@ KNOWN_CODES = frozenset(
         messages.RENDER_FAILED,
         messages.BUSY,
         "bad_json",
+        "bad_last_event_id",
         "bad_query",
         "bad_request",
         "body_too_large",
@@ -107,7 +108,9 @@ KNOWN_CODES = frozenset(
         "method_not_allowed",
         "render_mismatch",
         "request_timeout",
+        "server_stopping",
         "too_many_connections",
+        "too_many_streams",
     }
     | _registry_codes()
 )
@@ -316,6 +319,17 @@ class _Figures:
             "qrfleet_http_connections",
             "Connections open on the API's port, unit sessions included.",
             [((), http.connections)],
+        )
+        yield gauge(
+            "qrfleet_event_streams",
+            "GET /api/events streams open on this instance.",
+            [((), server.events.open_streams)],
+        )
+        yield counter(
+            "qrfleet_event_streams_behind",
+            "Event streams ended because their client fell too far behind (it resumes with "
+            "Last-Event-ID).",
+            [((), server.events.ended_behind)],
         )
         occupancy = sorted(
             (location or NO_LOCATION, c) for location, c in metrics.occupancy.items()

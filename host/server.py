@@ -8,7 +8,9 @@ import weakref
 
 from host.api import COMMAND_TIMEOUT_S, Api
 from host.cluster import HolderChanged
+from host.dashboard import Dashboard
 from host.devices import ACCEPT_PER_S, CommandFailed, DeviceHub
+from host.events import EventFeed
 from host.http import MAX_CONNECTIONS_PER_PEER, HttpServer
 from host.log import Log
 from host.metrics import Metrics
@@ -41,16 +43,21 @@ class QrfleetServer:
         new_sessions_per_s=ACCEPT_PER_S,
         metrics_token=None,
         metrics_listen=None,
+        operator_token=None,
     ):
         """`tls`: an ssl.SSLContext (host.http.tls_context) to serve https:// and wss://;
         the connection caps are host.http's (None: what the open-file limit allows).
         `GET /metrics` takes `metrics_token` or the admin token; with `metrics_listen`
         ((host, port)) it is also served there, needing a token only if `metrics_token` is
-        set."""
+        set. `operator_token` sees what the admin sees (dashboard, API reads, events) and
+        changes nothing."""
         if not admin_token:
             raise ValueError("an admin token is required: --admin-token or QRFLEET_ADMIN_TOKEN")
         self.store_url = store_url
         self.admin_token = admin_token
+        if operator_token == admin_token:
+            raise ValueError("the operator token must differ from the admin token")
+        self.operator_token = operator_token
         self.server_id = server_id or f"{socket.gethostname()}-{os.getpid()}"
         self.heartbeat_s = heartbeat_s
         self.tls = tls
@@ -73,6 +80,7 @@ class QrfleetServer:
         self.metrics_http = None
         self.metrics_port = None
         self.api = None
+        self.events = None  # GET /api/events (host/events.py)
 
     async def start(self, host="127.0.0.1", port=0):
         """Open the store and the port; returns the port (useful with port 0)."""
@@ -97,7 +105,9 @@ class QrfleetServer:
 
             self.cluster = Cluster(store.address, self.server_id, self.hub, self.log)
             await self.cluster.start()
+        self.events = EventFeed(self.registry, self.tasks, self.log)
         self.api = Api(self)
+        Dashboard(self).mount(self.api.router)  # the pages at / (host/dashboard)
         self.http = HttpServer(
             self.api.router,
             upgrade=self.hub.accept,
@@ -120,6 +130,8 @@ class QrfleetServer:
             await self.metrics_http.close()
         if self.http:
             await self.http.close()
+        if self.events:
+            await self.events.close()
         if self.hub:
             await self.hub.close()
         if self.symbols:
@@ -135,8 +147,15 @@ class QrfleetServer:
                     self.log.warning("leave_failed", reason=str(e))
             await self.registry.close()
 
-    def is_admin_token(self, token):
-        return hmac.compare_digest(token.encode(), self.admin_token.encode())
+    def role_tokens(self):
+        return {"admin": self.admin_token, "operator": self.operator_token}
+
+    def token_role(self, token):
+        """The role whose token `token` is ("admin" or "operator"), else None."""
+        for role, known in self.role_tokens().items():
+            if known and hmac.compare_digest(token.encode(), known.encode()):
+                return role
+        return None
 
     async def _presence(self):
         """Renew this instance's presence; once it lapsed (the process was paused, the store

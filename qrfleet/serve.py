@@ -56,6 +56,12 @@ def add_parsers(sub):
         "worth (default %(default)s): a reconnecting fleet leaves heartbeats served",
     )
     p.add_argument(
+        "--operator-token",
+        default=os.environ.get("QRFLEET_OPERATOR_TOKEN"),
+        help="a read-only token (or QRFLEET_OPERATOR_TOKEN) for support staff: it logs in to "
+        "the dashboard and reads the API and the event stream, and changes nothing",
+    )
+    p.add_argument(
         "--metrics-token",
         default=os.environ.get("QRFLEET_METRICS_TOKEN"),
         help="token Prometheus sends to GET /metrics (or QRFLEET_METRICS_TOKEN); without it "
@@ -96,6 +102,7 @@ def serve(args):
             new_sessions_per_s=args.new_sessions_per_s,
             metrics_token=args.metrics_token,
             metrics_listen=args.metrics_listen,
+            operator_token=args.operator_token,
         )
         port = await server.start(args.host, args.port)
         print(f"{'https' if tls else 'http'}://{args.host}:{port}", flush=True)

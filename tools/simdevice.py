@@ -70,8 +70,12 @@ class SimulatedUnit:
         return self.task
 
     async def stop(self):
-        self.task.cancel()
+        # Again until it ends: CPython 3.11's wait_for can swallow a cancel that lands just as
+        # the wait it guards ends, and the session would carry on.
+        while not self.task.done():
+            self.task.cancel()
+            await asyncio.wait({self.task}, timeout=1)
         try:
-            await self.task
+            await self.task  # done by now: raises what ended it, if it was not the cancel
         except asyncio.CancelledError:
             pass

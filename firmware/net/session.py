@@ -54,6 +54,7 @@ class Session:
         tls=None,
         max_message=DEFAULT_MAX_SIZE,
         clock=None,
+        reset=None,
     ):
         self.device_id = device_id
         self.secret = secret
@@ -65,6 +66,7 @@ class Session:
         self.untrusted = untrusted or _ignore
         self.tls = tls
         self.clock = clock
+        self.reset = reset  # why the unit last started, told to each server in hello
         # Where every connection assembles its messages, found once in one piece: as large as
         # the largest message this unit can use (told to the server in hello), 4 KB at most.
         self._buffer = bytearray(max(MIN_MESSAGE, min(max_message, DEFAULT_MAX_SIZE)))
@@ -124,6 +126,7 @@ class Session:
                 proto=messages.PROTOCOL_VERSION,
                 nonce=nonce,
                 max_message=len(self._buffer),
+                reset=self.reset,
             )
         )
         msg = await self._expect(conn, "challenge")

@@ -163,6 +163,8 @@ DEVICE_MESSAGES = {
         ("nonce", (_OR_NULL, _hex(32), "32 lower-case hex digits"), None),
         # The largest message the unit takes, MAC included (null: DEFAULT_MAX_SIZE, 4096).
         ("max_message", (_OR_NULL, _count(MIN_MESSAGE, 0xFFFF), "an integer"), None),
+        # Why the unit last started (hal.reset_cause()), shown to operators.
+        ("reset", (_OR_NULL, _text(1, 16), "a string of 1 to 16 characters"), None),
     ),
     "auth": (("mac", _hex(64), _REQUIRED),),
     "heartbeat": (

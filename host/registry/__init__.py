@@ -45,6 +45,7 @@ from host.registry.errors import (
 from host.registry.records import (
     ADMIN,
     HYBRID,
+    OPERATOR,
     POLICIES,
     POOL,
     REGISTRY,
@@ -96,6 +97,7 @@ def open_registry(url, clock=time.time, **options):
 __all__ = [
     "ADMIN",
     "HYBRID",
+    "OPERATOR",
     "POLICIES",
     "POOL",
     "REGISTRY",

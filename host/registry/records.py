@@ -19,7 +19,8 @@ POLICIES = (STRICT, POOL, HYBRID)
 
 @dataclass(frozen=True)
 class Actor:
-    """Who performs an operation: `ADMIN`, `Actor.agent(id)`, `Actor.server(id)` or `REGISTRY`."""
+    """Who performs an operation: `ADMIN`, `OPERATOR` (sees what the admin sees, changes
+    nothing), `Actor.agent(id)`, `Actor.server(id)` or `REGISTRY`."""
 
     kind: str
     id: str = ""
@@ -41,6 +42,7 @@ class Actor:
 
 
 ADMIN = Actor("admin")
+OPERATOR = Actor("operator")
 # The registry itself, e.g. when it expires a reservation nobody released.
 REGISTRY = Actor("registry")
 
@@ -71,6 +73,11 @@ class Device:
     last_screen: dict | None = None
     # What the unit reports about its display, e.g. {"width": 128, "height": 64}.
     panel: dict | None = None
+    # The last screen the unit drew and verified, as the server can draw it again: the screen
+    # kind and what it showed (payload, version and mask of a QR; a result; a status).
+    shown: dict | None = None
+    # Why the unit last started ("power-on", "watchdog", ...), as it said when it connected.
+    reset_cause: str | None = None
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,8 @@ unless noted):
     agent:<id>                 [name, location_id, token_hash] agents, agents:<location>: sets
     agent-token:<token_hash>   agent id (plain string)
     device:<id>                [name, location_id, firmware, registered_at,
-                                last_seen, last_screen, panel] devices, devices:<location>: sets
+                                last_seen, last_screen, panel, shown,
+                                reset_cause] devices, devices:<location>: sets
     device-secret:<id>         the secret (plain string)
     link:<device>              [agent_id, linked_at]           links:<agent>: set of devices
     pairing:<device>           [code, expires_at]              pairing-expiry: zset by expires_at
@@ -131,7 +132,7 @@ RETRY_S = 10.0
 CONFLICT_PAUSES_S = (0.001, 0.05)
 OUTAGE_PAUSES_S = (0.01, 0.2)
 SOCKET_TIMEOUT_S = 5.0
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DEFAULT_PREFIX = "qrfleet:"
 
 _LOST = (LostConnection, LostTimeout)
@@ -145,6 +146,15 @@ for i = 2, #KEYS do
 end
 return seq
 """
+
+
+def _audit_entries(members):
+    """Audit entries from their members, "<seq> <JSON fields>" each."""
+    entries = []
+    for member in members:
+        seq, fields = member.split(" ", 1)
+        entries.append(AuditEntry(int(seq), *json.loads(fields)))
+    return entries
 
 
 class Address:
@@ -399,6 +409,8 @@ class RedisTransaction(Transaction):
             d.last_seen,
             d.last_screen,
             d.panel,
+            d.shown,
+            d.reset_cause,
         ]
         self._put(f"{self._p}device:{d.device_id}", _dump(fields))
         if secret is not None:
@@ -664,10 +676,7 @@ class RedisTransaction(Transaction):
         else:
             index, first = f"{self._p}audit", -limit
         members = self._read(("WATCH", index), ("ZRANGE", index, first, -1))
-        entries = []
-        for member in members:
-            seq, fields = member.split(" ", 1)
-            entries.append(AuditEntry(int(seq), *json.loads(fields)))
+        entries = _audit_entries(members)
         if self._audits:
             # Numbered at commit, after every entry committed so far (the counter is watched).
             last = int(self._string(f"{self._p}audit-seq") or 0)
@@ -678,6 +687,13 @@ class RedisTransaction(Transaction):
             if device_id in (None, e.device_id) and agent_id in (None, e.agent_id)
         ]
         return matching[-limit:] if limit > 0 else []
+
+    def audit_after(self, seq, limit):
+        index = f"{self._p}audit"
+        members = self._read(
+            ("WATCH", index), ("ZRANGE", index, f"({seq}", "+inf", "BYSCORE", "LIMIT", 0, limit)
+        )
+        return _audit_entries(members)
 
     # Commit
 
@@ -722,7 +738,7 @@ class RedisStore(Store):
         key = f"{self.address.prefix}schema"
         version = tx._string(key)
         if version is None or int(version) < SCHEMA_VERSION:
-            tx._put(key, str(SCHEMA_VERSION))  # version 2 only adds keys
+            tx._put(key, str(SCHEMA_VERSION))  # 2 added keys, 3 fields at a record's end
         elif int(version) > SCHEMA_VERSION:
             raise StoreUnavailable(
                 f"the registry store at {self.address} has schema version {version}, newer than "

@@ -164,9 +164,12 @@ class Registry:
 
     # Sessions
 
-    async def acquire_device(self, device_id, server_id, ttl_s):
-        """Start a session on the unit -> its epoch, larger than any before; the unit is online."""
-        return await self._write_and_wake(rules.acquire_device, device_id, server_id, ttl_s)
+    async def acquire_device(self, device_id, server_id, ttl_s, firmware=None, reset_cause=None):
+        """Start a session on the unit -> its epoch, larger than any before; the unit is online.
+        `firmware` and `reset_cause`: what the unit said of itself when it connected."""
+        return await self._write_and_wake(
+            rules.acquire_device, device_id, server_id, ttl_s, firmware, reset_cause
+        )
 
     async def renew_device(self, device_id, server_id, epoch, ttl_s, **changes):
         """Heartbeat: extend the lease and record `changes` (as report_device) -> False if a
@@ -176,6 +179,11 @@ class Registry:
     async def renew_devices(self, server_id, ttl_s, heartbeats):
         """Many heartbeats, (device_id, epoch, changes) each, in one operation -> [renewed?]."""
         return await self._write(rules.renew_devices, server_id, ttl_s, heartbeats)
+
+    async def record_screen(self, device_id, epoch, shown, txn_id=None):
+        """The screen the unit verified drawing in session `epoch` (`Device.shown`) -> False if
+        a newer session holds the unit. Audited: `shown` for a transaction's QR, else `screen`."""
+        return await self._write(rules.record_screen, device_id, epoch, shown, txn_id)
 
     async def release_device(self, device_id, epoch):
         """The session ended -> False if it was no longer the unit's newest."""
@@ -278,3 +286,8 @@ class Registry:
     async def audit(self, device_id=None, agent_id=None, limit=100):
         """Who linked, unlinked, transferred and reserved what, when: newest `limit`, oldest first."""
         return await self.store.read(lambda tx: tx.audit(device_id, agent_id, limit))
+
+    async def audit_after(self, seq, limit=500):
+        """Entries after `seq` in the order they were made, at most `limit` (the event stream,
+        host/events.py, resumes from here)."""
+        return await self.store.read(lambda tx: tx.audit_after(seq, limit))

@@ -167,6 +167,11 @@ def _audit(tx, now, actor, action, **subject):
     tx.append_audit(now, str(actor), action, **subject)
 
 
+def _audit_unit(tx, now, actor, action, device_id, detail):
+    """An audit entry about a unit's session or screen, with its owner: whom it serves."""
+    _audit(tx, now, actor, action, device_id=device_id, agent_id=tx.owner(device_id), detail=detail)
+
+
 def _audit_txn(tx, now, actor, action, reservation, detail=None):
     """An audit entry about a transaction: its unit, its agent and its id."""
     _audit(
@@ -355,18 +360,24 @@ def transfer(tx, now, actor, device_id, agent_id):
 # Sessions: leases with fencing epochs
 
 
-def acquire_device(tx, now, device_id, server_id, ttl_s):
-    """Start a session on the unit for `server_id`; the newest session always wins."""
+def acquire_device(tx, now, device_id, server_id, ttl_s, firmware=None, reset_cause=None):
+    """Start a session on the unit for `server_id`, recording the firmware and reset cause the
+    unit announced; the newest session always wins."""
     device = _device(tx, device_id)
     check_id("server", server_id)
     ttl_s = _check_seconds("ttl_s", ttl_s, MAX_LEASE_S)
     previous = tx.lease(device_id)
     epoch = 1 if previous is None else previous.epoch + 1
     tx.put_lease(Lease(device_id, server_id, epoch, now + ttl_s))
-    tx.put_device(replace(device, last_seen=now))
-    _audit(
-        tx, now, Actor.server(server_id), "session", device_id=device_id, detail=f"epoch {epoch}"
+    tx.put_device(
+        replace(
+            device,
+            last_seen=now,
+            firmware=firmware or device.firmware,
+            reset_cause=reset_cause,
+        )
     )
+    _audit_unit(tx, now, Actor.server(server_id), "session", device_id, f"epoch {epoch}")
     return epoch
 
 
@@ -407,7 +418,39 @@ def release_device(tx, now, device_id, epoch):
     lease = _holds(tx, device_id, epoch)
     if lease is None:
         return False
-    tx.put_lease(replace(lease, expires_at=min(lease.expires_at, now)))
+    if lease.live(now):  # else it ended already (released, or lapsed)
+        tx.put_lease(replace(lease, expires_at=now))
+        _audit_unit(tx, now, Actor.server(lease.server_id), "offline", device_id, f"epoch {epoch}")
+    return True
+
+
+def record_screen(tx, now, device_id, epoch, shown, txn_id=None):
+    """Record the screen the unit drew and verified in the session with `epoch`: `shown` (a
+    dict, `Device.shown`), audited as `shown` for a transaction's QR, else `screen` -> False
+    if a newer session holds the unit (what this one saw is stale)."""
+    lease = _holds(tx, device_id, epoch)
+    if lease is None:
+        return False
+    kind = shown.get("screen") if isinstance(shown, dict) else None
+    if not isinstance(kind, str):
+        raise InvalidInput("a recorded screen must be a dict with its 'screen' kind")
+    tx.put_device(replace(tx.device(device_id), shown={**shown, "at": now}))
+    actor = Actor.server(lease.server_id)
+    if txn_id is None:
+        _audit_unit(tx, now, actor, "screen", device_id, kind)
+    else:
+        reservation = tx.reservation(check_id("transaction", txn_id))
+        agent_id = reservation.agent_id if reservation else tx.owner(device_id)
+        _audit(
+            tx,
+            now,
+            actor,
+            "shown",
+            device_id=device_id,
+            agent_id=agent_id,
+            txn_id=txn_id,
+            detail=kind,
+        )
     return True
 
 

@@ -149,11 +149,16 @@ MIGRATIONS = (
             by_txn_id TEXT NOT NULL,
             expires_at REAL NOT NULL)""",
     ),
+    (
+        "ALTER TABLE devices ADD COLUMN shown TEXT",
+        "ALTER TABLE devices ADD COLUMN reset_cause TEXT",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _DEVICE_COLUMNS = (
-    "device_id, name, location_id, firmware, registered_at, last_seen, last_screen, panel"
+    "device_id, name, location_id, firmware, registered_at, last_seen, last_screen, panel, "
+    "shown, reset_cause"
 )
 
 
@@ -183,7 +188,7 @@ def _unjson(text):
 
 
 def _device(row):
-    return Device(*row[:6], _unjson(row[6]), _unjson(row[7]))
+    return Device(*row[:6], _unjson(row[6]), _unjson(row[7]), _unjson(row[8]), row[9])
 
 
 def _request(row):
@@ -282,20 +287,25 @@ class SqliteTransaction(Transaction):
             device.last_seen,
             _json(device.last_screen),
             _json(device.panel),
+            _json(device.shown),
+            device.reset_cause,
         )
         if secret is None:
             self._execute(
                 "UPDATE devices SET name = ?, location_id = ?, firmware = ?, registered_at = ?, "
-                "last_seen = ?, last_screen = ?, panel = ? WHERE device_id = ?",
+                "last_seen = ?, last_screen = ?, panel = ?, shown = ?, reset_cause = ? "
+                "WHERE device_id = ?",
                 values[1:] + values[:1],
             )
         else:
             self._execute(
-                f"INSERT INTO devices ({_DEVICE_COLUMNS}, secret) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                f"INSERT INTO devices ({_DEVICE_COLUMNS}, secret) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (device_id) DO UPDATE SET name = excluded.name, "
                 "location_id = excluded.location_id, firmware = excluded.firmware, "
                 "registered_at = excluded.registered_at, last_seen = excluded.last_seen, "
                 "last_screen = excluded.last_screen, panel = excluded.panel, "
+                "shown = excluded.shown, reset_cause = excluded.reset_cause, "
                 "secret = excluded.secret",
                 values + (secret,),
             )
@@ -539,6 +549,15 @@ class SqliteTransaction(Transaction):
             limit,
         )
         return [AuditEntry(*row) for row in reversed(rows)]
+
+    def audit_after(self, seq, limit):
+        rows = self._all(
+            "SELECT seq, at, actor, action, device_id, agent_id, txn_id, detail FROM audit "
+            "WHERE seq > ? ORDER BY seq LIMIT ?",
+            seq,
+            limit,
+        )
+        return [AuditEntry(*row) for row in rows]
 
 
 class SqliteStore(Store):

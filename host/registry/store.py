@@ -190,6 +190,10 @@ class Transaction(abc.ABC):
     def audit(self, device_id=None, agent_id=None, limit=100):
         """The newest `limit` matching entries, oldest first."""
 
+    @abc.abstractmethod
+    def audit_after(self, seq, limit):
+        """The first `limit` entries after `seq`, oldest first."""
+
 
 class Store(abc.ABC):
     """A store's scaffolding: one worker thread owns the connection and runs this store

@@ -245,7 +245,9 @@ def test_audit_takes_a_percent_encoded_query_and_refuses_a_malformed_one(shop):
     unit = shop.unit(1)
     shop.link(till, "till-1", unit)
     entries = shop.admin.get(f"/api/audit?agent_id=till%2D1&device_id={unit.device_id}")["audit"]
-    assert [e["action"] for e in entries] == ["link"]
+    # The link, then the idle screen the unit shows its new owner.
+    assert [e["action"] for e in entries][:2] == ["link", "screen"]
+    assert {(e["agent_id"], e["device_id"]) for e in entries} == {("till-1", unit.device_id)}
     assert shop.admin.get("/api/audit?agent_id=till-2")["audit"] == []
     refused(lambda: shop.admin.get("/api/audit?agent_id=%ff"), 400, "bad_query")
     refused(lambda: shop.admin.get("/api/audit?agent_id=a&agent_id=b"), 400, "bad_query")

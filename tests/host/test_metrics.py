@@ -9,6 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from firmware.proto.messages import CommandError
 from tests.conftest import wait_for
 from tests.host.test_api import refused
+from tests.host.test_events import EventStream
 from tools.serverproc import read_url, running_server
 from tools.simdevice import SimulatedUnit
 
@@ -51,6 +52,7 @@ def test_a_scrape_shows_the_qrs_commands_units_and_refusals_an_operator_looks_fo
     )
     refused(lambda: shop.admin.post("/api/agents/nobody/qr", {"payload": "p"}), 404, "not_found")
     url = shop.server.url + "/metrics"
+    stream = EventStream(shop.server.url, till.token)  # a cashier system following its events
 
     wait_for(
         lambda: value(
@@ -71,6 +73,8 @@ def test_a_scrape_shows_the_qrs_commands_units_and_refusals_an_operator_looks_fo
     for code in ("payload_too_large", "not_found"):
         assert value(m, "qrfleet_refusals", "qrfleet_refusals_total", code=code) == 1
     assert value(m, "qrfleet_unit_sessions", "qrfleet_unit_sessions_total") == 1
+    assert value(m, "qrfleet_event_streams") == 1
+    stream.close()
     assert (
         value(
             m,

@@ -13,6 +13,7 @@ Fixtures:
     agents    agents(n) -> n agents at the location, each with `.id` and `.api`
     cluster   Valkey + three instances with virtual boards of their own (tools/harness/cluster.py)
     record    record(name, value): a figure for the run report
+    picture   picture(name, png_bytes): a picture for the run report, under this scenario
 """
 
 import re
@@ -40,7 +41,7 @@ def pytest_configure(config):
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
-    if not {"boards", "cluster"} & set(item.fixturenames):
+    if not {"boards", "cluster", "picture"} & set(item.fixturenames):
         return
     if rep.when == "call" or (rep.when == "setup" and rep.outcome != "passed"):
         item.config._qrfleet_report.add(item, rep)
@@ -164,6 +165,17 @@ def record(request):
         request.node.user_properties.append((name, value))
 
     return record
+
+
+@pytest.fixture
+def picture(request):
+    """picture(name, png_bytes): a PNG of this scenario (a screenshot, a unit's screen) for the
+    run report: saved in its pictures/ folder and shown in report.md under the scenario."""
+
+    def picture(name, png):
+        return request.config._qrfleet_report.picture(request.node.nodeid, name, png)
+
+    return picture
 
 
 @pytest.fixture

@@ -42,6 +42,7 @@ def test_ack_keeps_the_command_results_it_carries():
                 "proto": messages.PROTOCOL_VERSION,
                 "nonce": "ab" * 16,
                 "max_message": 1050,
+                "reset": "watchdog",
             },
         ),
         ("auth", {"mac": "0f" * 32}),

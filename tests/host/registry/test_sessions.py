@@ -109,3 +109,60 @@ async def test_a_lease_needs_a_sensible_ttl(shop, ttl_s):
     with pytest.raises(InvalidInput, match="ttl_s must be a number of seconds"):
         await shop.registry.acquire_device("u1", "s1", ttl_s)
     assert (await shop.registry.get_device("u1")).epoch is None
+
+
+async def test_a_session_records_the_firmware_and_reset_cause_the_unit_announced(shop):
+    await shop.open()
+    await shop.registry.acquire_device("u1", "s1", 30, firmware="1.3.0", reset_cause="watchdog")
+    await shop.registry.acquire_device("u1", "s2", 30, reset_cause="power-on")
+
+    unit = (await shop.registry.get_device("u1")).device
+    # A unit that did not say its firmware keeps the one known; the reset is this start's.
+    assert (unit.firmware, unit.reset_cause) == ("1.3.0", "power-on")
+
+
+async def test_a_verified_screen_is_recorded_and_audited_only_by_the_newest_session(shop, clock):
+    await shop.open()
+    await shop.pair("a", "u1")
+    old = await shop.registry.acquire_device("u1", "s1", 30)
+    new = await shop.registry.acquire_device("u1", "s2", 30)
+    clock.advance(2)
+    payment = {"screen": "payment", "payload": "PAY 1", "ecc": "M", "version": 1, "mask": 3}
+
+    assert await shop.registry.record_screen("u1", old, {"screen": "status"}) is False
+    assert await shop.registry.record_screen("u1", new, {"screen": "status", "state": "ready"})
+    assert await shop.registry.record_screen("u1", new, payment, txn_id="t1")
+
+    unit = (await shop.registry.get_device("u1")).device
+    assert unit.shown == {**payment, "at": clock.now}
+    entries = [e for e in await shop.registry.audit(device_id="u1") if e.actor == "server:s2"]
+    assert [(e.action, e.agent_id, e.txn_id, e.detail) for e in entries] == [
+        ("session", "a", None, "epoch 2"),
+        ("screen", "a", None, "status"),
+        ("shown", "a", "t1", "payment"),
+    ]
+    with pytest.raises(InvalidInput, match="'screen' kind"):
+        await shop.registry.record_screen("u1", new, {"payload": "no kind"})
+
+
+async def test_a_session_that_ends_is_audited_as_offline_once(shop):
+    await shop.open()
+    await shop.pair("b", "u2")
+    epoch = await shop.registry.acquire_device("u2", "s1", 30)
+
+    assert await shop.registry.release_device("u2", epoch)
+    await shop.registry.release_device("u2", epoch)
+
+    offline = [e for e in await shop.registry.audit(device_id="u2") if e.action == "offline"]
+    assert [(e.actor, e.agent_id, e.detail) for e in offline] == [("server:s1", "b", "epoch 1")]
+
+
+async def test_the_audit_log_reads_on_after_any_entry_in_order(shop):
+    await shop.open()
+    everything = await shop.registry.audit(limit=1000)
+    middle = everything[len(everything) // 2].seq
+
+    after = await shop.registry.audit_after(middle, limit=3)
+
+    assert after == [e for e in everything if e.seq > middle][:3]
+    assert await shop.registry.audit_after(everything[-1].seq) == []
