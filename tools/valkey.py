@@ -32,6 +32,9 @@ import valkey
 START_TIMEOUT_S = 10.0
 # Sentinels retry a failover that stalled after twice this; the default (3 min) is for WANs.
 FAILOVER_TIMEOUT_MS = 3000
+# A replica acknowledges every second; one silent for longer than this no longer counts towards
+# `min-replicas-to-write`.
+MIN_REPLICAS_MAX_LAG_S = 2
 
 
 class ValkeyError(RuntimeError):
@@ -76,13 +79,24 @@ def answering_pid(port, timeout=1.0):
 class ValkeyServer:
     """One `valkey-server` process on 127.0.0.1; `start()`, `stop()`, `restart()`."""
 
-    def __init__(self, port=None, directory=None, binary=None, log_path=None, replica_of=None):
-        """`replica_of`: the port of a primary on 127.0.0.1 to replicate."""
+    def __init__(
+        self,
+        port=None,
+        directory=None,
+        binary=None,
+        log_path=None,
+        replica_of=None,
+        min_replicas=0,
+    ):
+        """`replica_of`: the port of a primary on 127.0.0.1 to replicate. `min_replicas`: while
+        primary, refuse writes (NOREPLICAS) unless that many replicas acknowledged within
+        MIN_REPLICAS_MAX_LAG_S."""
         self.port = port
         self.directory = None if directory is None else str(directory)
         self.binary = binary or default_binary()
         self.log_path = log_path or os.devnull
         self.replica_of = replica_of
+        self.min_replicas = min_replicas
         self.process = None
 
     def url(self, db=0, prefix=None):
@@ -91,12 +105,15 @@ class ValkeyServer:
 
     def argv(self):
         argv = [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", ""]
-        # A replica that attaches gets its copy at once, not after the default 5 s.
-        argv += ["--repl-diskless-sync-delay", "0"]
+        # A replica that attaches gets its copy at once, not after the default 5 s. Any server
+        # may become a replica (Sentinel demotes a primary that comes back): it loads its copy
+        # from the socket, which leaves no dump.rdb in the current directory.
+        argv += ["--repl-diskless-sync-delay", "0", "--repl-diskless-load", "swapdb"]
+        if self.min_replicas:
+            argv += ["--min-replicas-to-write", str(self.min_replicas)]
+            argv += ["--min-replicas-max-lag", str(MIN_REPLICAS_MAX_LAG_S)]
         if self.replica_of is not None:
-            # Loading the copy from the socket leaves no dump.rdb in the current directory.
             argv += ["--replicaof", "127.0.0.1", str(self.replica_of)]
-            argv += ["--repl-diskless-load", "swapdb"]
         if self.directory is None:
             return [*argv, "--appendonly", "no"]
         return [*argv, "--dir", self.directory, "--appendonly", "yes", "--appendfsync", "always"]
@@ -145,6 +162,7 @@ class ValkeyServer:
         if process is None or process.poll() is not None:
             return
         process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        process.send_signal(signal.SIGCONT)  # a paused server must see it too
         try:
             process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -201,36 +219,53 @@ class ValkeySentinel(ValkeyServer):
 
 
 class ReplicatedValkey:
-    """A primary, one replica and `sentinels` Sentinels watching them, on loopback ports.
+    """A primary, `replicas` replicas and `sentinels` Sentinels watching them, on loopback ports.
 
-        with ReplicatedValkey(tmp_path, sentinels=3) as valkey:
+        with ReplicatedValkey(tmp_path, replicas=2) as valkey:
             registry = open_registry(valkey.url(db=0))
-            valkey.primary.stop(kill=True)  # the Sentinels promote the replica
+            valkey.primary.stop(kill=True)  # the Sentinels promote a replica
 
     The Sentinels declare the primary down after `down_after_ms` without an answer; a
-    majority of them must agree (the quorum) and elect one to run the failover."""
+    majority of them must agree (the quorum) and elect one to run the failover.
 
-    def __init__(self, directory, sentinels=1, service="qrfleet", down_after_ms=1000):
+    Every node, as it may be promoted, refuses writes while primary unless `replicas` - 1 of
+    the others acknowledge it (`min-replicas-to-write`): a failover leaves one replica fewer,
+    and a primary cut off from all of them (one that was paused while another was promoted)
+    takes no write that the failover would throw away. With one replica that is no limit."""
+
+    def __init__(self, directory, replicas=1, sentinels=1, service="qrfleet", down_after_ms=1000):
         self.directory = str(directory)
         self.service = service
         self.down_after_ms = down_after_ms
-        self.primary = ValkeyServer(log_path=os.path.join(self.directory, "primary.log"))
-        self.replica = None
+        self.servers = [
+            ValkeyServer(
+                log_path=os.path.join(self.directory, f"valkey-{i}.log"),
+                min_replicas=replicas - 1,
+            )
+            for i in range(1 + replicas)
+        ]
+        self.primary, *self.replicas = self.servers  # as started; a failover swaps roles
         self.sentinels = [None] * sentinels
 
-    def url(self, db=0, prefix=None):
-        query = "" if prefix is None else f"?prefix={prefix}"
+    @property
+    def replica(self):
+        """The first replica started (the only one, unless there are several)."""
+        return self.replicas[0]
+
+    def url(self, db=0, prefix=None, min_replicas=None):
+        query = {"prefix": prefix, "min_replicas": min_replicas}
+        query = "&".join(f"{k}={v}" for k, v in query.items() if v is not None)
         hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
-        return f"redis+sentinel://{hosts}/{self.service}/{db}{query}"
+        return f"redis+sentinel://{hosts}/{self.service}/{db}" + (f"?{query}" if query else "")
 
     def start(self):
-        """Start them all and wait until the replica has its copy and every Sentinel knows the
-        replica and the other Sentinels: from then on a failover can happen."""
+        """Start them all and wait until the replicas have their copy and every Sentinel knows
+        the replicas and the other Sentinels: from then on a failover can happen."""
         os.makedirs(self.directory, exist_ok=True)
         self.primary.start()
-        self.replica = ValkeyServer(
-            replica_of=self.primary.port, log_path=os.path.join(self.directory, "replica.log")
-        ).start()
+        for replica in self.replicas:
+            replica.replica_of = self.primary.port
+            replica.start()
         quorum = len(self.sentinels) // 2 + 1
         for i in range(len(self.sentinels)):
             where = os.path.join(self.directory, f"sentinel-{i}")
@@ -242,21 +277,67 @@ class ReplicatedValkey:
                 self.down_after_ms,
                 log_path=f"{where}.log",
             ).start()
-        self._wait_until(self._ready, "the replica to sync and the Sentinels to see everyone")
+        self.wait_settled()
         return self
 
-    def _ready(self):
-        with valkey.Valkey(port=self.replica.port, decode_responses=True) as replica:
-            if replica.info("replication")["master_link_status"] != "up":
+    def serving(self):
+        """The server the Sentinels name as primary and that answers as one, or None (a
+        failover is under way)."""
+        port = self.primary_port()
+        server = next((s for s in self.servers if s.port == port), None)
+        if server is None or server.process is None:
+            return None
+        return server if (replication_info(server.port) or {}).get("role") == "master" else None
+
+    def advertised_port(self):
+        """The port of the primary as the first Sentinel advertises it to clients: a promoted
+        replica's as soon as it is promoted, before `primary_port()` changes."""
+        with valkey.Valkey(port=self.sentinels[0].port, decode_responses=True) as client:
+            return client.sentinel_get_master_addr_by_name(self.service)[1]
+
+    def rejoin(self, server):
+        """Start `server` (stopped, or restarted now) as a replica of the current primary, as an
+        operator brings a failed node back, and wait until everything has settled."""
+        server.stop()
+        self.wait_settled(replicas=False)
+        server.replica_of = self.serving().port
+        server.start()
+        self.wait_settled()
+        return server
+
+    def wait_settled(self, replicas=True, timeout=START_TIMEOUT_S + 2 * FAILOVER_TIMEOUT_MS / 1000):
+        """Wait until the Sentinels name a primary that answers as one, and (with `replicas`)
+        every other running server replicates it with its copy complete and every Sentinel
+        sees them answer (its view of their links is refreshed every 10 s only, and every
+        second in a failover) and sees the other Sentinels -> the primary. The default
+        timeout allows for a failover that stalled and is tried again."""
+        self._wait_until(
+            lambda: self._settled(replicas),
+            "a primary"
+            + (", its replicas in sync and the Sentinels to see everyone" if replicas else ""),
+            timeout,
+        )
+        return self.serving()
+
+    def _settled(self, replicas):
+        primary = self.serving()
+        if primary is None or not replicas:
+            return primary is not None
+        others = [s for s in self.servers if s is not primary and s.process is not None]
+        for server in others:
+            state = replication_info(server.port) or {}
+            if state.get("master_port") != primary.port or state["master_link_status"] != "up":
                 return False
         for sentinel in self.sentinels:
             with valkey.Valkey(port=sentinel.port, decode_responses=True) as client:
                 state = client.sentinel_master(self.service)
-                if (
-                    state["num-slaves"] < 1
-                    or state["num-other-sentinels"] < len(self.sentinels) - 1
-                ):
-                    return False
+                seen = {
+                    r["port"] for r in client.sentinel_slaves(self.service) if not r["is_sdown"]
+                }
+            if not {s.port for s in others} <= seen:
+                return False
+            if state["num-other-sentinels"] < len(self.sentinels) - 1:
+                return False
         return True
 
     def primary_port(self):
@@ -276,7 +357,7 @@ class ReplicatedValkey:
             time.sleep(0.05)
 
     def stop(self):
-        for server in [*self.sentinels, self.replica, self.primary]:
+        for server in [*self.sentinels, *self.replicas, self.primary]:
             if server is not None:
                 server.stop()
 
@@ -289,6 +370,16 @@ class ReplicatedValkey:
 
     def __exit__(self, *exc_info):
         self.stop()
+
+
+def replication_info(port):
+    """INFO replication of the server on the port, or None if it does not answer within a
+    second (stopped, or paused)."""
+    try:
+        with valkey.Valkey(port=port, decode_responses=True, socket_timeout=1) as client:
+            return client.info("replication")
+    except valkey.ValkeyError:
+        return None
 
 
 @contextmanager

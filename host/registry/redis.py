@@ -1,11 +1,13 @@
 """The Valkey/Redis store: one registry shared by several server instances.
 
-URL: `redis://[USER:PASSWORD@]HOST[:PORT][/DB][?prefix=NAME]`; port 6379, database
-0 and key prefix `qrfleet:` unless given. Works with Valkey and with Redis 7 (it
-uses no newer command), on one server or a primary, not on a Redis Cluster:
+URL: `redis://[USER:PASSWORD@]HOST[:PORT][/DB][?prefix=NAME][&min_replicas=N]`; port
+6379, database 0 and key prefix `qrfleet:` unless given. Works with Valkey and with Redis 7
+(it uses no newer command), on one server or a primary, not on a Redis Cluster:
 a transaction spans keys of many entities. Behind Sentinel:
 `redis+sentinel://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE[/DB][?prefix=NAME]`
-names the Sentinels and the service whose primary they watch.
+names the Sentinels and the service whose primary they watch. `min_replicas` is how many
+replicas must confirm a change before it is acknowledged (below): 1 behind Sentinel, 0 on a
+plain `redis://` unless given.
 
 How it stays correct under concurrency: optimistic transactions.
 
@@ -47,13 +49,54 @@ change may have been applied.
 
 A failover behind Sentinel is such an outage: the connection asks the Sentinels for the
 primary each time it opens, so attempts fail (the old primary is gone, or the Sentinels
-report it down) until they promote a replica, and the next attempt runs on the new primary.
-A demoted primary that still answers refuses writes with READONLY, which closes the
-connection as a lost one (valkey-py's `SentinelManagedConnection`), so it too is ridden
-through. Replication is asynchronous: a commit acknowledged just before the primary died
-may be missing on the new one, and so may the receipt of a commit whose reply was lost
-(it then counts as not applied and `fn` runs again); confirming commits on a replica
-(WAIT) is not done yet.
+report it down) until they promote a replica, and the next attempt runs on the new primary,
+named as soon as a Sentinel advertises it (SENTINEL GET-MASTER-ADDR-BY-NAME: right after the
+promotion, a second or more before the other replicas follow it and SENTINEL MASTERS
+changes). A demoted primary that still answers refuses writes with READONLY, and a primary
+with fewer good replicas than its `min-replicas-to-write` refuses them with NOREPLICAS;
+either closes the connection as a lost one, with nothing applied, so both are ridden
+through.
+
+Durability across a failover: replication is asynchronous, so a commit the primary
+acknowledged may be missing on the replica promoted after it. A write operation is therefore
+acknowledged only once it is confirmed (`_wait_for_replicas`), unless all it wrote may be lost:
+
+1. WAIT until `min_replicas` replicas have it. Sentinel promotes the replica with the most
+   data, so a change one replica confirmed outlives the loss of the primary. Fewer within
+   `REPLICA_WAIT_S` raise `StoreUnavailable`: the change is on the primary and may or may
+   not stand (a retry with the same Idempotency-Key is safe); the connection is dropped, so
+   the next attempt asks the Sentinels again.
+2. With Sentinel, the server must still be the primary they name (as for a new connection).
+   A primary paused past its replacement may resume while a replica still follows it, for
+   up to a second: WAIT succeeds, and the change is thrown away when the Sentinels
+   reconfigure both. So the connection is treated as lost instead: the commit's receipt is
+   looked up on the primary they name, and `fn` runs again there if it is missing.
+
+What waits (`RedisTransaction.durable`):
+
+- owners and identities: links and unlinks (so transfers), locations, agents, a unit's
+  registration (a new unit, its secret, name or location), pairing codes;
+- reservations made and ended (reserve, complete, cancel, superseding; a sweep that expires
+  reservations too, as the store cannot tell it from a completion);
+- epochs: a lease or an instance start with a larger epoch than the stored one. An epoch is
+  handed out only once a replica has it, so the primary promoted after a loss has seen every
+  epoch handed out and issues larger ones: epochs only grow across a failover;
+- an operation that changes nothing, and a refusal: either may rest on a change not yet
+  confirmed (a retry finding the commit of an attempt whose wait failed, a stale primary's
+  view), so it confirms too, by writing its receipt and waiting for that.
+
+What may be lost, since it is renewed or redone within seconds: heartbeats (a lease or an
+instance renewed or ended at the same epoch), what a unit reports (last seen, firmware,
+panel, screens) and the audit entries that come with it, queue tickets, the answers
+remembered for idempotency keys (a retry with the key carries on the transaction, which did
+wait; `Registry.idempotent_answer` confirms an answer before giving it again), and the
+sweeper's deletions of expired codes, keys and tickets. Reads confirm nothing: a stale
+primary may answer them until its connection next writes.
+
+The receipt of a commit whose reply was lost is looked up on whichever server is primary
+when the store reconnects; a durable commit found there is confirmed there before it counts
+as applied (its receipt is written again: replicated in order, a replica with that write
+has the commit too).
 
 Threading: each store owns one worker thread (`Store`) and one connection, as
 the SQLite store does. Rules are synchronous functions that read and decide,
@@ -99,6 +142,7 @@ unless noted):
 import itertools
 import json
 import math
+import time
 import uuid
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -106,9 +150,9 @@ from valkey.connection import Connection
 from valkey.exceptions import ConnectionError as LostConnection
 from valkey.exceptions import ResponseError
 from valkey.exceptions import TimeoutError as LostTimeout
-from valkey.sentinel import Sentinel
+from valkey.sentinel import MasterNotFoundError, Sentinel
 
-from host.registry.errors import InvalidInput, StoreUnavailable
+from host.registry.errors import InvalidInput, RegistryError, StoreUnavailable
 from host.registry.records import (
     Agent,
     AuditEntry,
@@ -132,6 +176,10 @@ RETRY_S = 10.0
 CONFLICT_PAUSES_S = (0.001, 0.05)
 OUTAGE_PAUSES_S = (0.01, 0.2)
 SOCKET_TIMEOUT_S = 5.0
+# How long a durable commit waits for its replicas: they confirm within a round trip when up;
+# the store's one worker waits meanwhile, so a primary that lost its replicas (better refused
+# by `min-replicas-to-write`) stalls this process by as much per operation.
+REPLICA_WAIT_S = 1.0
 SCHEMA_VERSION = 3
 DEFAULT_PREFIX = "qrfleet:"
 
@@ -157,20 +205,28 @@ def _audit_entries(members):
     return entries
 
 
+class TooFewReplicas(LostConnection):
+    """The primary refused a write for want of replicas (NOREPLICAS): nothing was applied, and
+    another primary may be up; the connection is closed, to ask the Sentinels again."""
+
+
 class Address:
     """Where the store is, parsed from its URL:
 
-        redis://[USER:PASSWORD@]HOST[:PORT][/DB][?prefix=P]
+        redis://[USER:PASSWORD@]HOST[:PORT][/DB][?prefix=P][&min_replicas=N]
         redis+sentinel://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE[/DB][?prefix=P]
+            [&min_replicas=N]
 
     With Sentinel, the hosts are the Sentinels, asked for the primary of SERVICE each time a
-    connection opens; USER and PASSWORD are for the primary (the Sentinels take none)."""
+    connection opens; USER and PASSWORD are for the primary (the Sentinels take none).
+    `min_replicas`: replicas that must confirm a durable change (1 with Sentinel, else 0)."""
 
     def __init__(self, url):
         shape = (
             f"{url!r} is not a Redis store URL; use redis://HOST:PORT/DB or "
             "redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE/DB, optionally with "
-            "USER:PASSWORD@ before the hosts and ?prefix=NAME after the database"
+            "USER:PASSWORD@ before the hosts and ?prefix=NAME and &min_replicas=N (replicas "
+            "that must confirm a change) after the database"
         )
         try:
             parts = urlsplit(url)
@@ -191,35 +247,43 @@ class Address:
             raise InvalidInput(shape)
         if not self.sentinel and len(self.nodes) != 1:
             raise InvalidInput(shape)
-        if set(query) - {"prefix"} or len(query.get("prefix", [""])) != 1:
+        if set(query) - {"prefix", "min_replicas"} or any(len(v) != 1 for v in query.values()):
             raise InvalidInput(shape)
+        min_replicas = query.get("min_replicas", ["1" if self.sentinel else "0"])[0]
+        if not min_replicas.isdigit():
+            raise InvalidInput(shape)
+        self.min_replicas = int(min_replicas)
         self.db = int(db)
         user, colon, password = userinfo.partition(":")
         self.username = unquote(user) if user else None
         self.password = unquote(password) if colon else None
         self.prefix = query.get("prefix", [DEFAULT_PREFIX])[0]
 
-    def connection(self, **options):
-        """A synchronous connection to the primary, not yet open; with Sentinel, it asks
-        the Sentinels where the primary is each time it (re)connects, and a READONLY
-        reply (the primary was demoted) closes it and raises ConnectionError."""
-        options.update(db=self.db, username=self.username, password=self.password)
+    def sentinels(self):
+        """A client of the Sentinels, or None without them."""
         if not self.sentinel:
+            return None
+        return _Sentinels(self.nodes, sentinel_kwargs={"socket_timeout": SOCKET_TIMEOUT_S})
+
+    def connection(self, sentinels, **options):
+        """A synchronous connection to the primary, not yet open; with `sentinels`, it asks
+        them where the primary is each time it (re)connects, and a READONLY reply (the
+        primary was demoted) closes it and raises ConnectionError."""
+        options.update(db=self.db, username=self.username, password=self.password)
+        if sentinels is None:
             ((host, port),) = self.nodes
             return Connection(host=host, port=port, **options)
-        sentinels = Sentinel(self.nodes, sentinel_kwargs={"socket_timeout": SOCKET_TIMEOUT_S})
         return sentinels.master_for(self.service, **options).connection_pool.make_connection()
 
     def client(self):
         """An asyncio client of the primary, following a failover as `connection()` does."""
         import valkey.asyncio as avalkey  # only the server's cluster needs asyncio
-        from valkey.asyncio.sentinel import Sentinel as AsyncSentinel
 
         options = {"db": self.db, "username": self.username, "password": self.password}
         if not self.sentinel:
             ((host, port),) = self.nodes
             return avalkey.Valkey(host=host, port=port, **options)
-        sentinels = AsyncSentinel(self.nodes, sentinel_kwargs={"socket_timeout": SOCKET_TIMEOUT_S})
+        sentinels = _async_sentinels(self.nodes)
         return sentinels.master_for(self.service, **options)
 
     def __str__(self):
@@ -229,8 +293,66 @@ class Address:
         return f"{hosts}/{self.db}"
 
 
+def _primary(state, advertised):
+    """The primary to connect to, from one Sentinel's SENTINEL MASTER `state` and its
+    GET-MASTER-ADDR-BY-NAME answer `advertised`, or None. A replica promoted in a failover is
+    advertised at once, while the state still names the old primary until the other replicas
+    follow; otherwise the primary is used only while the Sentinel holds it up and is not
+    replacing it (until it sees the promotion, the old primary may answer again)."""
+    if advertised is not None and advertised != (state["ip"], state["port"]):
+        return advertised
+    flags = set(state["flags"].split(","))
+    if "master" in flags and not flags & {"s_down", "o_down", "failover_in_progress"}:
+        return advertised
+    return None
+
+
+class _Sentinels(Sentinel):
+    def discover_master(self, service_name):
+        """The primary the first Sentinel that names one (`_primary`) names; raises
+        MasterNotFoundError (a lost connection) if none does."""
+        for n, sentinel in enumerate(self.sentinels):
+            asking = sentinel.pipeline(transaction=False)  # one round trip
+            asking.sentinel_master(service_name)
+            asking.sentinel_get_master_addr_by_name(service_name)
+            try:
+                address = _primary(*asking.execute())
+            except (LostConnection, LostTimeout, ResponseError):
+                continue  # unreachable, or it does not watch the service
+            if address is not None:
+                self.sentinels[0], self.sentinels[n] = sentinel, self.sentinels[0]
+                return address
+        raise MasterNotFoundError(f"no Sentinel names a primary of {service_name!r} that is up")
+
+
+def _async_sentinels(nodes):
+    """`_Sentinels` for asyncio clients."""
+    from valkey.asyncio.sentinel import Sentinel as AsyncSentinel
+
+    class AsyncSentinels(AsyncSentinel):
+        async def discover_master(self, service_name):
+            for n, sentinel in enumerate(self.sentinels):
+                try:
+                    state = await sentinel.sentinel_master(service_name)
+                    addr = await sentinel.sentinel_get_master_addr_by_name(service_name)
+                except (LostConnection, LostTimeout, ResponseError):
+                    continue
+                address = _primary(state, addr)
+                if address is not None:
+                    self.sentinels[0], self.sentinels[n] = sentinel, self.sentinels[0]
+                    return address
+            raise MasterNotFoundError(f"no Sentinel names a primary of {service_name!r} that is up")
+
+    return AsyncSentinels(nodes, sentinel_kwargs={"socket_timeout": SOCKET_TIMEOUT_S})
+
+
 def _dump(value):
     return json.dumps(value, separators=(",", ":"))
+
+
+def _set_receipt(receipt):
+    # Kept long enough to be read within any operation's retry budget.
+    return ("SET", *receipt, "EX", math.ceil(2 * RETRY_S))
 
 
 def _load(text):
@@ -238,7 +360,8 @@ def _load(text):
 
 
 def _roundtrip(conn, commands):
-    """Send `commands` in one write and read every reply; errors come back as values."""
+    """Send `commands` in one write and read every reply; errors come back as values, except
+    NOREPLICAS, which closes the connection and raises TooFewReplicas."""
     conn.send_packed_command(conn.pack_commands(commands))
     replies = []
     for _ in commands:
@@ -246,6 +369,10 @@ def _roundtrip(conn, commands):
             replies.append(conn.read_response())
         except ResponseError as error:
             replies.append(error)
+    for command, reply in zip(commands, replies, strict=True):
+        if isinstance(reply, ResponseError) and str(reply).startswith("NOREPLICAS"):
+            conn.disconnect()
+            raise TooFewReplicas(f"the primary refused {command[0]}: {reply}")
     return replies
 
 
@@ -269,6 +396,8 @@ class RedisTransaction(Transaction):
         self._changes = {}  # index key -> {member: True if added here, False if removed}
         self._audits = []  # entries appended here, not yet numbered
         self.commands = []  # writes to send in MULTI/EXEC, in order
+        # Whether a write here must outlive a failover (see the module's docstring).
+        self.durable = False
 
     # Reading: every key is watched in the round trip that first reads it
 
@@ -336,6 +465,7 @@ class RedisTransaction(Transaction):
         return [Location(i, *v) for i, v in zip(ids, values, strict=True) if v is not None]
 
     def put_location(self, location):
+        self.durable = True
         self._put(
             f"{self._p}location:{location.location_id}", _dump([location.name, location.policy])
         )
@@ -362,6 +492,7 @@ class RedisTransaction(Transaction):
         token_key = f"{self._p}agent-token:{agent.token_hash}"
         if self._string(token_key) not in (None, agent.agent_id):
             raise IntegrityError(f"token hash of agent {agent.agent_id} belongs to another agent")
+        self.durable = True
         self._put(
             f"{self._p}agent:{agent.agent_id}",
             _dump([agent.name, agent.location_id, agent.token_hash]),
@@ -401,6 +532,12 @@ class RedisTransaction(Transaction):
         if old is None and secret is None:
             return  # as an UPDATE of a missing row: nothing to keep a secret for
         d = device
+        if (
+            old is None
+            or secret is not None
+            or (old.name, old.location_id) != (d.name, d.location_id)
+        ):
+            self.durable = True  # its registration; what it reports of itself may be lost
         fields = [
             d.name,
             d.location_id,
@@ -441,12 +578,14 @@ class RedisTransaction(Transaction):
     def put_link(self, device_id, agent_id, at):
         if self.owner(device_id) is not None:
             raise IntegrityError(f"unit {device_id} already has an owner")
+        self.durable = True
         self._put(f"{self._p}link:{device_id}", _dump([agent_id, at]))
         self._index("SADD", f"{self._p}links:{agent_id}", device_id)
 
     def delete_link(self, device_id):
         owner = self.owner(device_id)
         if owner is not None:
+            self.durable = True
             self._delete(f"{self._p}link:{device_id}")
             self._index("SREM", f"{self._p}links:{owner}", device_id)
 
@@ -457,6 +596,7 @@ class RedisTransaction(Transaction):
         return None if value is None else PairingCode(device_id, *value)
 
     def put_pairing_code(self, pairing_code):
+        self.durable = True  # the unit shows it: it must link after a failover too
         device_id = pairing_code.device_id
         self._put(
             f"{self._p}pairing:{device_id}", _dump([pairing_code.code, pairing_code.expires_at])
@@ -495,6 +635,8 @@ class RedisTransaction(Transaction):
             raise IntegrityError(
                 f"epoch of unit {lease.device_id} would go back from {old.epoch} to {lease.epoch}"
             )
+        # A new epoch is handed out once a replica has it; a renewal or release may be lost.
+        self.durable |= old is None or lease.epoch > old.epoch
         self._put(
             f"{self._p}lease:{lease.device_id}",
             _dump([lease.server_id, lease.epoch, lease.expires_at]),
@@ -518,6 +660,7 @@ class RedisTransaction(Transaction):
                 f"epoch of instance {instance.server_id} would go back from {old.epoch} to "
                 f"{instance.epoch}"
             )
+        self.durable |= old is None or instance.epoch > old.epoch
         self._put(
             f"{self._p}instance:{instance.server_id}",
             _dump([instance.epoch, instance.expires_at, instance.units]),
@@ -549,6 +692,7 @@ class RedisTransaction(Transaction):
         value = _dump(
             [r.txn_id, r.device_id, r.agent_id, r.server_id, r.epoch, r.created_at, r.expires_at]
         )
+        self.durable = True
         self._put(f"{self._p}reservation:{r.txn_id}", value)
         self._put(f"{self._p}reserved:{r.device_id}", value)
         self._index("SADD", f"{self._p}reservations", r.txn_id)
@@ -556,6 +700,7 @@ class RedisTransaction(Transaction):
     def delete_reservation(self, txn_id):
         reservation = self.reservation(txn_id)
         if reservation is not None:
+            self.durable = True
             self._delete(f"{self._p}reservation:{txn_id}")
             self._delete(f"{self._p}reserved:{reservation.device_id}")
             self._index("SREM", f"{self._p}reservations", txn_id)
@@ -702,8 +847,7 @@ class RedisTransaction(Transaction):
         -> False on a conflict."""
         commands = [("MULTI",), *self.commands]
         if receipt is not None:
-            # Kept long enough to be read within any operation's retry budget.
-            commands.append(("SET", *receipt, "EX", math.ceil(2 * RETRY_S)))
+            commands.append(_set_receipt(receipt))
         commands.append(("EXEC",))
         replies = _roundtrip(self._conn, commands)
         outcome = replies[-1]
@@ -725,14 +869,18 @@ class RedisStore(Store):
 
     def __init__(self, url):
         self.address = address = Address(url)
-        self._conn = address.connection(socket_timeout=SOCKET_TIMEOUT_S, decode_responses=True)
+        self._sentinels = address.sentinels()
+        self._conn = address.connection(
+            self._sentinels, socket_timeout=SOCKET_TIMEOUT_S, decode_responses=True
+        )
         self._receipt_key = f"{address.prefix}receipt:{uuid.uuid4().hex}"
         self._commits = itertools.count(1)
         super().__init__(RETRY_S)
 
     def _connect(self, deadline):
-        """Check (or write) the schema version, waiting for the server until `deadline`."""
-        self._run(self._check_schema, True, deadline)
+        """Check (or write) the schema version, waiting for the server until `deadline`; the
+        version is written again by the next start if a failover loses it."""
+        self._run(self._check_schema, True, deadline, confirm=False)
 
     def _check_schema(self, tx):
         key = f"{self.address.prefix}schema"
@@ -745,13 +893,14 @@ class RedisStore(Store):
                 f"this qrfleet knows ({SCHEMA_VERSION}); upgrade qrfleet"
             )
 
-    def _run(self, fn, writing, deadline):
-        """Run `fn` in transactions until one commits, the budget runs out, or `fn` raises."""
+    def _run(self, fn, writing, deadline, confirm=True):
+        """Run `fn` in transactions until one commits, the budget runs out, or `fn` raises;
+        with `confirm`, a write waits for the replicas as the module's docstring says."""
         conflicts = Backoff(deadline, *CONFLICT_PAUSES_S, self.retries, "conflict")
         outages = Backoff(deadline, *OUTAGE_PAUSES_S, self.retries, "outage")
         while True:
             try:
-                committed, result = self._attempt(fn, writing, deadline)
+                committed, result = self._attempt(fn, writing, confirm, deadline)
             except _LOST as error:
                 if not outages.wait():
                     raise StoreUnavailable(
@@ -769,27 +918,45 @@ class RedisStore(Store):
                     "same units: retry later"
                 )
 
-    def _attempt(self, fn, writing, deadline):
+    def _attempt(self, fn, writing, confirm, deadline):
         """One transaction -> (committed, fn's result). Raises what `fn` raises, or a lost
         connection when nothing was applied."""
         tx = RedisTransaction(self._conn, self.address.prefix)
+        confirming = writing and confirm and self.address.min_replicas > 0
         try:
             result = fn(tx)
         except _LOST:
             raise
-        except BaseException:
+        except BaseException as error:
             if not self._abandon(tx):
                 return False, None  # it raised on reads that changed under it: run it again
+            if confirming and isinstance(error, RegistryError):
+                # A refusal may rest on a change not yet confirmed: it confirms what it read.
+                self._wait_for_replicas(deadline, [_set_receipt(self._receipt())])
             raise
-        if not tx.commands:
+        # So may the answer of a write that changed nothing.
+        durable = confirming and (tx.durable or not tx.commands)
+        if not (tx.commands or durable):
             return tx.commit(), result  # an empty EXEC: were the reads one snapshot?
         if not writing:
             raise RuntimeError("a read must not write; use Store.write")
-        receipt = (self._receipt_key, str(next(self._commits)))
+        receipt = self._receipt()
         try:
-            return tx.commit(receipt), result
+            committed = tx.commit(receipt)
+        except TooFewReplicas:
+            raise  # refused before EXEC: nothing applied
         except _LOST:
-            return self._receipt_found(receipt, deadline), result
+            return self._receipt_found(receipt, deadline, durable), result
+        if committed and durable:
+            try:
+                self._wait_for_replicas(deadline)
+            except _LOST:  # EXEC ran there: does the primary of now have it?
+                return self._receipt_found(receipt, deadline, durable), result
+        return committed, result
+
+    def _receipt(self):
+        """(key, number) marking this store's next commit."""
+        return self._receipt_key, str(next(self._commits))
 
     def _abandon(self, tx):
         try:
@@ -797,13 +964,46 @@ class RedisStore(Store):
         except _LOST:
             return True  # a new connection watches nothing; the refusal stands
 
-    def _receipt_found(self, receipt, deadline):
-        """After losing the connection during a commit: did the commit happen?"""
+    def _wait_for_replicas(self, deadline, commands=()):
+        """Send `commands`, then WAIT until `min_replicas` replicas have this connection's
+        writes so far. Fewer in time raise StoreUnavailable: the last commit is on the primary,
+        not known to outlive it. With Sentinel, the server must also still be the one they
+        name as primary, or the connection is closed as lost: a replica that confirmed may be
+        about to follow a primary promoted meanwhile, and the caller finds out on that one
+        whether the commit is there (its receipt)."""
+        needed = self.address.min_replicas
+        wait_s = max(0.001, min(REPLICA_WAIT_S, deadline - time.monotonic()))
+        replies = _roundtrip(self._conn, [*commands, ("WAIT", needed, round(wait_s * 1000))])
+        _refused(commands, replies[:-1])
+        if replies[-1] < needed:
+            self._conn.disconnect()  # this primary may be stale: ask the Sentinels again
+            raise StoreUnavailable(
+                f"the registry store at {self.address} took the change, but {replies[-1]} of "
+                f"the {needed} replicas it waits for (min_replicas) confirmed it within "
+                f"{wait_s:g} s; the change may or may not stand: read the state before "
+                "repeating it, or retry with the same Idempotency-Key, which is safe"
+            )
+        if self._sentinels is not None:
+            named = self._sentinels.discover_master(self.address.service)
+            if named != (self._conn.host, self._conn.port):
+                self._conn.disconnect()
+                raise LostConnection(
+                    f"the Sentinels name {named[0]}:{named[1]} as primary, not "
+                    f"{self._conn.host}:{self._conn.port}"
+                )
+
+    def _receipt_found(self, receipt, deadline, durable):
+        """After losing the connection during a commit: did the commit happen? If `durable`,
+        one found on the primary of now is confirmed there, by writing its receipt again
+        (replicated in order: a replica with that write has the commit too)."""
         key, number = receipt
         outages = Backoff(deadline, *OUTAGE_PAUSES_S, self.retries, "outage")
         while True:
             try:
-                return _roundtrip(self._conn, [("GET", key)])[0] == number
+                found = _roundtrip(self._conn, [("GET", key)])[0] == number
+                if found and durable:
+                    self._wait_for_replicas(deadline, [_set_receipt(receipt)])
+                return found
             except _LOST as error:
                 if not outages.wait():
                     raise StoreUnavailable(

@@ -266,8 +266,12 @@ class Registry:
 
     async def idempotent_answer(self, request):
         """The answer remembered for this request (`IdempotentRequest`), or None; the same
-        key with another request raises IdempotencyMismatch."""
-        return await self._read(rules.idempotent_answer, request)
+        key with another request raises IdempotencyMismatch. An answer found is read again
+        as a write that changes nothing, which a replicated store confirms before it is given
+        again (host/registry/redis.py): it may not have outlived a failover yet."""
+        if await self._read(rules.idempotent_answer, request) is None:
+            return None
+        return await self._write(rules.idempotent_answer, request)
 
     async def answer_request(self, request, status, response):
         """Remember the answer to a request made with a key."""
