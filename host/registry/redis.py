@@ -180,6 +180,12 @@ SOCKET_TIMEOUT_S = 5.0
 # the store's one worker waits meanwhile, so a primary that lost its replicas (better refused
 # by `min-replicas-to-write`) stalls this process by as much per operation.
 REPLICA_WAIT_S = 1.0
+# Audit numbers skipped by the first audited commit on a new connection: more entries than a
+# primary takes between its last replication and its loss. Entries that did not wait for a
+# replica (screens, sessions ending) may vanish in a failover, and the new primary would hand
+# their numbers out again, to entries an event client (host/events.py) that saw the lost ones
+# would then skip; past the gap, numbers only grow.
+AUDIT_SEQ_GAP = 1_000_000
 SCHEMA_VERSION = 3
 DEFAULT_PREFIX = "qrfleet:"
 
@@ -842,6 +848,11 @@ class RedisTransaction(Transaction):
 
     # Commit
 
+    @property
+    def audited(self):
+        """Whether this transaction appends to the audit log."""
+        return bool(self._audits)
+
     def commit(self, receipt=None):
         """Apply the buffered writes and set `receipt` = (key, number), atomically
         -> False on a conflict."""
@@ -875,6 +886,7 @@ class RedisStore(Store):
         )
         self._receipt_key = f"{address.prefix}receipt:{uuid.uuid4().hex}"
         self._commits = itertools.count(1)
+        self._renumber = True  # a new connection: the next audited commit skips AUDIT_SEQ_GAP
         super().__init__(RETRY_S)
 
     def _connect(self, deadline):
@@ -902,6 +914,7 @@ class RedisStore(Store):
             try:
                 committed, result = self._attempt(fn, writing, confirm, deadline)
             except _LOST as error:
+                self._renumber = True
                 if not outages.wait():
                     raise StoreUnavailable(
                         f"cannot reach the registry store at {self.address} ({error}) for "
@@ -941,17 +954,22 @@ class RedisStore(Store):
         if not writing:
             raise RuntimeError("a read must not write; use Store.write")
         receipt = self._receipt()
+        if self._renumber and tx.audited:
+            tx.commands.insert(0, ("INCRBY", f"{self.address.prefix}audit-seq", AUDIT_SEQ_GAP))
         try:
             committed = tx.commit(receipt)
         except TooFewReplicas:
             raise  # refused before EXEC: nothing applied
         except _LOST:
+            self._renumber = True
             return self._receipt_found(receipt, deadline, durable), result
         if committed and durable:
             try:
                 self._wait_for_replicas(deadline)
             except _LOST:  # EXEC ran there: does the primary of now have it?
+                self._renumber = True
                 return self._receipt_found(receipt, deadline, durable), result
+        self._renumber = self._renumber and not (committed and tx.audited)
         return committed, result
 
     def _receipt(self):
@@ -976,7 +994,7 @@ class RedisStore(Store):
         replies = _roundtrip(self._conn, [*commands, ("WAIT", needed, round(wait_s * 1000))])
         _refused(commands, replies[:-1])
         if replies[-1] < needed:
-            self._conn.disconnect()  # this primary may be stale: ask the Sentinels again
+            self._disconnect()  # this primary may be stale: ask the Sentinels again
             raise StoreUnavailable(
                 f"the registry store at {self.address} took the change, but {replies[-1]} of "
                 f"the {needed} replicas it waits for (min_replicas) confirmed it within "
@@ -986,7 +1004,7 @@ class RedisStore(Store):
         if self._sentinels is not None:
             named = self._sentinels.discover_master(self.address.service)
             if named != (self._conn.host, self._conn.port):
-                self._conn.disconnect()
+                self._disconnect()
                 raise LostConnection(
                     f"the Sentinels name {named[0]}:{named[1]} as primary, not "
                     f"{self._conn.host}:{self._conn.port}"
@@ -1005,6 +1023,7 @@ class RedisStore(Store):
                     self._wait_for_replicas(deadline, [_set_receipt(receipt)])
                 return found
             except _LOST as error:
+                self._renumber = True
                 if not outages.wait():
                     raise StoreUnavailable(
                         f"lost the registry store at {self.address} while committing and could "
@@ -1014,3 +1033,4 @@ class RedisStore(Store):
 
     def _disconnect(self):
         self._conn.disconnect()
+        self._renumber = True

@@ -230,6 +230,28 @@ async def test_a_connection_lost_before_commit_runs_the_operation_again(shop, mo
     assert [e.txn_id for e in await shop.registry.audit() if e.action == "reserve"] == ["t1"]
 
 
+async def test_audit_numbers_after_a_lost_connection_skip_past_any_a_failover_lost(
+    shop, valkey_server
+):
+    """Entries that did not wait for a replica may vanish with a primary, and the next one
+    would number new entries the same: an event client that saw the lost ones would skip
+    those. After a lost connection, numbers jump past any such tail instead."""
+    await shop.open()
+    await shop.connect("u1")
+    first = (await shop.registry.audit(limit=1))[-1].seq
+    await shop.connect("u2")
+    assert (await shop.registry.audit(limit=1))[-1].seq == first + 1  # no gap without a loss
+
+    killer = valkey.Valkey(port=valkey_server.port)
+    killer.client_kill_filter(_type="normal", skipme=True)  # every store connection is lost
+    killer.close()
+    await shop.connect("u3")
+
+    after = await shop.registry.audit_after(first + 1)
+    assert [e.device_id for e in after] == ["u3"]
+    assert after[0].seq >= first + 2 + redis_store.AUDIT_SEQ_GAP
+
+
 # A real server that restarts or stays away
 
 
