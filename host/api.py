@@ -3,8 +3,8 @@
 Bearer tokens: the admin token (server config or QRFLEET_ADMIN_TOKEN) may do everything; the
 operator token (QRFLEET_OPERATOR_TOKEN) sees what the admin sees and changes nothing; an
 agent's token acts for that agent only. The dashboard's login cookie (host/login.py) stands
-for the admin or operator token it was made with. Every refusal is `{"error", "message"}`, plus the
-facts behind it, with a status an integrator can branch on; a registry refusal carries its own
+for the admin or operator token it was made with. Every refusal is `{"error", "message"}`,
+plus the facts behind it, with a status an integrator can branch on; a registry refusal carries its own
 (`host.registry.errors`). A refused request changes nothing: each registry operation is one
 transaction.
 """
@@ -92,7 +92,9 @@ def _seconds(doc, name, default, limit):
     )
 
 
-def device_json(status, session=None):
+def device_json(status, session=None, viewer=None):
+    """A unit as the API shows it to `viewer` (an Actor; None: the server's own pages). An agent
+    sees what another cashier's unit shows only as its kind: a payment QR is that sale's."""
     d = status.device
     heartbeat = d.last_screen or {}  # what the unit's last heartbeat said of itself
     doc = {
@@ -111,12 +113,21 @@ def device_json(status, session=None):
         "rssi": heartbeat.get("rssi"),
         "uptime_s": heartbeat.get("uptime_s"),
         "reset_cause": d.reset_cause,
-        "shown": d.shown and {**d.shown, "at": format_time(d.shown.get("at"))},
+        "shown": _shown_to(viewer, status),
         "panel": d.panel,
     }
     if session:
         doc["connected_since"] = format_time(session.connected_at)
     return doc
+
+
+def _shown_to(viewer, status):
+    shown = status.device.shown
+    if shown is None:
+        return None
+    if viewer is not None and viewer.kind == "agent" and viewer.id != status.agent_id:
+        return {"screen": shown.get("screen"), "at": format_time(shown.get("at"))}
+    return {**shown, "at": format_time(shown.get("at"))}
 
 
 class Api:
@@ -290,13 +301,15 @@ class Api:
         if actor.kind == "agent":
             location = (await self.registry.get_agent(actor.id)).location_id
         statuses = await self.registry.list_devices(location)
-        return 200, {"devices": [device_json(s, self.hub.session(s.device_id)) for s in statuses]}
+        return 200, {
+            "devices": [device_json(s, self.hub.session(s.device_id), actor) for s in statuses]
+        }
 
     async def get_device(self, req):
         actor = await self._caller(req)
         device_id = req.params["device_id"]
         status = await self.registry.get_device(device_id, actor)
-        return 200, device_json(status, self.hub.session(device_id))
+        return 200, device_json(status, self.hub.session(device_id), actor)
 
     async def link(self, req):
         agent_id = req.params["agent_id"]

@@ -89,13 +89,13 @@ _SCREENS = {
 }
 
 
-def shown_screen(device_id, kind, fields, ack):
+def shown_screen(device_id, kind, fields, ack, txn_id=None):
     """What a unit shows once it acked command `kind` with `fields`, as `Device.shown` keeps it
     (enough to draw it again: a QR's text with the version and mask the unit verified), or None
     for a command that draws nothing."""
     symbol = {"version": ack.get("version"), "mask": ack.get("mask")}
     if kind == "show_qr":
-        shown = {**fields, **symbol}
+        shown = {**fields, **symbol, "txn_id": txn_id}
     elif kind == "show_pairing":
         shown = {"uri": messages.pairing_uri(device_id, fields["code"]), "ecc": "M", **symbol}
     elif kind == "show_result":
@@ -135,7 +135,7 @@ class DeviceSession:
             self.hub.commands[kind, code_label(e.code)] += 1
             raise
         self.hub.commands[kind, "ack"] += 1
-        shown = shown_screen(self.device_id, kind, fields, ack)
+        shown = shown_screen(self.device_id, kind, fields, ack, txn_id)
         if shown is not None:
             try:
                 await self.hub.registry.record_screen(self.device_id, self.epoch, shown, txn_id)

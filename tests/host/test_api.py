@@ -85,6 +85,20 @@ def test_devices_list_shows_status_owner_server_and_screen(shop):
     assert device["last_seen"]
 
 
+def test_a_unit_tells_what_it_shows_and_another_cashier_learns_only_its_kind(shop):
+    till1, till2 = shop.agent("till-1"), shop.agent("till-2")
+    unit = shop.unit(1)
+    shop.link(till1, "till-1", unit)
+    sale = till1.post("/api/agents/till-1/qr", {"payload": "upi://pay?am=9.90", "caption": "9.90"})
+
+    mine = till1.get(f"/api/devices/{unit.device_id}")["shown"]
+    assert mine["screen"] == "payment" and mine["payload"] == "upi://pay?am=9.90"
+    assert (mine["txn_id"], mine["version"]) == (sale["txn_id"], sale["version"])
+    (theirs,) = till2.get("/api/devices")["devices"]
+    assert set(theirs["shown"]) == {"screen", "at"} and theirs["shown"]["screen"] == "payment"
+    assert shop.admin.get("/api/devices")["devices"][0]["shown"]["payload"] == mine["payload"]
+
+
 def test_stealing_a_linked_unit_is_refused_and_the_owner_stays(shop):
     till1, till2 = shop.agent("till-1"), shop.agent("till-2")
     unit = shop.unit(1)
