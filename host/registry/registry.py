@@ -172,7 +172,7 @@ class Registry:
         )
 
     async def renew_device(self, device_id, server_id, epoch, ttl_s, **changes):
-        """Heartbeat: extend the lease and record `changes` (as report_device) -> False if a
+        """Heartbeat: extend the lease and record `changes` (firmware, panel, last_screen) -> False if a
         newer session took the unit over."""
         return await self._write(rules.renew_device, device_id, server_id, epoch, ttl_s, changes)
 
@@ -188,10 +188,6 @@ class Registry:
     async def release_device(self, device_id, epoch):
         """The session ended -> False if it was no longer the unit's newest."""
         return await self._write(rules.release_device, device_id, epoch)
-
-    async def report_device(self, device_id, epoch, **changes):
-        """Record firmware/panel/last_screen for the session -> False if it is stale."""
-        return await self._write(rules.report_device, device_id, epoch, changes)
 
     async def holds_device(self, device_id, epoch, txn_id=None):
         """Is this session still the unit's newest, with a live lease (and, with `txn_id`,

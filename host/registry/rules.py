@@ -390,7 +390,7 @@ def _holds(tx, device_id, epoch):
 
 def renew_device(tx, now, device_id, server_id, epoch, ttl_s, changes=None):
     """Extend the session's live lease (a heartbeat) and record what the unit reported with it
-    (`changes`, as for report_device). A lease that lapsed or was released stays lost: the
+    (`changes`: firmware, panel, last_screen). A lease that lapsed or was released stays lost: the
     server acquires the unit again and gets a new epoch."""
     ttl_s = _check_seconds("ttl_s", ttl_s, MAX_LEASE_S)
     _check_report(changes or {})
@@ -461,15 +461,6 @@ def _check_report(changes):
             f"cannot report {', '.join(sorted(unknown))}; a unit reports "
             "firmware, panel and last_screen"
         )
-
-
-def report_device(tx, now, device_id, epoch, changes):
-    """Record what the session learned about the unit (firmware, panel, last_screen)."""
-    _check_report(changes)
-    if _holds(tx, device_id, epoch) is None:
-        return False
-    tx.put_device(replace(tx.device(device_id), last_seen=now, **changes))
-    return True
 
 
 def holds_device(tx, now, device_id, epoch, txn_id=None):

@@ -20,7 +20,7 @@ async def test_the_newest_session_wins_and_the_old_one_learns_it(shop):
     new = await shop.registry.acquire_device("u1", "s2", 30)
 
     assert await shop.registry.renew_device("u1", "s1", old, 30) is False
-    assert await shop.registry.report_device("u1", old, last_screen={"qr": "stale"}) is False
+    assert await shop.registry.record_screen("u1", old, {"screen": "status"}) is False
     assert await shop.registry.release_device("u1", old) is False
     assert await shop.registry.holds_device("u1", old) is False
 
@@ -29,13 +29,19 @@ async def test_the_newest_session_wins_and_the_old_one_learns_it(shop):
     assert unit.device.last_screen is None
 
 
-async def test_a_session_records_what_the_unit_reports(shop, clock):
+async def test_a_heartbeat_records_what_the_unit_reports(shop, clock):
     await shop.open()
     epoch = await shop.registry.acquire_device("u1", "s1", 30)
     clock.advance(5)
 
-    assert await shop.registry.report_device(
-        "u1", epoch, firmware="1.2.0", panel={"width": 128, "height": 64}, last_screen={"qr": 1}
+    assert await shop.registry.renew_device(
+        "u1",
+        "s1",
+        epoch,
+        30,
+        firmware="1.2.0",
+        panel={"width": 128, "height": 64},
+        last_screen={"qr": 1},
     )
 
     unit = (await shop.registry.get_device("u1")).device
@@ -52,7 +58,7 @@ async def test_a_unit_cannot_report_unknown_fields(shop):
     epoch = await shop.registry.acquire_device("u1", "s1", 30)
 
     with pytest.raises(InvalidInput, match="firmware, panel and last_screen"):
-        await shop.registry.report_device("u1", epoch, secret="x")
+        await shop.registry.renew_device("u1", "s1", epoch, 30, secret="x")
 
 
 async def test_heartbeats_keep_a_unit_online_and_update_last_seen(shop, clock):

@@ -200,7 +200,7 @@ class RegistryMachine(RuleBasedStateMachine):
     @rule(unit=st.sampled_from(UNITS))
     def stale_session_writes(self, unit):
         epoch = self.leases.get(unit, [None, 0, 0])[1] - 1
-        written = self.run(self.registry.report_device(unit, epoch, last_screen={"stale": True}))
+        written = self.run(self.registry.record_screen(unit, epoch, {"screen": "status"}))
 
         assert written is False
 
