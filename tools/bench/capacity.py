@@ -212,42 +212,46 @@ class Clients:
 
 
 class Cashiers:
-    """Agents with one linked simulated unit each, in this process, issuing QRs at a pace."""
+    """Agents with one linked simulated unit each, in this process, issuing QRs at a pace.
+    With several `servers`, cashier i's unit is on server i % k and its API calls go to server
+    (i // k) % k, so that half the commands cross to the instance holding the unit, as behind a
+    load balancer."""
 
-    def __init__(self, server, loop):
-        self.server = server
+    def __init__(self, servers, loop):
+        self.servers = servers
         self.loop = loop
-        self.admin = server.admin()
-        self.agents = []
+        self.agents = []  # (agent_id, client)
         self.units = []
 
     def hire(self, count):
-        server = self.server
+        admin = self.servers[0].admin()
+        k = len(self.servers)
         for i in range(count):
             agent_id = f"cashier-{i + 1}"
-            token = self.admin.post(
+            token = admin.post(
                 "/api/agents", {"agent_id": agent_id, "name": agent_id, "location_id": LOCATION}
             )["token"]
             secret = provision.new_secret()
             unit_id = f"qrf-{0xC0000000 + i:012x}"
-            self.admin.post(
+            admin.post(
                 "/api/devices", {"device_id": unit_id, "secret": secret, "location_id": LOCATION}
             )
-            unit = SimulatedUnit(unit_id, secret, [server.device_url])
+            unit = SimulatedUnit(unit_id, secret, [self.servers[i % k].device_url])
             self.loop.call(unit.start)
             wait_for(
                 lambda unit=unit: unit.shown and unit.shown[-1][0] == "pairing",
                 timeout=60,
                 what=f"{unit_id} to show its pairing QR",
             )
-            client = server.client(token)
+            client = self.servers[(i // k) % k].client(token)
             client.post(f"/api/agents/{agent_id}/devices", {"pairing": unit.shown[-1][1]})
             self.agents.append((agent_id, client))
             self.units.append(unit)
 
-    def run(self, seconds, every_s, payload):
-        """A QR every `every_s` per cashier for `seconds` -> (wall ms, server ms, failures)."""
-        wall, server_ms, failures = [], [], []
+    def run(self, seconds, every_s, payload, pay_s=0):
+        """A sale every `every_s` per cashier for `seconds`: the QR, `pay_s` for the customer to
+        pay, complete -> (QR wall ms, QR server ms, failures, sales completed)."""
+        wall, server_ms, failures, done = [], [], [], []
         deadline = time.monotonic() + seconds
 
         def cashier(agent_id, client, offset_s):
@@ -260,7 +264,9 @@ class Cashiers:
                     doc = client.post(f"/api/agents/{agent_id}/qr", {"payload": payload})
                     wall.append((time.perf_counter() - started) * 1000)
                     server_ms.append(doc["latency_ms"])
+                    time.sleep(pay_s)
                     client.post(f"/api/txns/{doc['txn_id']}/complete")
+                    done.append(1)
                 except Exception as e:  # noqa: BLE001 - a refusal is a figure here, not a crash
                     failures.append(str(e))
 
@@ -273,7 +279,11 @@ class Cashiers:
             t.start()
         for t in threads:
             t.join()
-        return wall, server_ms, failures
+        return wall, server_ms, failures, len(done)
+
+    def close(self):
+        for unit in self.units:
+            self.loop.run(unit.stop())
 
 
 # -- a Prometheus scraper
@@ -330,7 +340,7 @@ def measure_window(server, clients, cashiers, seconds, every_s, payload):
         cpu_seconds(os.getpid()),
     )
     started = time.monotonic()
-    wall, server_ms, failures = cashiers.run(seconds, every_s, payload)
+    wall, server_ms, failures, _ = cashiers.run(seconds, every_s, payload)
     elapsed = time.monotonic() - started
     after = clients.stats()
     client_cpu = clients.cpu_seconds() - client_cpu + cpu_seconds(os.getpid()) - here_cpu
@@ -464,7 +474,7 @@ def run(
         )
         loop = BackgroundLoop()
         clients = Clients(workers, server, connect_rate)
-        cashiers = Cashiers(server, loop)
+        cashiers = Cashiers([server], loop)
         try:
             cashiers.hire(agents)
             print(HEADER + (SCRAPE_HEADER if scrape else ""), flush=True)
@@ -500,8 +510,7 @@ def run(
                     )
                     break
         finally:
-            for unit in cashiers.units:
-                loop.run(unit.stop())
+            cashiers.close()
             clients.close()
             loop.close()
 

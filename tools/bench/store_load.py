@@ -58,12 +58,11 @@ import time
 from collections import Counter, defaultdict, deque
 
 from tools import provision
-from tools.background import BackgroundLoop, wait_for
-from tools.bench.capacity import LOCATION, Clients, Scraper, raise_fd_limit
+from tools.background import BackgroundLoop
+from tools.bench.capacity import LOCATION, Cashiers, Clients, Scraper, raise_fd_limit
 from tools.bench.qr_bench import payloads
 from tools.bench.stats import cpu_seconds, percentile
 from tools.serverproc import ServerProcess, read_url, spawn, stop
-from tools.simdevice import SimulatedUnit
 
 HEARTBEAT_S = 5
 ADMIN_TOKEN = "admin-secret"
@@ -210,80 +209,6 @@ class RecordedServer:
 
     def stop(self):
         stop(self.server.process)
-
-
-class Sellers:
-    """Agents with one linked simulated unit each, in this process, ringing up sales. Seller i's
-    unit is on instance i % k and its API calls go to instance (i // k) % k, so that with
-    several instances half the commands cross to the instance holding the unit, as behind a
-    load balancer."""
-
-    def __init__(self, servers, loop):
-        self.servers = servers
-        self.loop = loop
-        self.sellers = []  # (agent_id, client)
-        self.units = []
-
-    def hire(self, count):
-        admin = self.servers[0].admin()
-        k = len(self.servers)
-        for i in range(count):
-            agent_id = f"seller-{i + 1}"
-            token = admin.post(
-                "/api/agents", {"agent_id": agent_id, "name": agent_id, "location_id": LOCATION}
-            )["token"]
-            secret = provision.new_secret()
-            unit_id = f"qrf-{0xD0000000 + i:012x}"
-            admin.post(
-                "/api/devices", {"device_id": unit_id, "secret": secret, "location_id": LOCATION}
-            )
-            unit = SimulatedUnit(unit_id, secret, [self.servers[i % k].device_url])
-            self.loop.call(unit.start)
-            wait_for(
-                lambda unit=unit: unit.shown and unit.shown[-1][0] == "pairing",
-                timeout=60,
-                what=f"{unit_id} to show its pairing QR",
-            )
-            client = self.servers[(i // k) % k].client(token)
-            client.post(f"/api/agents/{agent_id}/devices", {"pairing": unit.shown[-1][1]})
-            self.sellers.append((agent_id, client))
-            self.units.append(unit)
-
-    def run(self, seconds, every_s, pay_s, payload):
-        """A sale every `every_s` per seller for `seconds`: QR, `pay_s` for the customer to pay,
-        complete -> (sales completed, QR wall ms, failures)."""
-        wall, failures, done = [], [], []
-        deadline = time.monotonic() + seconds
-
-        def seller(agent_id, client, offset_s):
-            next_sale = time.monotonic() + offset_s
-            while next_sale < deadline:
-                time.sleep(max(0, next_sale - time.monotonic()))
-                next_sale += every_s
-                started = time.perf_counter()
-                try:
-                    doc = client.post(f"/api/agents/{agent_id}/qr", {"payload": payload})
-                    wall.append((time.perf_counter() - started) * 1000)
-                    time.sleep(pay_s)
-                    client.post(f"/api/txns/{doc['txn_id']}/complete")
-                    done.append(1)
-                except Exception as e:  # noqa: BLE001 - a refusal is a figure here, not a crash
-                    failures.append(str(e))
-
-        # Sellers start staggered: real ones do not press the button in step.
-        threads = [
-            threading.Thread(target=seller, args=(*s, i * every_s / len(self.sellers)))
-            for i, s in enumerate(self.sellers)
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        return len(done), wall, failures
-
-    def close(self):
-        for unit in self.units:
-            self.loop.run(unit.stop())
 
 
 class EventListener:
@@ -455,7 +380,7 @@ def run_fleet(args):
             time.sleep(HEARTBEAT_S + 1)  # heartbeats spread over a whole period
             memory_units = client.info("memory")["used_memory"]
             loop = BackgroundLoop()
-            sellers = Sellers(servers, loop)
+            sellers = Cashiers(servers, loop)
             sellers.hire(args.sellers)
             time.sleep(HEARTBEAT_S + 1)  # the sellers' home screens are drawn
             w = args.window
@@ -482,7 +407,7 @@ def run_fleet(args):
             phases["scrape"] = measure("scrape", instances, client, pid, w, clients, scraping)
 
             def selling():
-                done, wall, failures = sellers.run(w, args.sale_every, args.pay_s, payload)
+                wall, _, failures, done = sellers.run(w, args.sale_every, payload, args.pay_s)
                 # The home screen follows the result by host.server.RESULT_SHOWN_S (4 s).
                 time.sleep(5)
                 return {
