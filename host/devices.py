@@ -396,6 +396,12 @@ class DeviceHub:
             )
         except (ConnectionClosed, ProtocolError, OSError, asyncio.TimeoutError):
             pass
+        except RegistryError as e:  # the store stayed away past its retries: the unit reconnects
+            self.log.warning(
+                "device_session_store_failed",
+                device_id=session and session.device_id,
+                reason=str(e),
+            )
         finally:
             if session:
                 await self._ended(session)
