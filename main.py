@@ -1,4 +1,7 @@
-# Starts the firmware; everything else lives in firmware/app.py.
-import firmware.app
+# Starts the firmware: loader.py picks the version (the flashed one, or an update) and imports
+# it; the loader is let go before the firmware runs.
+import loader
 
-firmware.app.main()
+app = loader.start()
+del loader
+app.main()

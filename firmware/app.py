@@ -8,6 +8,7 @@ the clock over SNTP before a wss:// server, whose certificate dates are checked 
 
 import asyncio
 import gc
+import os
 
 from firmware import config, hal
 from firmware.compat import ticks_diff, ticks_ms
@@ -15,12 +16,15 @@ from firmware.display import profiles
 from firmware.display.render import PayloadTooLarge, Renderer
 from firmware.proto import messages
 from firmware.proto.messages import CommandError
+from firmware.version import VERSION as FIRMWARE_VERSION
 
-FIRMWARE_VERSION = "0.1.0"
 _WATCHDOG_MS = 30000
 _FEED_MS = 1000
 _WIFI_TIMEOUT_MS = 20000
 _REBOOT_DELAY_MS = 300
+# A version on trial that no server has verified by then goes back to the one before it.
+_TRIAL_S = 600
+_UPDATE_IDLE_MS = 90000  # update mode without an update command this long ends
 
 
 class Unit:
@@ -33,6 +37,8 @@ class Unit:
         self.screen = "booting"
         self.started = ticks_ms()
         self.clock = None  # firmware.net.clock.Clock, when a server is wss://
+        self.updater = None  # firmware.ota.update.Updater, in update mode
+        self.update_heard = ticks_ms()
 
     def draw(self, drawn):
         self.screen = drawn.screen
@@ -54,6 +60,8 @@ class Unit:
     def handle(self, msg):
         """Run one server command; returns the ack's fields or raises CommandError."""
         kind = msg["type"]
+        if self.updater and kind in ("show_qr", "show_pairing"):
+            raise CommandError(messages.BUSY, "unit is installing an update; back in a minute")
         if kind == "show_qr":
             try:
                 drawn = self.renderer.payment(msg["payload"], msg["caption"] or None, msg["ecc"])
@@ -73,6 +81,10 @@ class Unit:
         if kind == "reboot":
             asyncio.create_task(_reboot_soon())
             return {}
+        if kind.startswith("update_"):  # its code imported only when one comes
+            from firmware.ota import mode
+
+            return mode.handle(self, kind, msg, FIRMWARE_VERSION, _restart_soon)
         raise CommandError(messages.UNKNOWN_COMMAND, "unit cannot %s" % kind)
 
     async def clock_ready(self):
@@ -113,6 +125,10 @@ class Unit:
         return fields
 
 
+def _restart_soon():
+    asyncio.create_task(_reboot_soon())
+
+
 async def _reboot_soon():
     await asyncio.sleep_ms(_REBOOT_DELAY_MS)  # let the ack leave first
     hal.reset()
@@ -139,8 +155,30 @@ async def _wifi(cfg, unit):
         await asyncio.sleep_ms(200)
 
 
-async def _run(unit, session):
+async def _trial_deadline():
+    await asyncio.sleep(_TRIAL_S)
+    import loader
+
+    if loader.on_trial():
+        loader.roll_back("no server verified it within %d s" % _TRIAL_S)
+        hal.reset()
+
+
+async def _update_deadline(unit):
+    """Update mode ends when its server stops sending the update (a paused rollout, a lost
+    link): the unit goes back to serving QRs."""
+    while ticks_diff(ticks_ms(), unit.update_heard) < _UPDATE_IDLE_MS:
+        await asyncio.sleep_ms(_FEED_MS)
+    print("qrfleet: no update command for %d s; back to serving QRs" % (_UPDATE_IDLE_MS // 1000))
+    hal.reset()
+
+
+async def _run(unit, session, update):
     asyncio.create_task(_feed(hal.Watchdog(_WATCHDOG_MS)))
+    if update and update["state"] == "trial":
+        asyncio.create_task(_trial_deadline())
+    if unit.updater:
+        asyncio.create_task(_update_deadline(unit))
     await _wifi(unit.cfg, unit)
     unit.draw(unit.renderer.status("connecting", unit.cfg["servers"][0]))
     await session.run_forever()
@@ -161,14 +199,23 @@ def main():
         print("qrfleet: not provisioned: %s" % e)
         _show_not_provisioned(device_id, str(e))
         return
+    updating, update = _update_state()
     try:
         cfg["display"] = cfg["display"] or hal.DISPLAY
         display = profiles.build(cfg["display"], hal)
     except ValueError as e:
         print("qrfleet: display: %s" % e)
         return
-    unit = Unit(device_id, cfg, Renderer(display))
+    unit = Unit(device_id, cfg, Renderer(display, with_qr=not updating))
     unit.draw(unit.renderer.status("booting", device_id))
+    if updating:  # the heap the QR encoder's buffers would take is the download's
+        from firmware.ota.update import Updater
+
+        unit.updater = Updater(cfg["release_keys"], FIRMWARE_VERSION)
+        unit.draw(unit.renderer.status("updating", updating["version"]))
+        print("qrfleet: update mode, for %s" % updating["version"])
+        if updating["sig"]:  # a manifest arrived whole: checked before the network starts
+            unit.updater.check_staged(updating["version"], updating["sig"])
     print("qrfleet: %s display ready, %d bytes of heap free" % (cfg["display"], gc.mem_free()))
     # The network code is imported only now: the display's and the encoder's buffers were
     # taken from a heap still whole, before its import left garbage between the code it keeps.
@@ -180,28 +227,48 @@ def main():
         from firmware.net.clock import Clock
 
         unit.clock = Clock(cfg["ntp"], hal.set_clock)
-    session = Session(
-        device_id,
-        cfg["secret"],
-        cfg["servers"],
-        unit,
-        unit.status,
-        FIRMWARE_VERSION,
-        opener=hal.open_connection,
-        untrusted=unit.untrusted,
-        tls=ws.tls_context(anchor) if anchor else None,
-        max_message=unit.renderer.largest_payload() + messages.SHOW_QR_OVERHEAD,
-        clock=unit.clock_ready if anchor else None,
-        reset=hal.reset_cause(),
-    )
     try:
-        asyncio.run(_run(unit, session))
+        session = Session(
+            device_id,
+            cfg["secret"],
+            cfg["servers"],
+            unit,
+            unit.status,
+            FIRMWARE_VERSION,
+            opener=hal.open_connection,
+            untrusted=unit.untrusted,
+            tls=ws.tls_context(anchor) if anchor else None,
+            max_message=messages.UPDATE_MESSAGE
+            if unit.updater
+            else unit.renderer.largest_payload() + messages.SHOW_QR_OVERHEAD,
+            clock=unit.clock_ready if anchor else None,
+            reset=hal.reset_cause(),
+            update=update,
+        )
+        asyncio.run(_run(unit, session, update))
     except Exception as e:  # noqa: BLE001 - an unattended unit must come back by itself
         import sys
 
         sys.print_exception(e)
         print("qrfleet: firmware stopped on an error; restarting")
         hal.reset()
+
+
+def _update_state():
+    """(update mode's marker or None, what hello tells of the last update), read with the
+    loader, which is let go again: its heap is the QR encoder's. Update mode lasts one boot:
+    whatever ends it (done, refused, no server, a crash), the next boot serves QRs again, and a
+    server that offers the release again resumes it."""
+    import sys
+
+    import loader
+
+    updating = loader.read(loader.UPDATING)
+    if updating:
+        os.remove(loader.UPDATING)
+    update = loader.status()
+    sys.modules.pop("loader", None)
+    return updating, update
 
 
 def _show_not_provisioned(device_id, reason):

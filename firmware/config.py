@@ -11,6 +11,9 @@ unusable file raises ConfigError with the reason; the firmware then shows "not p
 A unit has no store of CA certificates, so a config with a wss:// server carries the one trust
 anchor it checks the server's certificate against: `"tls": {"ca": "<base64 DER>"}`, the CA that
 issued the server's certificate, or the server's own self-signed certificate (a pin).
+
+Updates: `"release_keys": ["<64 hex>", ...]` are the Ed25519 public keys a release must be
+signed by (firmware/ota); with none (the default) the unit refuses every update.
 """
 
 import json
@@ -62,7 +65,21 @@ def parse(text):
     if not isinstance(ntp, str) or not ntp or " " in ntp:
         raise ConfigError('config.json "ntp" must be the host name or address of a time server')
     _check_tls(config)
+    _check_release_keys(config)
     return config
+
+
+def _check_release_keys(config):
+    keys = config.setdefault("release_keys", [])  # a new list: the defaults hold no mutables
+    if not isinstance(keys, list) or not all(_is_public_key(key) for key in keys):
+        raise ConfigError(
+            'config.json "release_keys" must be a list of release public keys, each 64 '
+            "lowercase hex digits (provision the unit with --release-key FILE.pub)"
+        )
+
+
+def _is_public_key(key):
+    return isinstance(key, str) and len(key) == 64 and not key.strip("0123456789abcdef")
 
 
 def _check_tls(config):

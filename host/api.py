@@ -36,6 +36,8 @@ from host.registry import (
     parse_pairing_uri,
 )
 from host.registry.errors import format_time
+from host.releases import ReleaseError, read_bundle
+from host.rollouts import assess
 from host.symbols import EncoderBusy
 from host.throttle import GUESSES_PER_AGENT, GUESSES_PER_UNIT, GuessThrottle
 
@@ -52,6 +54,7 @@ MAX_WAIT_S = 60.0
 MAX_TTL_S = 3600.0
 MAX_AUDIT_ENTRIES = 10000
 MAX_IDEMPOTENCY_KEY = 255
+MAX_RELEASE = 4 * 1024 * 1024  # a release bundle's bytes, the one body larger than MAX_BODY
 _ROLES = {"admin": ADMIN, "operator": OPERATOR}
 
 
@@ -115,10 +118,71 @@ def device_json(status, session=None, viewer=None):
         "reset_cause": d.reset_cause,
         "shown": _shown_to(viewer, status),
         "panel": d.panel,
+        "update": _update_json(d.update),
     }
     if session:
         doc["connected_since"] = format_time(session.connected_at)
     return doc
+
+
+def _update_json(update):
+    """Where a unit's update stands: the version it goes to (or came back from), its state,
+    why, and the rollout it belongs to."""
+    if update is None:
+        return None
+    return {**update, "at": format_time(update.get("at"))}
+
+
+def _sentence(text):
+    """A refusal's words as the API's sentences go: a capital first, a full stop last."""
+    return text[:1].upper() + text[1:].rstrip(".") + "."
+
+
+def release_json(release):
+    return {
+        "version": release.version,
+        "size": release.size,
+        "sha256": release.sha256,
+        "published_at": format_time(release.published_at),
+    }
+
+
+def rollout_json(rollout, statuses, units=True):
+    """A rollout as the API shows it, with how each wave is doing (`statuses`: device id ->
+    DeviceStatus of its units); with `units`, each unit's state, reason and firmware."""
+    assessment = assess(rollout, {d: s.device for d, s in statuses.items()})
+    waves = []
+    for n, (ids, counts) in enumerate(zip(rollout.waves, assessment.waves, strict=True)):
+        wave = {"wave": n + 1, "size": len(ids), "states": dict(counts)}
+        if units:
+            wave["units"] = [_rollout_unit(rollout, statuses[d], assessment) for d in ids]
+        waves.append(wave)
+    return {
+        "rollout_id": rollout.rollout_id,
+        "version": rollout.version,
+        "location_id": rollout.location_id,
+        "steps": list(rollout.steps),
+        "abort_after_failures": rollout.abort_after_failures,
+        "state": rollout.state,
+        "wave": rollout.wave + 1,  # counted from 1, as the waves are
+        "reason": rollout.reason,
+        "accepted_failures": list(rollout.accepted),
+        "created_at": format_time(rollout.created_at),
+        "updated_at": format_time(rollout.updated_at),
+        "states": dict(sum(assessment.waves, Counter())),
+        "waves": waves,
+    }
+
+
+def _rollout_unit(rollout, status, assessment):
+    update = status.device.update or {}
+    return {
+        "device_id": status.device_id,
+        "state": assessment.states[status.device_id],
+        "reason": update.get("reason") if update.get("version") == rollout.version else None,
+        "firmware": status.device.firmware,
+        "status": status.status,
+    }
 
 
 def _shown_to(viewer, status):
@@ -142,8 +206,8 @@ class Api:
         self.agent_guesses = GuessThrottle(GUESSES_PER_AGENT)
         self.unit_guesses = GuessThrottle(GUESSES_PER_UNIT)
 
-        def add(method, pattern, handler):
-            self.router.add(method, pattern, self._refusals_as_answers(handler))
+        def add(method, pattern, handler, **options):
+            self.router.add(method, pattern, self._refusals_as_answers(handler), **options)
 
         add("GET", "/api/health", self.health)
         add("POST", "/api/locations", self.create_location)
@@ -166,6 +230,13 @@ class Api:
         add("GET", "/api/audit", self.audit)
         add("GET", "/api/events", server.events.endpoint(self._caller))  # host/events.py
         add("GET", "/api/metrics", self.metrics)
+        add("POST", "/api/releases", self.publish_release, max_body=MAX_RELEASE)
+        add("GET", "/api/releases", self.list_releases)
+        add("POST", "/api/rollouts", self.start_rollout)
+        add("GET", "/api/rollouts", self.list_rollouts)
+        add("GET", "/api/rollouts/{rollout_id}", self.get_rollout)
+        for change in ("pause", "resume", "abort"):
+            add("POST", f"/api/rollouts/{{rollout_id}}/{change}", self.change_rollout)
         add("GET", "/metrics", server.metrics.endpoint())  # Prometheus (host/metrics.py)
 
     def _refusals_as_answers(self, handler):
@@ -562,3 +633,71 @@ class Api:
     async def doctor(self, req):
         await self._overseer(req)
         return 200, await self.server.doctor(req.params["device_id"])
+
+    # -- updates (docs/updates.md)
+
+    async def publish_release(self, req):
+        """The body is a release bundle (.qfw); it is kept only if one of the server's release
+        keys signed it and its files match its manifest."""
+        actor = await self._admin(req)
+        keys = self.server.release_keys
+        if not keys:
+            raise ApiError(
+                409,
+                "no_release_keys",
+                "This server has no release key, so it trusts no release: start it with "
+                "--release-key FILE.pub, the public key the releases are signed with.",
+            )
+        try:
+            release = read_bundle(req.body, keys)
+        except ReleaseError as e:
+            raise ApiError(400, "bad_release", _sentence(str(e))) from None
+        published = await self.registry.publish_release(release.version, release.bundle, actor)
+        return 201, {
+            **release_json(published),
+            "boards": release.manifest["boards"],
+            "micropython": release.manifest["micropython"],
+            "files": len(release.files),
+        }
+
+    async def list_releases(self, req):
+        await self._overseer(req)
+        return 200, {"releases": [release_json(r) for r in await self.registry.releases()]}
+
+    async def _statuses(self):
+        return {s.device_id: s for s in await self.registry.list_devices()}
+
+    async def start_rollout(self, req):
+        actor = await self._admin(req)
+        doc = req.json()
+        rollout = await self.registry.start_rollout(
+            _text(doc, "version", 32),
+            _text(doc, "location_id", 64, required=False),
+            _field(doc, "steps", list, False, [100], what="a list of growing percentages"),
+            _field(doc, "abort_after_failures", int, False, 1, what="a whole number of units"),
+            actor,
+        )
+        return 201, rollout_json(rollout, await self._statuses())
+
+    async def list_rollouts(self, req):
+        await self._overseer(req)
+        statuses = await self._statuses()
+        rollouts = await self.registry.rollouts()
+        return 200, {"rollouts": [rollout_json(r, statuses, units=False) for r in rollouts]}
+
+    async def get_rollout(self, req):
+        await self._overseer(req)
+        rollout = await self.registry.rollout(req.params["rollout_id"])
+        return 200, rollout_json(rollout, await self._statuses())
+
+    async def change_rollout(self, req):
+        """POST .../pause, .../resume or .../abort, with an optional {"reason"}."""
+        actor = await self._admin(req)
+        rollout_id, change = req.params["rollout_id"], req.path.rsplit("/", 1)[1]
+        if change == "resume":
+            rollout = await self.registry.resume_rollout(rollout_id, actor)
+        else:
+            reason = _text(req.json(), "reason", 200, required=False)
+            stop = {"pause": self.registry.pause_rollout, "abort": self.registry.abort_rollout}
+            rollout = await stop[change](rollout_id, actor, reason)
+        return 200, rollout_json(rollout, await self._statuses())

@@ -29,7 +29,8 @@ class ApiClient:
         self.ssl_context = ssl_context
 
     def request(self, method, path, body=None, headers=None):
-        data = None if body is None else json.dumps(body).encode()
+        """`body` is JSON-encoded, or sent as is when it is bytes (a file that is JSON already)."""
+        data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
         req = urllib.request.Request(self.base_url + path, data=data, method=method)
         req.add_header("Content-Type", "application/json")
         for name, value in (headers or {}).items():

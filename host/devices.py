@@ -108,13 +108,14 @@ def shown_screen(device_id, kind, fields, ack, txn_id=None):
 
 
 class DeviceSession:
-    def __init__(self, hub, device_id, epoch, ws, fw, max_message=UNIT_MAX_MESSAGE):
+    def __init__(self, hub, device_id, epoch, ws, fw, max_message=UNIT_MAX_MESSAGE, update=None):
         self.hub = hub
         self.device_id = device_id
         self.epoch = epoch
         self.ws = ws
         self.fw = fw
         self.max_message = max_message
+        self.update = update  # what the unit said in hello of its last update (host/updates.py)
         self.location_id = None  # learnt when the server greets the unit (host.metrics)
         self.connected_at = time.time()
         self.last_heartbeat = None
@@ -461,7 +462,13 @@ class DeviceHub:
         )
         old = self.sessions.get(device_id)
         session = DeviceSession(
-            self, device_id, epoch, ws, hello["fw"], hello["max_message"] or UNIT_MAX_MESSAGE
+            self,
+            device_id,
+            epoch,
+            ws,
+            hello["fw"],
+            hello["max_message"] or UNIT_MAX_MESSAGE,
+            hello["update"],
         )
         self.sessions[device_id] = session
         if old:

@@ -66,6 +66,14 @@ TYPES = {
     "set_policy": "location.policy",
     "create_agent": "agent.created",
     "start": "instance.started",
+    "update": "unit.update",
+    "publish": "release.published",
+    "start_rollout": "rollout.started",
+    "advance_rollout": "rollout.wave",
+    "pause_rollout": "rollout.paused",
+    "resume_rollout": "rollout.resumed",
+    "abort_rollout": "rollout.aborted",
+    "complete_rollout": "rollout.completed",
 }
 _AGENT_KINDS = ("unit", "txn")  # what an agent may see of the events that name it
 _SCREENS = ("screen", "shown")  # actions whose detail is the kind of screen drawn

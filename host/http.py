@@ -150,18 +150,26 @@ class Request:
 
 
 class Router:
-    """Routes `METHOD /path/{name}` patterns to `async handler(request) -> (status, object)`."""
+    """Routes `METHOD /path/{name}` patterns to `async handler(request) -> (status, object)`;
+    a route takes bodies of up to MAX_BODY bytes unless it says `max_body`."""
 
     def __init__(self):
         self._routes = []
 
-    def add(self, method, pattern, handler):
+    def add(self, method, pattern, handler, max_body=MAX_BODY):
         regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern)
-        self._routes.append((method, re.compile(f"^{regex}$"), handler))
+        self._routes.append((method, re.compile(f"^{regex}$"), handler, max_body))
+
+    def max_body(self, method, path):
+        """The largest body the route of `method path` takes (MAX_BODY if none matches)."""
+        for route_method, regex, _, limit in self._routes:
+            if route_method == method and regex.match(path):
+                return limit
+        return MAX_BODY
 
     def match(self, method, path):
         allowed = []
-        for route_method, regex, handler in self._routes:
+        for route_method, regex, handler, _ in self._routes:
             m = regex.match(path)
             if m:
                 if route_method == method:
@@ -370,7 +378,9 @@ class HttpServer:
                 keep_alive = False
                 self.metrics["bodies_too_large"] += 1
                 error = ApiError(
-                    413, "body_too_large", f"The request body is larger than {MAX_BODY} bytes."
+                    413,
+                    "body_too_large",
+                    f"The request body is larger than {self._max_body(head)} bytes.",
                 )
                 response = json_response(413, error_body(error), keep_alive)
             else:
@@ -389,7 +399,8 @@ class HttpServer:
 
     async def _read_request(self, reader, buf):
         """-> (head, body) of the next request; body None for an upgrade to `/ws/device` (read
-        no further) or for a body over MAX_BODY (not read); None at the end of the stream."""
+        no further) or for a body over its route's limit (not read); None at the end of the
+        stream."""
         parser = http11.read_head(buf)
         try:
             next(parser)
@@ -401,7 +412,7 @@ class HttpServer:
                 parser.send(None)
         except StopIteration as done:
             head = server.parse_request_head(done.value)
-        if self._upgrades(head) or head.content_length > MAX_BODY:
+        if self._upgrades(head) or head.content_length > self._max_body(head):
             return head, None
         while len(buf) < head.content_length:
             data = await reader.read(65536)
@@ -446,6 +457,9 @@ class HttpServer:
             left.cancel()
             self._streams.discard(task)
             await stream.chunks.aclose()
+
+    def _max_body(self, head):
+        return self.router.max_body(head.method, head.path.partition("?")[0])
 
     def _upgrades(self, head):
         return self.upgrade and head.path.split("?", 1)[0] == "/ws/device"

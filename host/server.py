@@ -14,10 +14,12 @@ from host.events import EventFeed
 from host.http import MAX_CONNECTIONS_PER_PEER, HttpServer
 from host.log import Log
 from host.metrics import Metrics
-from host.registry import NotFound, RegistryError, open_registry
+from host.registry import InvalidInput, NotFound, RegistryError, open_registry
 from host.registry.errors import format_time
-from host.symbols import Symbols
+from host.rollouts import RolloutDriver
+from host.symbols import EncoderBusy, Symbols
 from host.tasks import Tasks
+from host.updates import UpdateFailed, check_payload, prove_trial
 
 DEFAULT_HEARTBEAT_S = 5
 RESULT_SHOWN_S = 4.0  # how long "PAID" / "CANCELLED" stays before the home screen
@@ -44,13 +46,15 @@ class QrfleetServer:
         metrics_token=None,
         metrics_listen=None,
         operator_token=None,
+        release_keys=(),
     ):
         """`tls`: an ssl.SSLContext (host.http.tls_context) to serve https:// and wss://;
         the connection caps are host.http's (None: what the open-file limit allows).
         `GET /metrics` takes `metrics_token` or the admin token; with `metrics_listen`
         ((host, port)) it is also served there, needing a token only if `metrics_token` is
         set. `operator_token` sees what the admin sees (dashboard, API reads, events) and
-        changes nothing."""
+        changes nothing. `release_keys`: the Ed25519 public keys (32 bytes each) a release
+        must be signed by to be published (host/releases.py); none: nothing is published."""
         if not admin_token:
             raise ValueError("an admin token is required: --admin-token or QRFLEET_ADMIN_TOKEN")
         self.store_url = store_url
@@ -81,6 +85,8 @@ class QrfleetServer:
         self.metrics_port = None
         self.api = None
         self.events = None  # GET /api/events (host/events.py)
+        self.release_keys = list(release_keys)
+        self.rollouts = None  # drives the running rollout from here (host/rollouts.py)
 
     async def start(self, host="127.0.0.1", port=0):
         """Open the store and the port; returns the port (useful with port 0)."""
@@ -120,6 +126,8 @@ class QrfleetServer:
             self.metrics_http = HttpServer(self.metrics.router(), log=self.log)
             self.metrics_port = await self.metrics_http.start(*self.metrics_listen)
         self.tasks.spawn(self._sweep())
+        self.rollouts = RolloutDriver(self)
+        self.rollouts.start()
         self.log.info(
             "server_started", host=host, port=port, store=loggable_store_url(self.store_url)
         )
@@ -283,13 +291,42 @@ class QrfleetServer:
             self.log.warning("home_failed", device_id=device_id, reason=str(e))
 
     async def _greet(self, session):
-        """A unit just came online: it shows its home screen."""
+        """A unit just came online: its update outcome is recorded (a version on trial proves
+        itself first), then it shows its home screen."""
         if self.cluster:
             await self.cluster.announce_takeover(session.device_id, session.epoch)
         try:
+            if session.update:
+                await self._update_reported(session)
             await self.show_home(session.device_id)
         except RegistryError as e:
             self.log.warning("greet_failed", device_id=session.device_id, reason=str(e))
+
+    async def _update_reported(self, session):
+        """What a unit says of its last switch is recorded, unless the server knows of a later
+        update (one the unit refused says nothing in hello). A unit on trial draws a check QR;
+        once the server verified it, the unit commits its version. One that cannot stays on
+        trial and goes back by itself (firmware/app.py)."""
+        update = dict(session.update)
+        known = (await self.registry.get_device(session.device_id)).device.update
+        if known and known["version"] != update.get("version"):
+            return
+        if update["state"] == "trial":
+            payload = check_payload(session.device_id, update["version"])
+            async with self.screen(session.device_id):
+                try:
+                    expected = await self.symbols.symbol(session.device_id, payload, "M")
+                    await prove_trial(session, expected)
+                    update["state"] = "committed"
+                except (UpdateFailed, EncoderBusy) as e:
+                    update["reason"] = str(e)
+                    self.log.warning(
+                        "update_trial_unproven", device_id=session.device_id, reason=str(e)
+                    )
+        try:
+            await self.registry.record_update(session.device_id, update, session.epoch)
+        except InvalidInput as e:  # the unit's hello said something that is no update status
+            self.log.warning("update_status_refused", device_id=session.device_id, reason=str(e))
 
     # -- diagnosis
 

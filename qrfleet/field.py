@@ -12,6 +12,7 @@ import sys
 from qrfleet.options import (
     admin_token,
     admin_token_options,
+    release_key_options,
     server_list_options,
     unit_options,
 )
@@ -48,7 +49,7 @@ def add_parsers(sub):
 
     p = sub.add_parser(
         "vboard",
-        parents=[server_list_options(required=False), admin_token_options()],
+        parents=[server_list_options(required=False), release_key_options(), admin_token_options()],
         help="boot virtual ESP32 boards running the real firmware",
         description="Boot N virtual boards (the firmware on the MicroPython Unix port). Prints "
         "one line per board as it boots: device id, serial URL (rfc2217://...), directory. "
@@ -102,7 +103,12 @@ def add_parsers(sub):
 
     p = sub.add_parser(
         "provision",
-        parents=[units, server_list_options(required=True), admin_token_options()],
+        parents=[
+            units,
+            server_list_options(required=True),
+            release_key_options(),
+            admin_token_options(),
+        ],
         help="turn units into registered, linked units of a server",
         description="Per unit: read its MAC, give it a new secret, write the firmware files and "
         "its config into the filesystem partition MicroPython mounts (found from the unit's "
@@ -168,6 +174,7 @@ def vboard(args):
             location_id=args.location,
             display=args.display,
             server_ca=args.server_ca,
+            release_keys=args.release_key,
         )
         try:
             provisioning.check()
@@ -252,6 +259,7 @@ def provision(args):
         files_only=args.files_only,
         register_only=args.register_only,
         server_ca=args.server_ca,
+        release_keys=args.release_key,
     )
     try:
         order.check()

@@ -75,3 +75,16 @@ def server_list_options(required):
         "with https:// servers, since a unit has no CA store",
     )
     return p
+
+
+def release_key_options():
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument(
+        "--release-key",
+        metavar="FILE.pub",
+        action="append",
+        default=[],
+        help="public key (qrfleet release keygen) whose signed releases units install over "
+        "the air; repeatable. Without one, units refuse every update",
+    )
+    return p

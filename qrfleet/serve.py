@@ -75,6 +75,14 @@ def add_parsers(sub):
         "(e.g. an address only the monitoring network reaches); port 0 picks a free one, "
         "printed on the second line",
     )
+    p.add_argument(
+        "--release-key",
+        action="append",
+        default=[],
+        metavar="FILE.pub",
+        help="public key (from qrfleet release keygen) that a release must be signed with to "
+        "be published and rolled out; repeatable; without one, no release is accepted",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=serve)
 
@@ -82,11 +90,16 @@ def add_parsers(sub):
 def serve(args):
     from host.http import tls_context
     from host.log import Log
+    from host.releases import ReleaseError, load_public_keys
     from host.server import QrfleetServer
 
     if bool(args.tls_cert) != bool(args.tls_key):
         raise SystemExit("qrfleet: --tls-cert and --tls-key go together")
     tls = tls_context(args.tls_cert, args.tls_key) if args.tls_cert else None
+    try:
+        release_keys = load_public_keys(args.release_key)
+    except ReleaseError as e:
+        raise SystemExit(f"qrfleet: {e}") from None
     allow_all_open_files()
 
     async def run():
@@ -103,6 +116,7 @@ def serve(args):
             metrics_token=args.metrics_token,
             metrics_listen=args.metrics_listen,
             operator_token=args.operator_token,
+            release_keys=release_keys,
         )
         port = await server.start(args.host, args.port)
         print(f"{'https' if tls else 'http'}://{args.host}:{port}", flush=True)

@@ -4,7 +4,8 @@ A server on SQLite; three virtual boards running the real firmware, provisioned 
 as a technician would; two cashiers ("agents") who link a unit each by scanning the pairing QR
 off its screen; concurrent payment QRs, each verified by the server and read back off the
 right unit's screen; one unit losing power mid-shift, its cashier served by the location's pool
-unit until it is back. PNGs of the screens along the way go to the output directory.
+unit until it is back; then a signed release rolled out to the units, a canary first, and a
+sale on the new version. PNGs of the screens along the way go to the output directory.
 """
 
 import itertools
@@ -17,6 +18,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from firmware.version import VERSION
+from tools import release
 from tools.background import BackgroundLoop, wait_for
 from tools.serverproc import running_server
 from tools.vboard import fleet
@@ -66,13 +69,16 @@ class Demo:
         )
         board = boards_by_id[shown["device_id"]]
         on_screen = wait_for_qr(board.dir / "display.pbm", payload)
-        if n in (0, 100):  # the first sale, and the first one during the outage
+        if n in (0, 100, 300):  # the first sale, during the outage, after the update
             self.picture(board, f"payment-{agent_id}-on-{board.device_id}")
         agent.post(f"/api/txns/{shown['txn_id']}/complete")
         return agent_id, shown["device_id"], shown["latency_ms"], on_screen == payload
 
     def run(self):
-        with running_server(self.workdir, heartbeat_s=2) as server:
+        key = self.workdir / "release-key"
+        release.keygen(key)
+        extra = ["--release-key", f"{key}.pub"]
+        with running_server(self.workdir, heartbeat_s=2, extra=extra) as server:
             self.say(f"Server on SQLite at {server.url}")
             admin = server.admin()
             admin.post(
@@ -87,7 +93,9 @@ class Demo:
             self.say("Agents till-1 and till-2 created at location demo-shop (policy hybrid)")
 
             loop = BackgroundLoop()
-            provisioning = fleet.Provisioning([server.url], server.admin_token, LOCATION)
+            provisioning = fleet.Provisioning(
+                [server.url], server.admin_token, LOCATION, release_keys=(f"{key}.pub",)
+            )
             boards = loop.run(
                 fleet.start_boards(self.workdir / "boards", 3, provisioning=provisioning),
                 timeout=120,
@@ -122,6 +130,7 @@ class Demo:
                 self.say("Power is back: till-1 is served by its own unit again")
                 self._summary(results + fallback + back, by_id)
                 self._steal(agents, boards)
+                self._update(admin, agents, by_id, key)
             finally:
                 loop.run(self._stop_all(boards), timeout=60)
                 loop.close()
@@ -134,6 +143,28 @@ class Demo:
 
         with ThreadPoolExecutor(len(agents)) as pool:
             return [row for rows in pool.map(till, agents) for row in rows]
+
+    def _update(self, admin, agents, by_id, key):
+        version = f"{VERSION}+demo"
+        admin.request("POST", "/api/releases", release.build(version, key))
+        rollout = admin.post(
+            "/api/rollouts", {"version": version, "location_id": LOCATION, "steps": [100]}
+        )
+        canary = by_id[rollout["waves"][0]["units"][0]["device_id"]]
+        self.say(f"Release {version} signed, published and rolled out: {canary.device_id} first")
+        log = canary.dir / "serial.log"
+        wait_for(lambda: f"update mode, for {version}" in log.read_text(errors="replace"), 30)
+        self.picture(canary, f"updating-{canary.device_id}")
+        path = f"/api/rollouts/{rollout['rollout_id']}"
+        wait_for(lambda: admin.get(path)["state"] != "running", 120, "the rollout to end")
+        doc = admin.get(path)
+        versions = {d["device_id"]: d["firmware"] for d in admin.get("/api/devices")["devices"]}
+        self.say(
+            f"Rollout {doc['state']}: "
+            + ", ".join(f"{d} runs {versions[d]}" for d in sorted(by_id))
+        )
+        self.sale(agents["till-1"], "till-1", by_id, 300)
+        self.say("till-1 sells on the new version")
 
     async def _stop_all(self, boards):
         for board in boards:

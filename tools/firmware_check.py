@@ -12,8 +12,9 @@ from tools.micropython import REPO_ROOT
 
 
 def firmware_sources(root=REPO_ROOT):
-    """The files that go onto a board: boot.py, main.py and the firmware package."""
-    return [root / "boot.py", root / "main.py", *sorted((root / "firmware").rglob("*.py"))]
+    """The files that go onto a board: boot.py, main.py, the loader and the firmware package."""
+    loader = [root / "boot.py", root / "main.py", root / "loader.py"]
+    return [*loader, *sorted((root / "firmware").rglob("*.py"))]
 
 
 def mpy_cross():

@@ -4,8 +4,10 @@ A unit gets a fresh secret and the list of servers in its config; the server get
 id and the same secret through its admin API. For https:// servers the unit also gets its one
 trust anchor (it has no CA store): the CA that issued the server's certificate, or the
 server's self-signed certificate, from `--server-ca FILE`; the tools' own API calls check the
-server against the same certificate. The pieces at the top are shared by every way a
-unit is provisioned (a virtual board's first boot, or a technician's `qrfleet provision`).
+server against the same certificate. The release keys (`--release-key FILE.pub`) are the
+public keys whose signed releases the unit installs over the air. The pieces at the top are
+shared by every way a unit is provisioned (a virtual board's first boot, or a technician's
+`qrfleet provision`).
 
 `provision_unit(port, order)` is one technician's run on one unit, in this order:
 
@@ -39,6 +41,7 @@ from urllib.parse import urlsplit
 from firmware import config as config_file
 from firmware.config import CONFIG_PATH
 from firmware.config import device_id as device_id_from_mac
+from host import releases
 from host.client import ApiClient, ApiClientError, ServerUnreachable
 from tools import flash, image
 from tools.image import littlefs_image
@@ -100,10 +103,13 @@ def require_trust_anchor(servers, server_ca):
         )
 
 
-def unit_config(secret, servers, name, display, wifi=None, server_ca=None, ntp=None):
+def unit_config(
+    secret, servers, name, display, wifi=None, server_ca=None, ntp=None, release_keys=()
+):
     """The config.json a unit boots with (firmware/config.py reads it); `server_ca` is the DER
     certificate its wss:// servers are checked against, `ntp` the time server that sets its
-    clock (None: the firmware's default, pool.ntp.org)."""
+    clock (None: the firmware's default, pool.ntp.org), `release_keys` the public keys (hex)
+    its updates must be signed by (none: it refuses every update)."""
     require_trust_anchor(servers, server_ca)
     urls = [device_url(s) for s in servers]
     config = {"secret": secret, "servers": urls, "name": name, "display": display}
@@ -113,12 +119,22 @@ def unit_config(secret, servers, name, display, wifi=None, server_ca=None, ntp=N
         config["tls"] = tls_config(server_ca)
     if ntp:
         config["ntp"] = ntp
+    if release_keys:
+        config["release_keys"] = list(release_keys)
     return config
 
 
 def tls_config(server_ca):
     """The config's "tls" entry for a trust anchor (DER): base64, as JSON carries bytes."""
     return {"ca": base64.b64encode(server_ca).decode()}
+
+
+def read_release_keys(paths):
+    """The public keys in the .pub files `paths`, in hex as a unit's config carries them."""
+    try:
+        return [key.hex() for key in releases.load_public_keys(paths)]
+    except releases.ReleaseError as e:
+        raise ProvisionError(str(e)) from None
 
 
 def register(
@@ -166,15 +182,21 @@ class Order:
     register_only: bool = False
     online_timeout_s: float = 60
     server_ca: str = None  # the file --server-ca names
+    release_keys: tuple = ()  # the .pub files --release-key names
 
     @functools.cached_property
     def server_ca_der(self):
         return read_server_ca(self.server_ca) if self.server_ca else None
 
+    @functools.cached_property
+    def release_keys_hex(self):
+        return read_release_keys(self.release_keys)
+
     def check(self):
-        """ProvisionError before any unit is touched: an unreadable --server-ca, or an https://
-        server without one."""
+        """ProvisionError before any unit is touched: an unreadable --server-ca or
+        --release-key, or an https:// server without a --server-ca."""
         require_trust_anchor(self.servers, self.server_ca_der)
+        self.release_keys_hex  # noqa: B018 - read now, so a bad key file stops the run here
 
     def api(self):
         return ApiClient(
@@ -295,6 +317,7 @@ def _unit_files(device_id, secret, order):
         order.wifi,
         order.server_ca_der,
         order.ntp,
+        order.release_keys_hex,
     )
     return {**_firmware_files(order.target), CONFIG_PATH: config_file.dumps(config).encode()}
 

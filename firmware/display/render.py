@@ -26,7 +26,6 @@ import gc
 
 import framebuf
 
-from firmware import qr
 from firmware.compat import utf8
 from firmware.display import INK, PAPER
 from firmware.proto.messages import pairing_uri
@@ -49,8 +48,12 @@ _STATUS_TITLES = {
     "untrusted": "Server not trusted",
     "clock": "Clock not set",
     "ready": "Ready",
+    "updating": "Updating",
 }
 _RESULT_TITLES = {"paid": "PAID", "cancelled": "CANCELLED", "expired": "EXPIRED"}
+# firmware.qr, imported by the first Renderer that draws QRs: a unit in update mode draws none
+# and keeps the encoder's ~16 KB of code out of its heap.
+qr = None
 
 
 class PayloadTooLarge(ValueError):
@@ -119,16 +122,23 @@ def fit_text(text, width, height, max_scale):
 
 
 class Renderer:
-    def __init__(self, display):
+    def __init__(self, display, with_qr=True):
+        """with_qr=False: status and result screens only (a unit in update mode), no heap taken for
+        the QR encoder."""
         self.display = display
         self.width = display.width
         self.height = display.height
         self._glyph = bytearray(8)  # one character, MONO_HLSB, for scaled text
         self._glyph_fb = framebuf.FrameBuffer(self._glyph, 8, 8, framebuf.MONO_HLSB)
-        most = max_version(self.width, self.height)
-        # The encoder's buffers for the largest symbol this panel shows, taken now, while
-        # the heap is whole, and reused by every QR screen.
-        self._workspace = qr.Workspace(most) if most else None
+        most = max_version(self.width, self.height) if with_qr else 0
+        self._workspace = None
+        if most:
+            global qr
+            from firmware import qr
+
+            # The encoder's buffers for the largest symbol this panel shows, taken now, while
+            # the heap is whole, and reused by every QR screen.
+            self._workspace = qr.Workspace(most)
 
     def largest_payload(self):
         """The most bytes a payment QR on this panel holds (at ECC L, 8-bit bytes)."""
@@ -145,8 +155,8 @@ class Renderer:
         return self._qr_screen("pairing", pairing_uri(device_id, code), device_id, ecc)
 
     def status(self, state, detail=None):
-        """unprovisioned / booting / wifi / clock / connecting / offline / ready, with a detail such
-        as the reason the unit is offline or the counter's name."""
+        """unprovisioned / booting / wifi / clock / connecting / offline / ready / updating, with
+        a detail such as the reason the unit is offline or the counter's name."""
         return self._message("status", _STATUS_TITLES, state, detail, False)
 
     def result(self, outcome, detail=None):

@@ -55,6 +55,7 @@ class Session:
         max_message=DEFAULT_MAX_SIZE,
         clock=None,
         reset=None,
+        update=None,
     ):
         self.device_id = device_id
         self.secret = secret
@@ -67,6 +68,9 @@ class Session:
         self.tls = tls
         self.clock = clock
         self.reset = reset  # why the unit last started, told to each server in hello
+        # The version on trial or the last update's outcome as the unit started, told in each
+        # hello (after an in-session commit, a server proves the trial again: harmless).
+        self.update = update
         # Where every connection assembles its messages, found once in one piece: as large as
         # the largest message this unit can use (told to the server in hello), 4 KB at most.
         self._buffer = bytearray(max(MIN_MESSAGE, min(max_message, DEFAULT_MAX_SIZE)))
@@ -127,6 +131,7 @@ class Session:
                 nonce=nonce,
                 max_message=len(self._buffer),
                 reset=self.reset,
+                update=self.update,
             )
         )
         msg = await self._expect(conn, "challenge")

@@ -53,6 +53,8 @@ UNKNOWN_COMMAND = "unknown_command"
 PAYLOAD_TOO_LARGE = "payload_too_large"
 RENDER_FAILED = "render_failed"
 BUSY = "busy"
+UPDATE_REFUSED = "update_refused"
+UPDATE_FAILED = "update_failed"
 AUTH_FAILED = "auth_failed"
 UNSUPPORTED_VERSION = "unsupported_version"
 
@@ -69,6 +71,8 @@ class CommandError(Exception):
 
 ECC_LEVELS = ("L", "M", "Q", "H")
 RESULTS = ("paid", "cancelled", "expired")
+# The largest message a unit in update mode takes (no QR to show, chunks to receive).
+UPDATE_MESSAGE = const(1024)
 
 _MAX_ID = 0x7FFFFFFF
 _REQUIRED = object()
@@ -76,7 +80,7 @@ _REQUIRED = object()
 
 # Field checks are small tuples (kind, a, b), tested by _valid and put into words by
 # _describe only when a message is refused: a unit keeps no closures or sentences in RAM.
-_TEXT, _INT, _HEX, _ONE_OF, _OR_NULL = 0, 1, 2, 3, 4
+_TEXT, _INT, _HEX, _ONE_OF, _OR_NULL, _OBJECT = 0, 1, 2, 3, 4, 5
 
 
 def _text(lo, hi):
@@ -111,6 +115,8 @@ def _valid(check, v):
         return isinstance(v, str) and len(v) == a and not v.strip("0123456789abcdef")
     if kind == _ONE_OF:
         return v in a
+    if kind == _OBJECT:
+        return isinstance(v, dict)
     return v is None or _valid(a, v)
 
 
@@ -124,6 +130,8 @@ def _describe(check):
         return "%d lower-case hex digits" % a
     if kind == _ONE_OF:
         return "one of " + ", ".join(a)
+    if kind == _OBJECT:
+        return "a JSON object"
     return b + " or null"
 
 
@@ -165,6 +173,9 @@ DEVICE_MESSAGES = {
         ("max_message", (_OR_NULL, _count(MIN_MESSAGE, 0xFFFF), "an integer"), None),
         # Why the unit last started (hal.reset_cause()), shown to operators.
         ("reset", (_OR_NULL, _text(1, 16), "a string of 1 to 16 characters"), None),
+        # The last update's outcome, or the version on trial (loader.status(): version, state
+        # and reason; the server checks them as it records them).
+        ("update", (_OR_NULL, (_OBJECT, None, None), "a JSON object"), None),
     ),
     "auth": (("mac", _hex(64), _REQUIRED),),
     "heartbeat": (
@@ -184,7 +195,7 @@ def encode(kind, **fields):
 
     Raises MessageError if a field is missing or holds the wrong kind of value.
     """
-    spec = SERVER_MESSAGES.get(kind)
+    spec = _spec(SERVER_MESSAGES, kind)
     if spec is None:
         spec = DEVICE_MESSAGES.get(kind)
     if spec is None:
@@ -267,7 +278,7 @@ def _decode(text, table):
         raise MessageError(
             BAD_MESSAGE, 'message needs a "type" string, got %s' % _short(kind), command_id
         )
-    spec = table.get(kind)
+    spec = _spec(table, kind)
     if spec is None:
         # A command this side does not know gets unknown_command, so the server can tell
         # an older firmware from a broken message.
@@ -278,6 +289,18 @@ def _decode(text, table):
         if name not in msg:
             msg[name] = default
     return msg
+
+
+def _spec(table, kind):
+    """A message type's fields. The update commands' are firmware/ota/protocol.py's, added
+    the first time one comes: a unit that is not updating keeps their heap."""
+    spec = table.get(kind)
+    if spec is None and table is SERVER_MESSAGES and kind.startswith("update_"):
+        from firmware.ota import protocol
+
+        protocol.add_to(SERVER_MESSAGES)
+        spec = table.get(kind)
+    return spec
 
 
 def _find_id(text):

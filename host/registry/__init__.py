@@ -5,6 +5,7 @@ which server holds its connection, and which transaction has it reserved.
     epoch = await registry.acquire_device("qrf-0a1b2c", "server-1", ttl_s=15)
     await registry.join("server-1", ttl_s=3)   # this process, as an instance
     reservation = await registry.reserve_for_agent("till-1", "txn-42", ttl_s=60)
+    rollout = await registry.start_rollout("0.2.0", steps=[50, 100])  # a published release
 
 Layers, each in its own module:
 
@@ -35,7 +36,9 @@ from host.registry.errors import (
     QueueFull,
     QueuePlaceLimit,
     RegistryError,
+    ReleaseExists,
     ReservationLimit,
+    RolloutActive,
     StoreUnavailable,
     Superseded,
     TooMany,
@@ -50,6 +53,8 @@ from host.registry.records import (
     POOL,
     REGISTRY,
     STRICT,
+    TERMINAL,
+    UPDATE_STATES,
     Actor,
     Agent,
     AuditEntry,
@@ -61,7 +66,9 @@ from host.registry.records import (
     Limits,
     Location,
     PairingCode,
+    PublishedRelease,
     Reservation,
+    Rollout,
     Ticket,
     parse_pairing_uri,
 )
@@ -103,6 +110,8 @@ __all__ = [
     "REGISTRY",
     "STORES",
     "STRICT",
+    "TERMINAL",
+    "UPDATE_STATES",
     "Actor",
     "Agent",
     "AllBusy",
@@ -124,12 +133,16 @@ __all__ = [
     "PairingCode",
     "PairingRejected",
     "PairingThrottled",
+    "PublishedRelease",
     "QueueFull",
     "QueuePlaceLimit",
     "Registry",
     "RegistryError",
+    "ReleaseExists",
     "Reservation",
     "ReservationLimit",
+    "Rollout",
+    "RolloutActive",
     "StoreUnavailable",
     "Superseded",
     "Ticket",

@@ -8,7 +8,9 @@
     ├── NotFound                    not_found           404
     ├── Conflict                    conflict            409
     │   ├── Superseded              superseded          409
-    │   └── IdempotencyMismatch     idempotency_key_reused 409
+    │   ├── IdempotencyMismatch     idempotency_key_reused 409
+    │   ├── ReleaseExists           release_exists      409
+    │   └── RolloutActive           rollout_active      409
     ├── TooMany                     too_many            429 (a cap per agent or unit; retry later)
     │   ├── ReservationLimit        reservation_limit   429
     │   ├── QueuePlaceLimit         queue_place_limit   429
@@ -106,6 +108,30 @@ class IdempotencyMismatch(Conflict):
             f"Idempotency-Key {key!r} was used for another request; a retry must repeat its "
             "request exactly, and a new request needs a new key",
             key=key,
+        )
+
+
+class ReleaseExists(Conflict):
+    code = "release_exists"
+
+    def __init__(self, version):
+        super().__init__(
+            f"release {version} is already published with other contents; a release is never "
+            "replaced: build the change as a new version",
+            version=version,
+        )
+
+
+class RolloutActive(Conflict):
+    code = "rollout_active"
+
+    def __init__(self, rollout_id, version, state):
+        super().__init__(
+            f"rollout {rollout_id} of release {version} is {state}; one rollout runs at a "
+            "time: let it complete, or abort it first",
+            rollout_id=rollout_id,
+            version=version,
+            state=state,
         )
 
 

@@ -5,7 +5,8 @@ is not a field of `Device` on purpose: only `Registry.device_secret()` hands it
 out, so no listing can leak it.
 """
 
-from dataclasses import asdict, dataclass
+import json
+from dataclasses import asdict, dataclass, fields
 from urllib.parse import parse_qs, urlsplit
 
 from firmware.proto.messages import pairing_uri
@@ -78,6 +79,93 @@ class Device:
     shown: dict | None = None
     # Why the unit last started ("power-on", "watchdog", ...), as it said when it connected.
     reset_cause: str | None = None
+    # Where its firmware update stands: {"version", "state" (UPDATE_STATES), "reason",
+    # "rollout_id", "at"}, or None if it never had one.
+    update: dict | None = None
+
+
+# A unit's update, as the server pushes it (downloading, installing) and as the unit says in its
+# hello once it restarted (trial: running the version until it is committed; rolled_back: back
+# on the previous version, `reason` says why). A unit in a TERMINAL state needs nothing more.
+DOWNLOADING = "downloading"
+INSTALLING = "installing"
+TRIAL = "trial"
+COMMITTED = "committed"
+ROLLED_BACK = "rolled_back"
+FAILED = "failed"
+UPDATE_STATES = (DOWNLOADING, INSTALLING, TRIAL, COMMITTED, ROLLED_BACK, FAILED)
+TERMINAL = (COMMITTED, ROLLED_BACK, FAILED)
+PENDING = "pending"  # in a rollout, not started on this version yet
+
+
+@dataclass(frozen=True)
+class PublishedRelease:
+    """A release bundle the registry keeps (its bytes come from `Registry.release`)."""
+
+    version: str
+    size: int
+    sha256: str
+    published_at: float
+
+
+RUNNING = "running"
+PAUSED = "paused"
+ABORTED = "aborted"
+COMPLETED = "completed"
+ROLLOUT_STATES = (RUNNING, PAUSED, ABORTED, COMPLETED)
+ACTIVE = (RUNNING, PAUSED)  # at most one rollout is in one of these
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """A release going out to units wave by wave. `waves` (tuples of device ids, fixed at the
+    start) begin with the canary wave; units of waves up to `wave` get the release. `accepted`:
+    failed units the admin resumed past, which no longer count against `abort_after_failures`."""
+
+    rollout_id: str
+    version: str
+    location_id: str | None
+    steps: tuple
+    abort_after_failures: int
+    waves: tuple
+    wave: int = 0
+    state: str = RUNNING
+    reason: str | None = None
+    accepted: tuple = ()
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+    @property
+    def active(self):
+        return self.state in ACTIVE
+
+    @property
+    def units(self):
+        return [d for wave in self.waves for d in wave]
+
+    def unit_state(self, device):
+        """Where `device` (a Device) stands in this rollout: an UPDATE_STATES value, or PENDING.
+        A failure or rollback of this version in an earlier rollout is tried again."""
+        update = device.update or {}
+        if update.get("version") == self.version:
+            state = update.get("state")
+            if state in (FAILED, ROLLED_BACK) and update.get("rollout_id") != self.rollout_id:
+                return PENDING
+            return state
+        return COMMITTED if device.firmware == self.version else PENDING
+
+    def to_json(self):
+        """The record as one JSON text, as both stores keep it."""
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text):
+        doc = json.loads(text)
+        doc = {f.name: doc[f.name] for f in fields(cls) if f.name in doc}
+        doc["steps"] = tuple(doc["steps"])
+        doc["waves"] = tuple(tuple(wave) for wave in doc["waves"])
+        doc["accepted"] = tuple(doc.get("accepted", ()))
+        return cls(**doc)
 
 
 @dataclass(frozen=True)

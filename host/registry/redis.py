@@ -31,9 +31,9 @@ How it stays correct under concurrency: optimistic transactions.
   that audit from all conflicting on one counter.
 - Checks inside the transaction back the rules, as constraints do in SQLite:
   `put_link` on an owned unit, a second reservation of a unit or for a
-  transaction, an epoch (of a unit or an instance) lower than the stored one and a token hash of another
-  agent raise the store's `IntegrityError`; its watches make the check and
-  the write one atomic step.
+  transaction, an epoch (of a unit or an instance) lower than the stored one, a token hash of another
+  agent, a release published again and a second active rollout raise the store's
+  `IntegrityError`; its watches make the check and the write one atomic step.
 - Epochs: a lease's key is watched when the rule reads it to issue
   previous + 1, so two sessions racing for a unit cannot get the same epoch.
 
@@ -75,7 +75,8 @@ acknowledged only once it is confirmed (`_wait_for_replicas`), unless all it wro
 What waits (`RedisTransaction.durable`):
 
 - owners and identities: links and unlinks (so transfers), locations, agents, a unit's
-  registration (a new unit, its secret, name or location), pairing codes;
+  registration (a new unit, its secret, name or location), pairing codes, releases published
+  and every change of a rollout;
 - reservations made and ended (reserve, complete, cancel, superseding; a sweep that expires
   reservations too, as the store cannot tell it from a completion);
 - epochs: a lease or an instance start with a larger epoch than the stored one. An epoch is
@@ -87,8 +88,8 @@ What waits (`RedisTransaction.durable`):
 
 What may be lost, since it is renewed or redone within seconds: heartbeats (a lease or an
 instance renewed or ended at the same epoch), what a unit reports (last seen, firmware,
-panel, screens) and the audit entries that come with it, queue tickets, the answers
-remembered for idempotency keys (a retry with the key carries on the transaction, which did
+panel, screens, where its update stands) and the audit entries that come with it, queue
+tickets, the answers remembered for idempotency keys (a retry with the key carries on the transaction, which did
 wait; `Registry.idempotent_answer` confirms an answer before giving it again), and the
 sweeper's deletions of expired codes, keys and tickets. Reads confirm nothing: a stale
 primary may answer them until its connection next writes.
@@ -115,7 +116,8 @@ unless noted):
     agent-token:<token_hash>   agent id (plain string)
     device:<id>                [name, location_id, firmware, registered_at,
                                 last_seen, last_screen, panel, shown,
-                                reset_cause] devices, devices:<location>: sets
+                                reset_cause, update]
+                                                               devices, devices:<location>: sets
     device-secret:<id>         the secret (plain string)
     link:<device>              [agent_id, linked_at]           links:<agent>: set of devices
     pairing:<device>           [code, expires_at]              pairing-expiry: zset by expires_at
@@ -132,6 +134,10 @@ unless noted):
                                [caller,key]
     ticket:<id>                [location_id, agent_id, expires_at]
                                                                queue, queue:<location>: lists
+    release:<version>          the bundle (its UTF-8 JSON text)
+    release-info:<version>     [size, sha256, published_at]    releases: set of versions
+    rollout:<id>               the record (Rollout.to_json)    rollouts: set of ids
+    active-rollout             the id of the running or paused rollout (plain string)
     audit-seq                  last audit number
     audit, audit:device:<id>,  zsets of "<seq> [at, actor, action, device_id,
     audit:agent:<id>            agent_id, txn_id, detail]", scored by seq
@@ -162,7 +168,9 @@ from host.registry.records import (
     Lease,
     Location,
     PairingCode,
+    PublishedRelease,
     Reservation,
+    Rollout,
     SupersededTxn,
     Ticket,
 )
@@ -186,7 +194,7 @@ REPLICA_WAIT_S = 1.0
 # their numbers out again, to entries an event client (host/events.py) that saw the lost ones
 # would then skip; past the gap, numbers only grow.
 AUDIT_SEQ_GAP = 1_000_000
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DEFAULT_PREFIX = "qrfleet:"
 
 _LOST = (LostConnection, LostTimeout)
@@ -554,6 +562,7 @@ class RedisTransaction(Transaction):
             d.panel,
             d.shown,
             d.reset_cause,
+            d.update,
         ]
         self._put(f"{self._p}device:{d.device_id}", _dump(fields))
         if secret is not None:
@@ -805,6 +814,55 @@ class RedisTransaction(Transaction):
             self._index("LREM", f"{self._p}queue", ticket_id, 0)
             self._index("LREM", f"{self._p}queue:{value[0]}", ticket_id, 0)
 
+    # Releases: the bundle as text (a bundle is UTF-8 JSON), its facts apart for listings
+
+    def release(self, version):
+        text = self._string(f"{self._p}release:{version}")
+        return None if text is None else text.encode()
+
+    def releases(self):
+        versions = self._set_members(f"{self._p}releases")
+        values = self._records([f"{self._p}release-info:{v}" for v in versions])
+        return [
+            PublishedRelease(v, *value)
+            for v, value in zip(versions, values, strict=True)
+            if value is not None
+        ]
+
+    def put_release(self, release, bundle):
+        r = release
+        if self._string(f"{self._p}release-info:{r.version}") is not None:
+            raise IntegrityError(f"release {r.version} is already published")
+        self.durable = True
+        self._put(f"{self._p}release:{r.version}", bundle.decode())
+        self._put(f"{self._p}release-info:{r.version}", _dump([r.size, r.sha256, r.published_at]))
+        self._index("SADD", f"{self._p}releases", r.version)
+
+    # Rollouts
+
+    def rollout(self, rollout_id):
+        text = self._string(f"{self._p}rollout:{rollout_id}")
+        return None if text is None else Rollout.from_json(text)
+
+    def rollouts(self):
+        ids = self._set_members(f"{self._p}rollouts")
+        texts = self._strings([f"{self._p}rollout:{i}" for i in ids])
+        return [Rollout.from_json(t) for t in texts if t is not None]
+
+    def put_rollout(self, rollout):
+        active_key = f"{self._p}active-rollout"
+        active = self._string(active_key)
+        if rollout.active and active not in (None, rollout.rollout_id):
+            raise IntegrityError(f"rollout {active} is active already")
+        self.durable = True
+        if rollout.active:
+            self._put(active_key, rollout.rollout_id)
+        elif active == rollout.rollout_id:
+            self._delete(active_key)
+        if self.rollout(rollout.rollout_id) is None:
+            self._index("SADD", f"{self._p}rollouts", rollout.rollout_id)
+        self._put(f"{self._p}rollout:{rollout.rollout_id}", rollout.to_json())
+
     # Audit
 
     def append_audit(
@@ -898,7 +956,8 @@ class RedisStore(Store):
         key = f"{self.address.prefix}schema"
         version = tx._string(key)
         if version is None or int(version) < SCHEMA_VERSION:
-            tx._put(key, str(SCHEMA_VERSION))  # 2 added keys, 3 fields at a record's end
+            # 2 and 4 added keys, 3 and 4 fields at a record's end
+            tx._put(key, str(SCHEMA_VERSION))
         elif int(version) > SCHEMA_VERSION:
             raise StoreUnavailable(
                 f"the registry store at {self.address} has schema version {version}, newer than "

@@ -18,7 +18,16 @@ import time
 import uuid
 
 from host.registry import rules
-from host.registry.records import ADMIN, HYBRID, Limits, Reservation, Ticket
+from host.registry.records import (
+    ABORTED,
+    ADMIN,
+    HYBRID,
+    PAUSED,
+    RUNNING,
+    Limits,
+    Reservation,
+    Ticket,
+)
 
 DEFAULT_LIMITS = Limits()
 
@@ -193,6 +202,69 @@ class Registry:
         """Is this session still the unit's newest, with a live lease (and, with `txn_id`,
         that transaction still the unit's)? Ask before side effects."""
         return await self._read(rules.holds_device, device_id, epoch, txn_id)
+
+    async def record_update(self, device_id, update, epoch=None):
+        """Where the unit's update stands (`Device.update`: version, state, reason, rollout_id),
+        from the session `epoch` when given -> False if a newer session holds the unit.
+        Audited as `update` when its version or state changes."""
+        return await self._write(rules.record_update, device_id, update, epoch)
+
+    # Releases and rollouts
+
+    async def publish_release(self, version, bundle, actor):
+        """Keep a release bundle (bytes, checked against the release keys by the caller)
+        -> PublishedRelease; the same bundle again changes nothing, other bytes under a
+        published version are ReleaseExists."""
+        return await self._write(rules.publish_release, actor, version, bundle)
+
+    async def release(self, version):
+        """The bundle of release `version` (bytes), or None."""
+        return await self.store.read(lambda tx: tx.release(version))
+
+    async def releases(self):
+        """[PublishedRelease], by version."""
+        return await self.store.read(lambda tx: tx.releases())
+
+    async def start_rollout(
+        self, version, location_id=None, steps=(100,), abort_after_failures=1, actor=ADMIN
+    ):
+        """Take release `version` to the units at `location_id` (None: all), a canary wave
+        first, then `steps` (growing percentages of the others) -> Rollout. Refused while
+        another rollout is running or paused (RolloutActive)."""
+        rollout_id = uuid.uuid4().hex[:12]
+        return await self._write(
+            rules.start_rollout,
+            actor,
+            rollout_id,
+            version,
+            location_id,
+            steps,
+            abort_after_failures,
+        )
+
+    async def rollout(self, rollout_id):
+        return await self.store.read(lambda tx: rules.get_rollout(tx, rollout_id))
+
+    async def rollouts(self):
+        """Every rollout, the newest first."""
+        return await self.store.read(rules.list_rollouts)
+
+    async def set_rollout(self, rollout_id, expected, actor, state=None, wave=None, reason=None):
+        """Move a rollout on, decided while it was in (state, wave) `expected` -> the new
+        Rollout, or None if it moved meanwhile (another instance or the admin was first)."""
+        return await self._write(
+            rules.set_rollout, actor, rollout_id, expected, state, wave, reason
+        )
+
+    async def pause_rollout(self, rollout_id, actor, reason=None):
+        return await self._write(rules.change_rollout, actor, rollout_id, PAUSED, reason)
+
+    async def resume_rollout(self, rollout_id, actor):
+        """Go on, past the units that failed so far."""
+        return await self._write(rules.change_rollout, actor, rollout_id, RUNNING)
+
+    async def abort_rollout(self, rollout_id, actor, reason=None):
+        return await self._write(rules.change_rollout, actor, rollout_id, ABORTED, reason)
 
     # Reservations
 

@@ -43,9 +43,17 @@ QR replaced the pairing screen; back home, the unit shows a new code).
 
 Agents read units and transactions of their own location only; to an agent of
 another location they do not exist.
+
+Updates: a release is published once per version and never replaced. A rollout
+takes a release to the units in its scope wave by wave, the waves fixed when it
+starts; at most one rollout is running or paused at a time. Every change of a
+rollout is conditional on the state and wave it was decided from, so two
+instances driving the same rollout cannot both apply one step.
 """
 
+import hashlib
 import hmac
+import math
 import re
 from dataclasses import replace
 
@@ -61,15 +69,25 @@ from host.registry.errors import (
     PairingRejected,
     QueueFull,
     QueuePlaceLimit,
+    ReleaseExists,
     ReservationLimit,
+    RolloutActive,
     Superseded,
     Unauthorized,
 )
 from host.registry.records import (
+    ABORTED,
+    ACTIVE,
+    COMPLETED,
+    FAILED,
+    PAUSED,
     POLICIES,
     POOL,
     REGISTRY,
+    ROLLED_BACK,
+    RUNNING,
     STRICT,
+    UPDATE_STATES,
     Actor,
     Agent,
     Device,
@@ -78,12 +96,18 @@ from host.registry.records import (
     Lease,
     Location,
     PairingCode,
+    PublishedRelease,
     Reservation,
+    Rollout,
     SupersededTxn,
     Ticket,
 )
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+_VERSION = re.compile(r"[A-Za-z0-9._+-]{1,32}")  # as a release's manifest spells it
+_MAX_REASON = 200
+MAX_STEPS = 20
+MAX_FAILURES = 10000
 _MAX_NAME = 100
 _SECRET_LENGTHS = (16, 256)
 MAX_LEASE_S = 3600
@@ -119,6 +143,15 @@ def _check_seconds(name, value, maximum):
             f"{name} must be a number of seconds above 0 and at most {maximum}, got {value!r}"
         )
     return float(value)
+
+
+def _check_version(version):
+    if not isinstance(version, str) or not _VERSION.fullmatch(version):
+        raise InvalidInput(
+            f"release version {version!r} is not valid; use 1 to 32 letters, digits, "
+            "'.', '_', '+' or '-'"
+        )
+    return version
 
 
 def _check_policy(policy):
@@ -826,6 +859,259 @@ def sweep(tx, now):
         "idempotency_keys": tx.delete_expired_idempotent_requests(now),
         "superseded": tx.delete_expired_superseded(now),
     }
+
+
+# Updates: where each unit's update stands, releases, rollouts
+
+
+def _check_update(update):
+    """An update status as `Device.update` keeps it, less the time -> (version, state, reason,
+    rollout_id)."""
+    if not isinstance(update, dict) or set(update) - {"version", "state", "reason", "rollout_id"}:
+        raise InvalidInput(
+            "an update status must be a dict of version, state, reason and rollout_id"
+        )
+    state, reason, rollout_id = update.get("state"), update.get("reason"), update.get("rollout_id")
+    if state not in UPDATE_STATES:
+        raise InvalidInput(
+            f"update state {state!r} is not known; use one of {', '.join(UPDATE_STATES)}"
+        )
+    if reason is not None and (not isinstance(reason, str) or len(reason) > _MAX_REASON):
+        raise InvalidInput(f"an update's reason must be a string of at most {_MAX_REASON}")
+    if rollout_id is not None:
+        check_id("rollout", rollout_id)
+    return _check_version(update.get("version")), state, reason, rollout_id
+
+
+def record_update(tx, now, device_id, update, epoch=None):
+    """Record where the unit's update stands (`Device.update`), from the session with `epoch`
+    when given -> False if a newer session holds the unit. A status that leaves out its rollout
+    keeps the one recorded for the same version (the unit itself knows no rollout). Audited as
+    `update` when the version or the state changes."""
+    version, state, reason, rollout_id = _check_update(update)
+    device = _device(tx, device_id)
+    lease = tx.lease(device_id)
+    if epoch is not None and _holds(tx, device_id, epoch) is None:
+        return False
+    known = device.update or {}
+    if rollout_id is None and known.get("version") == version:
+        rollout_id = known.get("rollout_id")
+    recorded = {
+        "version": version,
+        "state": state,
+        "reason": reason,
+        "rollout_id": rollout_id,
+        "at": now,
+    }
+    tx.put_device(replace(device, update=recorded))
+    if (known.get("version"), known.get("state")) != (version, state):
+        actor = REGISTRY if lease is None else Actor.server(lease.server_id)
+        detail = f"{version} {state}" + (f" (rollout {rollout_id})" if rollout_id else "")
+        _audit_unit(tx, now, actor, "update", device_id, detail + (f": {reason}" if reason else ""))
+    return True
+
+
+def _published(tx, version):
+    return next((r for r in tx.releases() if r.version == version), None)
+
+
+def publish_release(tx, now, actor, version, bundle):
+    """Keep a release's bundle (bytes of UTF-8 JSON, checked by the caller against the release
+    keys) -> PublishedRelease. The same bundle again is the same release; other bytes under a
+    published version are ReleaseExists."""
+    if not actor.is_admin:
+        raise Forbidden("only an admin publishes releases")
+    _check_version(version)
+    if not isinstance(bundle, bytes) or not bundle:
+        raise InvalidInput("a release bundle must be the bytes of a .qfw file")
+    try:
+        bundle.decode()
+    except UnicodeDecodeError:
+        raise InvalidInput(
+            "a release bundle must be UTF-8 JSON, as qrfleet release builds"
+        ) from None
+    known = tx.release(version)
+    if known is not None:
+        if known != bundle:
+            raise ReleaseExists(version)
+        return _published(tx, version)
+    release = PublishedRelease(version, len(bundle), hashlib.sha256(bundle).hexdigest(), now)
+    tx.put_release(release, bundle)
+    _audit(tx, now, actor, "publish", detail=f"{version} ({len(bundle)} bytes)")
+    return release
+
+
+def _check_steps(steps):
+    """Cumulative percentages of the units after the canary wave, e.g. [25, 50, 100]."""
+    if (
+        not isinstance(steps, (list, tuple))
+        or not 0 < len(steps) <= MAX_STEPS
+        or any(isinstance(p, bool) or not isinstance(p, int) for p in steps)
+        or any(not 0 < p <= 100 for p in steps)
+        or list(steps) != sorted(set(steps))
+        or steps[-1] != 100
+    ):
+        raise InvalidInput(
+            f"steps must be 1 to {MAX_STEPS} growing percentages of the units, ending at 100, "
+            f"e.g. [10, 50, 100]; got {steps!r}"
+        )
+    return tuple(steps)
+
+
+def plan_waves(devices, steps):
+    """The waves of a rollout over `devices`: first the canary wave, the first unit (by id) of
+    each location; then, for each step, the units up to that percentage of the others."""
+    ids = sorted(devices, key=lambda d: d.device_id)
+    canary, locations = [], set()
+    for device in ids:
+        if device.location_id not in locations:
+            locations.add(device.location_id)
+            canary.append(device.device_id)
+    rest = [d.device_id for d in ids if d.device_id not in canary]
+    waves, done = [tuple(canary)], 0
+    for percent in steps:
+        upto = math.ceil(len(rest) * percent / 100)
+        if upto > done:
+            waves.append(tuple(rest[done:upto]))
+            done = upto
+    return tuple(waves)
+
+
+def _rollout_detail(rollout):
+    detail = (
+        f"{rollout.rollout_id}: {rollout.version} {rollout.state}, wave {rollout.wave + 1} "
+        f"of {len(rollout.waves)}"
+    )
+    return detail + (f": {rollout.reason}" if rollout.reason else "")
+
+
+def start_rollout(tx, now, actor, rollout_id, version, location_id, steps, abort_after_failures):
+    """Start taking release `version` to the units at `location_id` (None: every unit) ->
+    Rollout. Refused while another rollout is running or paused (RolloutActive)."""
+    if not actor.is_admin:
+        raise Forbidden("only an admin starts rollouts")
+    check_id("rollout", rollout_id)
+    _check_version(version)
+    steps = _check_steps(steps)
+    if (
+        isinstance(abort_after_failures, bool)
+        or not isinstance(abort_after_failures, int)
+        or not 0 < abort_after_failures <= MAX_FAILURES
+    ):
+        raise InvalidInput(
+            f"abort_after_failures must be a whole number from 1 to {MAX_FAILURES}: the failed "
+            "units in a wave that pause the rollout"
+        )
+    if _published(tx, version) is None:
+        raise NotFound(f"release {version} is not published; publish its bundle first")
+    if location_id is not None:
+        get_location(tx, location_id)
+    active = next((r for r in tx.rollouts() if r.active), None)
+    if active is not None:
+        raise RolloutActive(active.rollout_id, active.version, active.state)
+    if tx.rollout(rollout_id) is not None:
+        raise Conflict(f"rollout {rollout_id} already exists; use another id")
+    devices = tx.devices(location_id)
+    if not devices:
+        where = "anywhere" if location_id is None else f"at location {location_id}"
+        raise NotFound(f"no unit is registered {where}; there is nothing to update")
+    rollout = Rollout(
+        rollout_id,
+        version,
+        location_id,
+        steps,
+        abort_after_failures,
+        plan_waves(devices, steps),
+        created_at=now,
+        updated_at=now,
+    )
+    tx.put_rollout(rollout)
+    _audit(tx, now, actor, "start_rollout", detail=_rollout_detail(rollout))
+    return rollout
+
+
+def get_rollout(tx, rollout_id):
+    rollout = tx.rollout(check_id("rollout", rollout_id))
+    if rollout is None:
+        raise NotFound(f"rollout {rollout_id} does not exist")
+    return rollout
+
+
+def list_rollouts(tx):
+    """Every rollout, the newest first."""
+    return sorted(tx.rollouts(), key=lambda r: (r.created_at, r.rollout_id), reverse=True)
+
+
+# The audit action of a rollout entering each state.
+_ROLLOUT_ACTIONS = {
+    RUNNING: "resume_rollout",
+    PAUSED: "pause_rollout",
+    ABORTED: "abort_rollout",
+    COMPLETED: "complete_rollout",
+}
+
+
+def _put_rollout(tx, now, actor, before, after):
+    after = replace(after, updated_at=now)
+    tx.put_rollout(after)
+    action = _ROLLOUT_ACTIONS[after.state] if after.state != before.state else "advance_rollout"
+    _audit(tx, now, actor, action, detail=_rollout_detail(after))
+    return after
+
+
+def set_rollout(tx, now, actor, rollout_id, expected, state=None, wave=None, reason=None):
+    """Move the rollout on, as decided from it being in (state, wave) `expected` -> the new
+    Rollout, or None (changing nothing) if it is no longer there: another instance, or the
+    admin, moved it first."""
+    rollout = get_rollout(tx, rollout_id)
+    if (rollout.state, rollout.wave) != tuple(expected):
+        return None
+    if state is not None and state not in _ROLLOUT_ACTIONS:
+        raise InvalidInput(f"rollout state {state!r} is not known")
+    if wave is not None and not 0 <= wave < len(rollout.waves):
+        raise InvalidInput(f"rollout {rollout_id} has no wave {wave}")
+    after = replace(
+        rollout,
+        state=rollout.state if state is None else state,
+        wave=rollout.wave if wave is None else wave,
+        reason=reason,
+    )
+    return _put_rollout(tx, now, actor, rollout, after)
+
+
+# What an admin may do to a rollout: new state -> (the states it may come from, the verb).
+_ADMIN_CHANGES = {
+    PAUSED: ((RUNNING,), "paused"),
+    RUNNING: ((PAUSED,), "resumed"),
+    ABORTED: (ACTIVE, "aborted"),
+}
+
+
+def change_rollout(tx, now, actor, rollout_id, state, reason=None):
+    """Pause, resume or abort a rollout (admin). Resuming goes on past the units that failed
+    or rolled back so far: they no longer count against `abort_after_failures`."""
+    if not actor.is_admin:
+        raise Forbidden("only an admin pauses, resumes or aborts rollouts")
+    rollout = get_rollout(tx, rollout_id)
+    allowed, verb = _ADMIN_CHANGES[state]
+    if rollout.state not in allowed:
+        raise Conflict(
+            f"rollout {rollout_id} is {rollout.state}; only a {' or '.join(allowed)} rollout "
+            f"can be {verb}",
+            rollout_id=rollout_id,
+            state=rollout.state,
+        )
+    accepted = rollout.accepted
+    if state == RUNNING:
+        reached = [d for wave in rollout.waves[: rollout.wave + 1] for d in wave]
+        failing = [
+            d
+            for d in reached
+            if d not in accepted and rollout.unit_state(tx.device(d)) in (FAILED, ROLLED_BACK)
+        ]
+        accepted = accepted + tuple(failing)
+    after = replace(rollout, state=state, reason=reason, accepted=accepted)
+    return _put_rollout(tx, now, actor, rollout, after)
 
 
 # Read models

@@ -16,9 +16,11 @@ How it stays correct under concurrency:
   `StoreUnavailable`, never SQLITE_BUSY.
 - Constraints back the rules: a device has one link row (primary key), a
   device and a transaction one reservation row (unique, primary key), a token
-  hash one agent (unique); `put_lease` and `put_instance` update only to an
-  epoch no lower than the stored one. A write that would break one raises the store's
-  `IntegrityError`, whatever a rule might do.
+  hash one agent (unique), a version one release (primary key), and at most
+  one rollout is active (a partial unique index); `put_lease` and
+  `put_instance` update only to an epoch no lower than the stored one. A write
+  that would break one raises the store's `IntegrityError`, whatever a rule
+  might do.
 
 Threading: each store owns one worker thread (`Store`), and the connection
 lives in it. SQLite admits one writer at a time anyway, so more threads in one
@@ -52,7 +54,9 @@ from host.registry.records import (
     Lease,
     Location,
     PairingCode,
+    PublishedRelease,
     Reservation,
+    Rollout,
     SupersededTxn,
     Ticket,
 )
@@ -153,12 +157,28 @@ MIGRATIONS = (
         "ALTER TABLE devices ADD COLUMN shown TEXT",
         "ALTER TABLE devices ADD COLUMN reset_cause TEXT",
     ),
+    (
+        "ALTER TABLE devices ADD COLUMN update_status TEXT",
+        """CREATE TABLE releases (
+            version TEXT PRIMARY KEY,
+            bundle BLOB NOT NULL,
+            size INTEGER NOT NULL,
+            sha256 TEXT NOT NULL,
+            published_at REAL NOT NULL)""",
+        """CREATE TABLE rollouts (
+            rollout_id TEXT PRIMARY KEY,
+            state TEXT NOT NULL,
+            record TEXT NOT NULL)""",
+        # At most one rollout running or paused: a second one would violate this index.
+        "CREATE UNIQUE INDEX one_active_rollout ON rollouts ((state IN ('running', 'paused'))) "
+        "WHERE state IN ('running', 'paused')",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _DEVICE_COLUMNS = (
     "device_id, name, location_id, firmware, registered_at, last_seen, last_screen, panel, "
-    "shown, reset_cause"
+    "shown, reset_cause, update_status"
 )
 
 
@@ -188,7 +208,9 @@ def _unjson(text):
 
 
 def _device(row):
-    return Device(*row[:6], _unjson(row[6]), _unjson(row[7]), _unjson(row[8]), row[9])
+    return Device(
+        *row[:6], _unjson(row[6]), _unjson(row[7]), _unjson(row[8]), row[9], _unjson(row[10])
+    )
 
 
 def _request(row):
@@ -289,24 +311,25 @@ class SqliteTransaction(Transaction):
             _json(device.panel),
             _json(device.shown),
             device.reset_cause,
+            _json(device.update),
         )
         if secret is None:
             self._execute(
                 "UPDATE devices SET name = ?, location_id = ?, firmware = ?, registered_at = ?, "
-                "last_seen = ?, last_screen = ?, panel = ?, shown = ?, reset_cause = ? "
-                "WHERE device_id = ?",
+                "last_seen = ?, last_screen = ?, panel = ?, shown = ?, reset_cause = ?, "
+                "update_status = ? WHERE device_id = ?",
                 values[1:] + values[:1],
             )
         else:
             self._execute(
                 f"INSERT INTO devices ({_DEVICE_COLUMNS}, secret) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (device_id) DO UPDATE SET name = excluded.name, "
                 "location_id = excluded.location_id, firmware = excluded.firmware, "
                 "registered_at = excluded.registered_at, last_seen = excluded.last_seen, "
                 "last_screen = excluded.last_screen, panel = excluded.panel, "
                 "shown = excluded.shown, reset_cause = excluded.reset_cause, "
-                "secret = excluded.secret",
+                "update_status = excluded.update_status, secret = excluded.secret",
                 values + (secret,),
             )
 
@@ -521,6 +544,43 @@ class SqliteTransaction(Transaction):
 
     def delete_ticket(self, ticket_id):
         self._execute("DELETE FROM wait_queue WHERE ticket_id = ?", (ticket_id,))
+
+    # Releases
+
+    def release(self, version):
+        row = self._one("SELECT bundle FROM releases WHERE version = ?", version)
+        return None if row is None else bytes(row[0])
+
+    def releases(self):
+        rows = self._all(
+            "SELECT version, size, sha256, published_at FROM releases ORDER BY version"
+        )
+        return [PublishedRelease(*row) for row in rows]
+
+    def put_release(self, release, bundle):
+        # A plain INSERT: a version's bundle is never replaced.
+        r = release
+        self._execute(
+            "INSERT INTO releases VALUES (?, ?, ?, ?, ?)",
+            (r.version, bundle, r.size, r.sha256, r.published_at),
+        )
+
+    # Rollouts
+
+    def rollout(self, rollout_id):
+        row = self._one("SELECT record FROM rollouts WHERE rollout_id = ?", rollout_id)
+        return None if row is None else Rollout.from_json(row[0])
+
+    def rollouts(self):
+        rows = self._all("SELECT record FROM rollouts ORDER BY rollout_id")
+        return [Rollout.from_json(row[0]) for row in rows]
+
+    def put_rollout(self, rollout):
+        self._execute(
+            "INSERT INTO rollouts VALUES (?, ?, ?) ON CONFLICT (rollout_id) "
+            "DO UPDATE SET state = excluded.state, record = excluded.record",
+            (rollout.rollout_id, rollout.state, rollout.to_json()),
+        )
 
     # Audit
 

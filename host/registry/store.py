@@ -18,8 +18,9 @@ backend stays unreachable past its retry budget, counted from the call.
 
 A store also enforces the invariants the rules rely on, whatever a rule might
 do: a write that would give an owned device a second owner, reserve a device
-or a transaction twice, move a device's or an instance's epoch back or give two
-agents one token hash raises `IntegrityError` (a rule is wrong, not the input), and the
+or a transaction twice, move a device's or an instance's epoch back, give two
+agents one token hash, replace a release's bundle or make a second rollout
+active raises `IntegrityError` (a rule is wrong, not the input), and the
 transaction changes nothing.
 
 Stores are chosen by URL scheme in `host.registry.STORES`; each subclasses
@@ -38,7 +39,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 class IntegrityError(RuntimeError):
     """A write would break a store invariant (a second owner, a second reservation, an epoch
-    going back, a token hash shared by two agents): a rule is wrong, not the input."""
+    going back, a token hash shared by two agents, a release replaced, a second active
+    rollout): a rule is wrong, not the input."""
 
 
 class Backoff:
@@ -180,6 +182,27 @@ class Transaction(abc.ABC):
     def push_ticket(self, ticket): ...
     @abc.abstractmethod
     def delete_ticket(self, ticket_id): ...
+
+    # Releases: bundle bytes by version, never replaced
+    @abc.abstractmethod
+    def release(self, version):
+        """The bundle's bytes, or None."""
+
+    @abc.abstractmethod
+    def releases(self):
+        """[PublishedRelease], by version."""
+
+    @abc.abstractmethod
+    def put_release(self, release, bundle):
+        """Keep `bundle` (bytes) as `release` (a PublishedRelease) of a new version."""
+
+    # Rollouts: at most one active (running or paused)
+    @abc.abstractmethod
+    def rollout(self, rollout_id): ...
+    @abc.abstractmethod
+    def rollouts(self): ...
+    @abc.abstractmethod
+    def put_rollout(self, rollout): ...
 
     # Audit log, append-only; entries get increasing `seq`
     @abc.abstractmethod

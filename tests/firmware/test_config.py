@@ -20,6 +20,7 @@ def test_saved_config_loads_back_with_defaults(tmp_path):
     assert loaded["name"] == "counter 1" and loaded["v"] == config.CONFIG_VERSION
     assert loaded["display"] is None  # the board's own panel (hal.DISPLAY) applies
     assert loaded["ntp"] == "pool.ntp.org"  # the time server that sets the clock
+    assert loaded["release_keys"] == []  # no key: the unit refuses every update
     assert not (tmp_path / "config.json.tmp").exists()
 
 
@@ -33,6 +34,9 @@ def test_saved_config_loads_back_with_defaults(tmp_path):
         ({"v": 1, **GOOD, "tls": {"ca": "not base64!"}}, "not base64"),
         ({"v": 1, **GOOD, "tls": "MIIB"}, '"tls" must be'),
         ({"v": 1, **GOOD, "ntp": ""}, '"ntp" must be the host name'),
+        ({"v": 1, **GOOD, "release_keys": "ab" * 32}, '"release_keys" must be a list'),
+        ({"v": 1, **GOOD, "release_keys": ["AB" * 32]}, "64 lowercase hex digits"),
+        ({"v": 1, **GOOD, "release_keys": ["ab" * 31]}, "64 lowercase hex digits"),
         ([1, 2], "JSON object"),
     ],
 )
@@ -77,3 +81,20 @@ def test_a_wss_server_comes_with_its_trust_anchor_in_der(unix_port):
     out = unix_port(code)
     assert out.split() == ["30820173", "None"]
     assert config.trust_anchor(config.parse(config.dumps(WSS))) == bytes.fromhex("30820173")
+
+
+def test_release_keys_are_checked_alike_on_the_unix_port(unix_port):
+    keys = ["0f" * 32, "a1" * 32]
+    usable = config.dumps({**GOOD, "release_keys": keys})
+    cut = config.dumps({**GOOD, "release_keys": [keys[0][1:]]})
+    with pytest.raises(config.ConfigError) as refusal:
+        config.parse(cut)
+    out = unix_port(
+        "from firmware import config\n"
+        f"print(config.parse({usable!r})['release_keys'])\n"
+        "try:\n"
+        f"    config.parse({cut!r})\n"
+        "except config.ConfigError as e:\n"
+        "    print(e)\n"
+    )
+    assert out.splitlines() == [repr(keys), str(refusal.value)]

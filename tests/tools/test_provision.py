@@ -12,7 +12,7 @@ from PIL import Image
 
 from firmware.config import CONFIG_PATH
 from qrfleet import cli
-from tools import flash, gang, provision, serverproc
+from tools import flash, gang, provision, release, serverproc
 from tools.certs import CertificateAuthority
 from tools.serverproc import running_server
 from tools.vboard import screen
@@ -94,12 +94,15 @@ def test_provisioned_unit_is_online_and_shows_its_pairing_qr(server, vboards, ca
 def test_a_unit_provisioned_for_an_https_server_comes_online_over_wss(tmp_path, vboards):
     """--server-ca (PEM here) goes into the unit's config as DER; the unit checks the server's
     certificate against it, and the tool's own API calls do too; --ntp names the time server
-    that sets its clock first (on the bench, every NTP host is the supervisor's)."""
+    that sets its clock first (on the bench, every NTP host is the supervisor's); the
+    --release-key goes into its config as the key its updates must be signed by."""
     shop = CertificateAuthority(tmp_path, "shop")
+    release.keygen(tmp_path / "release-key")
     with running_server(tmp_path, TOKEN, tls=shop.issue(), ca_file=shop.pem) as server:
         board = vboards[0]
 
         extra = ["--server-ca", str(shop.pem), "--ntp", "time.shop.example"]
+        extra += ["--release-key", str(tmp_path / "release-key.pub")]
         assert cli.main(provision_command(server, board, extra=extra)) == 0
 
         assert device(server, board.device_id)["status"] == "online"
@@ -107,6 +110,8 @@ def test_a_unit_provisioned_for_an_https_server_comes_online_over_wss(tmp_path, 
         assert config["servers"] == [server.device_url]
         assert base64.b64decode(config["tls"]["ca"]) == shop.der
         assert config["ntp"] == "time.shop.example"
+        public_key = (tmp_path / "release-key.pub").read_text().strip()
+        assert config["release_keys"] == [public_key]
 
 
 def test_an_https_server_without_server_ca_is_refused_before_any_unit_is_touched(capsys):
@@ -116,6 +121,16 @@ def test_an_https_server_without_server_ca_is_refused_before_any_unit_is_touched
             + [TOKEN]
         )
     assert "https://qr.example needs --server-ca FILE: a unit has no CA store" in str(refused.value)
+
+
+def test_an_unusable_release_key_is_refused_before_any_unit_is_touched(tmp_path):
+    (tmp_path / "key.pub").write_text("not a key\n")
+    with pytest.raises(SystemExit) as refused:
+        cli.main(
+            ["provision", "--port", "/dev/null", "--server", "http://qr.example"]
+            + ["--admin-token", TOKEN, "--release-key", str(tmp_path / "key.pub")]
+        )
+    assert "key.pub: a release key (.pub) must hold 64 hex digits" in str(refused.value)
 
 
 @pytest.mark.parametrize(

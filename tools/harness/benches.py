@@ -11,6 +11,7 @@ from contextlib import ExitStack
 
 import pytest
 
+from tools import release
 from tools.background import BackgroundLoop, wait_for
 from tools.harness import options
 from tools.harness.units import Unit, VirtualUnit
@@ -36,6 +37,13 @@ class Benches:
         self._stack = ExitStack()
         self._benches = {}
         self._boards = []
+        # The session's release keys (tools/release.py): its servers take releases signed with
+        # either, its units trust only the first. The second is what a taken server could sign
+        # with: units must refuse what it signs.
+        keys = tmp_path_factory.mktemp("release-keys")
+        self.release_key, self.server_only_key = keys / "release", keys / "server-only"
+        for key in (self.release_key, self.server_only_key):
+            release.keygen(key)
 
     def close(self):
         try:
@@ -60,7 +68,7 @@ class Benches:
             if not bench.units:
                 bench.units += [
                     Unit(device_id, port, self.logs)
-                    for device_id, port in _real_units(self.config, server, ports)
+                    for device_id, port in _real_units(self.config, server, ports, self.release_key)
                 ]
         have = sum(isinstance(u, VirtualUnit) for u in bench.units)
         if virtual > have:
@@ -70,7 +78,10 @@ class Benches:
 
     def _boot(self, server, count):
         provisioning = fleet.Provisioning(
-            [server.url], server.admin_token, server_ca=server.ca_file
+            [server.url],
+            server.admin_token,
+            server_ca=server.ca_file,
+            release_keys=(_pub(self.release_key),),
         )
         boards = self.loop.run(
             fleet.start_boards(
@@ -113,12 +124,26 @@ class Benches:
             certificate, ca_file = ca.issue(), ca.pem
         return self._stack.enter_context(
             running_server(
-                directory, token, store=store_url, heartbeat_s=2, tls=certificate, ca_file=ca_file
+                directory,
+                token,
+                store=store_url,
+                heartbeat_s=2,
+                tls=certificate,
+                ca_file=ca_file,
+                extra=[
+                    arg
+                    for key in (self.release_key, self.server_only_key)
+                    for arg in ("--release-key", _pub(key))
+                ],
             )
         )
 
 
-def _real_units(config, server, ports):
+def _pub(key):
+    return f"{key}.pub"
+
+
+def _real_units(config, server, ports, release_key):
     """(device id, serial URL) of each real unit; with --flash, flashed and provisioned for
     this session's server first (tools/flash.py, tools/provision.py)."""
     from firmware.config import device_id
@@ -144,6 +169,7 @@ def _real_units(config, server, ports):
                 wifi=wifi,
                 force=True,
                 server_ca=str(server.ca_file) if server.ca_file else None,
+                release_keys=(_pub(release_key),),
             )
             found.append((provision.provision_unit(port, order).device_id, port))
         else:

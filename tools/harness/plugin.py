@@ -12,6 +12,8 @@ Fixtures:
     location  this test's location id (parametrize it indirectly with a policy name)
     agents    agents(n) -> n agents at the location, each with `.id` and `.api`
     cluster   Valkey + three instances with virtual boards of their own (tools/harness/cluster.py)
+    releases  build, publish and roll out signed releases to this test's units
+              (tools/harness/releases.py)
     record    record(name, value): a figure for the run report
     picture   picture(name, png_bytes): a picture for the run report, under this scenario
 """
@@ -155,6 +157,21 @@ def agents(server, location):
         return made[-count:]
 
     return make
+
+
+@pytest.fixture
+def releases(_benches, server, location, boards):
+    """Releases for this test's units, signed with the session's release key; the rollouts it
+    started are aborted after it."""
+    from tools.harness.releases import Releases
+    from tools.harness.units import VirtualUnit
+
+    if options.resolve(_benches.config, "server"):
+        pytest.skip("update scenarios sign releases with the keys of a server they started")
+    target = "virtual" if all(isinstance(u, VirtualUnit) for u in boards) else "esp32"
+    made = Releases(server, location, target, _benches.release_key, _benches.server_only_key)
+    yield made
+    made.close()
 
 
 @pytest.fixture

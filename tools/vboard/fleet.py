@@ -21,14 +21,20 @@ class Provisioning:
     location_id: str = None
     display: str = "virtual-128x64"
     server_ca: str = None  # the certificate file https:// servers are checked against
+    release_keys: tuple = ()  # the .pub files of the keys new boards take updates signed by
 
     @functools.cached_property
     def server_ca_der(self):
         return provision.read_server_ca(self.server_ca) if self.server_ca else None
 
+    @functools.cached_property
+    def release_keys_hex(self):
+        return provision.read_release_keys(self.release_keys)
+
     def check(self):
         """ProvisionError before any board boots (see provision.Order.check)."""
         provision.require_trust_anchor(self.servers, self.server_ca_der)
+        self.release_keys_hex  # noqa: B018 - read now, so a bad key file stops the run here
 
     def prepare(self, board):
         """Give a board without flash a config, and register it, as a technician would."""
@@ -38,7 +44,12 @@ class Provisioning:
         secret = provision.new_secret()
         name = board.dir.name
         config = provision.unit_config(
-            secret, self.servers, name, self.display, server_ca=self.server_ca_der
+            secret,
+            self.servers,
+            name,
+            self.display,
+            server_ca=self.server_ca_der,
+            release_keys=self.release_keys_hex,
         )
         provision.register(
             self.servers[0],

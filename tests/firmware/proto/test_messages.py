@@ -43,6 +43,7 @@ def test_ack_keeps_the_command_results_it_carries():
                 "nonce": "ab" * 16,
                 "max_message": 1050,
                 "reset": "watchdog",
+                "update": {"version": "0.2.0", "state": "rolled_back", "reason": "crash loop"},
             },
         ),
         ("auth", {"mac": "0f" * 32}),
@@ -55,6 +56,16 @@ def test_ack_keeps_the_command_results_it_carries():
 )
 def test_device_messages_round_trip(kind, fields):
     assert messages.from_device(messages.encode(kind, **fields)) == dict(fields, type=kind)
+
+
+@pytest.mark.parametrize("update", ["trial", [1], 7])
+def test_an_update_status_that_is_not_an_object_is_refused(update):
+    hello = messages.encode(
+        "hello", device_id="qrf-a4cf12345678", fw="1.0.0", proto=2, nonce="ab" * 16
+    )
+    text = hello[:-1] + ',"update":' + json.dumps(update) + "}"
+    with pytest.raises(MessageError, match="hello field 'update' must be a JSON object"):
+        messages.from_device(text)
 
 
 @pytest.mark.parametrize(

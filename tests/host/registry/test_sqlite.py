@@ -121,3 +121,21 @@ def test_the_schema_itself_forbids_a_second_owner(url, db_path):
     with pytest.raises(sqlite3.IntegrityError):
         db.execute("INSERT INTO links VALUES ('u1', 'b', 0)")
     db.close()
+
+
+async def test_a_database_of_an_older_schema_is_migrated_keeping_its_units(url, db_path):
+    db = sqlite3.connect(db_path)
+    for statements in sqlite_store.MIGRATIONS[:3]:
+        for statement in statements:
+            db.execute(statement)
+    db.execute("PRAGMA user_version = 3")
+    db.execute("INSERT INTO devices (device_id, secret, firmware) VALUES ('u1', 's', '0.1.0')")
+    db.commit()
+    db.close()
+
+    async with open_registry(url) as registry:
+        unit = (await registry.get_device("u1")).device
+        await registry.record_update("u1", {"version": "0.2.0", "state": "trial"})
+
+        assert (unit.firmware, unit.update) == ("0.1.0", None)
+        assert (await registry.get_device("u1")).device.update["state"] == "trial"
