@@ -60,7 +60,7 @@ class Unit:
     def handle(self, msg):
         """Run one server command; returns the ack's fields or raises CommandError."""
         kind = msg["type"]
-        if self.updater and kind in ("show_qr", "show_pairing"):
+        if self.updater and kind in ("show_qr", "show_pairing", "show_result", "clear"):
             raise CommandError(messages.BUSY, "unit is installing an update; back in a minute")
         if kind == "show_qr":
             try:
@@ -180,7 +180,8 @@ async def _run(unit, session, update):
     if unit.updater:
         asyncio.create_task(_update_deadline(unit))
     await _wifi(unit.cfg, unit)
-    unit.draw(unit.renderer.status("connecting", unit.cfg["servers"][0]))
+    if not unit.updater:  # in update mode, "Updating" stays on the screen
+        unit.draw(unit.renderer.status("connecting", unit.cfg["servers"][0]))
     await session.run_forever()
 
 
