@@ -125,6 +125,8 @@ class RolloutDriver:
                 await self.tick()
             except (RegistryError, ReleaseError) as e:
                 self.server.log.warning("rollout_tick_failed", reason=str(e))
+            except Exception:  # noqa: BLE001 - a bug in one tick must not stop every rollout
+                self.server.log.exception("rollout_tick_failed")
 
     async def tick(self):
         """Assess the running rollout, apply its step, push to the units held here."""
