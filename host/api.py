@@ -504,11 +504,7 @@ class Api:
         except CommandFailed as e:
             await self.registry.cancel(txn_id, actor)
             raise ApiError(_COMMAND_STATUS.get(e.code, 502), e.code, e.message) from None
-        if (ack.get("version"), ack.get("mask"), ack.get("sha256")) != (
-            expected.version,
-            expected.mask,
-            expected.sha256,
-        ):
+        if not expected.drawn_in(ack):
             await self.registry.cancel(txn_id, actor)
             raise ApiError(
                 502,

@@ -43,6 +43,14 @@ class Symbol:
     mask: int
     sha256: str
 
+    def drawn_in(self, ack):
+        """Whether a unit's show_qr ack reports exactly this symbol."""
+        return (ack.get("version"), ack.get("mask"), ack.get("sha256")) == (
+            self.version,
+            self.mask,
+            self.sha256,
+        )
+
 
 def _warm_up():
     """Each worker's start: its first request should not pay for imports and first-use caches."""

@@ -145,10 +145,6 @@ async def prove_trial(session, expected):
         payload=check_payload(session.device_id, version),
         caption=f"update {version}",
     )
-    if (ack.get("version"), ack.get("mask"), ack.get("sha256")) != (
-        expected.version,
-        expected.mask,
-        expected.sha256,
-    ):
+    if not expected.drawn_in(ack):
         raise UpdateFailed(f"version {version} drew a different QR than the payload encodes")
     await _command(session, "update_commit", OFFER_TIMEOUT_S)

@@ -179,16 +179,17 @@ class Updater:
         if self._offset == size:
             if self._hash.digest() != digest:
                 remove(path)
-                self._seek()
+                self._seek(self._file)
                 raise CommandError(
                     UPDATE_FAILED, "%s arrived corrupted (SHA-256 differs); sent again" % name
                 )
-            self._seek()
+            self._seek(self._file + 1)
 
-    def _seek(self):
-        """The position from what is on flash: the first file not whole (its hash so far
-        rebuilt from the bytes there), or past the last when all are."""
-        for n in range(1, self._manifest.count + 1):
+    def _seek(self, first=1):
+        """The position from what is on flash: the first file from `first` on that is not
+        whole (its hash so far rebuilt from the bytes there), or past the last when all are.
+        After a file, the search starts at the next: each entry is read from flash."""
+        for n in range(first, self._manifest.count + 1):
             name, size, digest = self._manifest.entry(n)
             path = self._dir + "/" + name
             have = _size(path)
