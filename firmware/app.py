@@ -4,6 +4,8 @@ Boot: safe mode skips the application (the REPL stays for a technician); a missi
 unusable config shows "not provisioned" with the reason and stops there, so mpremote can
 provision the unit; otherwise Wi-Fi, then the session runs until the board resets (setting
 the clock over SNTP before a wss:// server, whose certificate dates are checked against it).
+A unit whose config says `"link": "usb"` has no Wi-Fi and no clock to set: its session runs
+over the USB UART through the bridge on the cashier's PC (firmware/net/tether.py).
 """
 
 import asyncio
@@ -52,7 +54,7 @@ class Unit:
         return {
             "uptime_s": ticks_diff(ticks_ms(), self.started) // 1000,
             "free_heap": gc.mem_free(),
-            "rssi": hal.wlan().rssi(),
+            "rssi": hal.wlan().rssi() if self.cfg["link"] == "wifi" else None,
             "fw": FIRMWARE_VERSION,
             "screen": self.screen,
         }
@@ -94,6 +96,11 @@ class Unit:
             return True
         self.draw(self.renderer.status("clock", self.cfg["ntp"]))
         return False
+
+    def trouble(self, state, reason):
+        """The link to the server failed before a session (no bridge, a server the bridge
+        cannot reach): the screen says what is wrong until a session starts."""
+        self.draw(self.renderer.status(state, reason))
 
     def untrusted(self, url, reason):
         """A server failed to prove itself or sent a message with a wrong MAC: whatever QR it
@@ -173,13 +180,16 @@ async def _update_deadline(unit):
     hal.reset()
 
 
-async def _run(unit, session, update):
+async def _run(unit, session, update, tether):
     asyncio.create_task(_feed(hal.Watchdog(_WATCHDOG_MS)))
     if update and update["state"] == "trial":
         asyncio.create_task(_trial_deadline())
     if unit.updater:
         asyncio.create_task(_update_deadline(unit))
-    await _wifi(unit.cfg, unit)
+    if tether:
+        asyncio.create_task(tether.run())
+    else:
+        await _wifi(unit.cfg, unit)
     if not unit.updater:  # in update mode, "Updating" stays on the screen
         unit.draw(unit.renderer.status("connecting", unit.cfg["servers"][0]))
     await session.run_forever()
@@ -220,15 +230,22 @@ def main():
     print("qrfleet: %s display ready, %d bytes of heap free" % (cfg["display"], gc.mem_free()))
     # The network code is imported only now: the display's and the encoder's buffers were
     # taken from a heap still whole, before its import left garbage between the code it keeps.
-    from firmware.net import ws
     from firmware.net.session import Session
 
-    anchor = config.trust_anchor(cfg)
-    if anchor:
-        from firmware.net.clock import Clock
-
-        unit.clock = Clock(cfg["ntp"], hal.set_clock)
     try:
+        tether = tls = connect = None
+        anchor = config.trust_anchor(cfg) if cfg["link"] == "wifi" else None
+        if cfg["link"] == "usb":  # the bridge speaks WebSocket and TLS: none of that code here
+            from firmware.net.tether import Tether
+
+            tether = Tether(device_id, trouble=unit.trouble)
+            connect = tether.connect
+        elif anchor:
+            from firmware.net import ws
+            from firmware.net.clock import Clock
+
+            unit.clock = Clock(cfg["ntp"], hal.set_clock)
+            tls = ws.tls_context(anchor)
         session = Session(
             device_id,
             cfg["secret"],
@@ -238,15 +255,16 @@ def main():
             FIRMWARE_VERSION,
             opener=hal.open_connection,
             untrusted=unit.untrusted,
-            tls=ws.tls_context(anchor) if anchor else None,
+            tls=tls,
             max_message=messages.UPDATE_MESSAGE
             if unit.updater
             else unit.renderer.largest_payload() + messages.SHOW_QR_OVERHEAD,
             clock=unit.clock_ready if anchor else None,
             reset=hal.reset_cause(),
             update=update,
+            connect=connect,
         )
-        asyncio.run(_run(unit, session, update))
+        asyncio.run(_run(unit, session, update, tether))
     except Exception as e:  # noqa: BLE001 - an unattended unit must come back by itself
         import sys
 

@@ -12,6 +12,10 @@ A unit has no store of CA certificates, so a config with a wss:// server carries
 anchor it checks the server's certificate against: `"tls": {"ca": "<base64 DER>"}`, the CA that
 issued the server's certificate, or the server's own self-signed certificate (a pin).
 
+Link: `"link": "wifi"` (the default) runs the session over Wi-Fi; `"usb"` over the USB UART,
+through the bridge on the PC the unit is plugged into (firmware/net/tether.py), which speaks
+TLS to a wss:// server for it: such a unit needs no trust anchor, no Wi-Fi and no clock.
+
 Updates: `"release_keys": ["<64 hex>", ...]` are the Ed25519 public keys a release must be
 signed by (firmware/ota); with none (the default) the unit refuses every update.
 """
@@ -31,7 +35,9 @@ _DEFAULTS = (
     ("wifi", None),
     ("tls", None),
     ("ntp", "pool.ntp.org"),
+    ("link", "wifi"),
 )
+LINKS = ("wifi", "usb")
 
 
 class ConfigError(ValueError):
@@ -64,6 +70,8 @@ def parse(text):
     ntp = config["ntp"]
     if not isinstance(ntp, str) or not ntp or " " in ntp:
         raise ConfigError('config.json "ntp" must be the host name or address of a time server')
+    if config["link"] not in LINKS:
+        raise ConfigError('config.json "link" must be "wifi" or "usb", not %r' % (config["link"],))
     _check_tls(config)
     _check_release_keys(config)
     return config
@@ -92,6 +100,8 @@ def _check_tls(config):
         except ValueError:
             raise ConfigError('config.json "tls.ca" is not base64') from None
         return
+    if config["link"] == "usb":
+        return  # the bridge speaks TLS to the server and checks its certificate
     for url in config["servers"]:
         if url.startswith("wss://"):
             raise ConfigError(

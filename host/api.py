@@ -116,6 +116,7 @@ def device_json(status, session=None, viewer=None):
         "rssi": heartbeat.get("rssi"),
         "uptime_s": heartbeat.get("uptime_s"),
         "reset_cause": d.reset_cause,
+        "via": d.via,  # "bridge@<host>": a unit on a USB cable; None: on Wi-Fi
         "shown": _shown_to(viewer, status),
         "panel": d.panel,
         "update": _update_json(d.update),

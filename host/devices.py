@@ -10,6 +10,10 @@ byte mover is `firmware.net.ws.WebSocket`, shared with the units too. This modul
 - an authenticated session takes the unit's lease in the registry: a new epoch, larger than any
   before, so a newer session always wins; an older session of the same unit here is closed
   with 4001 and every write the old one tries afterwards is refused by the epoch;
+- a unit on a USB cable reaches the server through `qrfleet bridge` on the PC it is plugged
+  into, which adds `X-Qrfleet-Via: bridge@<host>` to the upgrade request; the session records
+  it as the unit's `via` (`bridge_via`). It is what the bridge says of itself, for people
+  diagnosing the path: the unit's authentication is end to end, so a bridge proves nothing;
 - heartbeats renew the lease; a unit silent for 3 heartbeats is dropped and its lease runs out.
   Heartbeats arriving within a few milliseconds of each other share one registry operation
   (`HeartbeatBatch`): at thousands of units, one store transaction each would queue QR
@@ -43,6 +47,23 @@ PING_BURST = 20
 _HELLO_TIMEOUT_S = 10
 _HEARTBEAT_ACK = messages.encode("heartbeat_ack")
 _HEARTBEAT_BATCH_S = 0.05
+VIA_HEADER = "x-qrfleet-via"
+MAX_VIA = 80
+_VIA_PREFIX = "bridge@"
+
+
+def bridge_via(claimed):
+    """The bridge a unit came through, from its upgrade request's X-Qrfleet-Via value
+    (`claimed`, None without one) -> "bridge@<host>", or None unless it reads so: visible
+    ASCII, at most MAX_VIA characters (a repeated header, joined with ", ", does not)."""
+    if (
+        claimed is None
+        or not claimed.startswith(_VIA_PREFIX)
+        or not len(_VIA_PREFIX) < len(claimed) <= MAX_VIA
+        or not all("!" <= c <= "~" for c in claimed)
+    ):
+        return None
+    return claimed
 
 
 class CommandFailed(Exception):
@@ -387,7 +408,9 @@ class DeviceHub:
             return
         session = None
         try:
-            session = await self._authenticate(ws, writer.get_extra_info("peername"))
+            session = await self._authenticate(
+                ws, writer.get_extra_info("peername"), head.headers.get(VIA_HEADER)
+            )
             if session:
                 await self._serve(session)
         except auth.Untrusted as e:
@@ -408,7 +431,7 @@ class DeviceHub:
                 await self._ended(session)
             ws.abort()
 
-    async def _authenticate(self, ws, peer):
+    async def _authenticate(self, ws, peer, claimed_via):
         hello = messages.from_device(await ws.recv(_HELLO_TIMEOUT_S))
         if hello["type"] != "hello":
             await self._refuse(ws, "expected hello first", peer)
@@ -457,8 +480,14 @@ class DeviceHub:
         # Admission is spent only here, on units that proved who they are: strangers cannot
         # use up the rate meant for a fleet reconnecting.
         await self.accept_rate.admit()
+        via = bridge_via(claimed_via)
+        if claimed_via is not None and via is None:
+            # Logged once the unit proved who it is: strangers cannot fill the log with headers.
+            self.log.warning(
+                "device_via_ignored", device_id=device_id, via=claimed_via[: 2 * MAX_VIA]
+            )
         epoch = await self.registry.acquire_device(
-            device_id, self.server_id, self.lease_ttl_s, hello["fw"], hello["reset"]
+            device_id, self.server_id, self.lease_ttl_s, hello["fw"], hello["reset"], via
         )
         old = self.sessions.get(device_id)
         session = DeviceSession(
@@ -480,7 +509,12 @@ class DeviceHub:
         if epoch > 1:
             self.metrics["reconnects"] += 1
         self.log.info(
-            "device_online", device_id=device_id, epoch=epoch, fw=hello["fw"], peer=str(peer)
+            "device_online",
+            device_id=device_id,
+            epoch=epoch,
+            fw=hello["fw"],
+            peer=str(peer),
+            via=via,
         )
         if self.on_online:
             self.tasks.spawn(self.on_online(session))

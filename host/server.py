@@ -358,9 +358,16 @@ class QrfleetServer:
             "firmware": d.firmware,
             "screen": (d.last_screen or {}).get("screen"),
             "last_heartbeat": session.last_heartbeat if session else None,
+            "via": d.via,
         }
+        if d.via:
+            facts["path"] = f"unit -> {d.via} -> server"
         if status.status != "online":
             verdict = await self._offline_reason(device_id)
+            if d.via:
+                pc = d.via.removeprefix("bridge@")
+                verdict += f" It reaches the server through the PC {pc}: check, in order:"
+                facts["checks"] = tethered_checks(device_id, pc)
         elif status.txn_id:
             verdict = f"Unit is busy with transaction {status.txn_id} until it completes."
         elif not status.agent_id:
@@ -370,6 +377,20 @@ class QrfleetServer:
         facts["ready"] = status.status == "online" and not status.txn_id
         facts["verdict"] = verdict
         return facts
+
+
+def tethered_checks(device_id, pc):
+    """What to check, in order, when unit `device_id`, plugged into the PC `pc` (its bridge's
+    host name), is offline: each step only matters once the ones before it hold."""
+    return [
+        f"Is the bridge running on {pc}? Linux: systemctl --user status qrfleet-bridge; "
+        'Windows: the "qrfleet bridge" task in Task Scheduler, or qrfleet-bridge.cmd in '
+        "the Startup folder.",
+        f"Is the unit's USB cable plugged in? The bridge logs 'lost unit {device_id} on PORT' "
+        "when it is not.",
+        f"Can {pc} reach the server? The bridge logs 'server URL unreachable' when it cannot.",
+        "Is the unit at the REPL? A technician may have left it there: reset it.",
+    ]
 
 
 def loggable_store_url(store_url):

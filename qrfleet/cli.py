@@ -4,7 +4,7 @@ import argparse
 import sys
 
 from host.client import ApiClientError
-from qrfleet import field, fleet, release, rollout, serve
+from qrfleet import bridge, field, fleet, release, rollout, serve
 from tools.micropython import MicroPythonNotFound
 
 
@@ -14,7 +14,7 @@ def build_parser():
         description="Payment-QR display units: server, virtual boards and field tools.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (serve, fleet, field, release, rollout):
+    for group in (serve, fleet, field, bridge, release, rollout):
         group.add_parsers(sub)
     return parser
 

@@ -12,6 +12,7 @@ import sys
 from qrfleet.options import (
     admin_token,
     admin_token_options,
+    link_options,
     release_key_options,
     server_list_options,
     unit_options,
@@ -49,12 +50,20 @@ def add_parsers(sub):
 
     p = sub.add_parser(
         "vboard",
-        parents=[server_list_options(required=False), release_key_options(), admin_token_options()],
+        parents=[
+            server_list_options(required=False),
+            release_key_options(),
+            admin_token_options(),
+            link_options(),
+        ],
         help="boot virtual ESP32 boards running the real firmware",
         description="Boot N virtual boards (the firmware on the MicroPython Unix port). Prints "
         "one line per board as it boots: device id, serial URL (rfc2217://...), directory. "
-        "The screen of each is kept in <directory>/display.pbm. Runs until Ctrl-C. With "
-        "--server, new boards are provisioned for that server and registered with it first.",
+        "The screen of each is kept in <directory>/display.pbm, and its serial URL in "
+        "<directory>/serial-url while it runs. Runs until Ctrl-C. With --server, new boards "
+        "are provisioned for that server and registered with it first. With --link usb the "
+        "boards have no Wi-Fi access point in range, and new ones are provisioned to reach "
+        "their server through `qrfleet bridge --port auto --vboard-dir DIR` instead.",
     )
     p.add_argument("--count", type=int, default=1, help="number of boards (default 1)")
     p.add_argument("--dir", default="vboards", help="where board directories live")
@@ -108,6 +117,7 @@ def add_parsers(sub):
             server_list_options(required=True),
             release_key_options(),
             admin_token_options(),
+            link_options(),
         ],
         help="turn units into registered, linked units of a server",
         description="Per unit: read its MAC, give it a new secret, write the firmware files and "
@@ -115,7 +125,10 @@ def add_parsers(sub):
         "partition table and flash size), or copies them over mpremote with --files-only; "
         "register it with the server, link it to --agent, reboot it and wait until it is "
         "online. An already provisioned unit is asked about, or replaced with --force. If the "
-        "server cannot be reached, the unit stays written and the command to finish is printed.",
+        "server cannot be reached, the unit stays written and the command to finish is printed. "
+        "A unit on --link usb comes online only through a bridge on the PC it is plugged into: "
+        "it is not waited for (unless --wait-online), and the bridge command to start is "
+        "printed.",
     )
     p.add_argument("--location", help="location the units are registered at")
     p.add_argument("--agent", help="link the units to this agent")
@@ -124,13 +137,20 @@ def add_parsers(sub):
         "--display",
         help="display profile (default: ssd1306-i2c on esp32, virtual-128x64 on virtual)",
     )
-    p.add_argument("--wifi-ssid", help="Wi-Fi network the unit joins")
+    p.add_argument(
+        "--wait-online",
+        action="store_true",
+        help="with --link usb: wait until a bridge brings the unit online (one started "
+        "meanwhile gets the unit's serial port once this command lets go of it)",
+    )
+    p.add_argument("--wifi-ssid", help="Wi-Fi network the unit joins (not with --link usb)")
     p.add_argument("--wifi-password", help="its password")
     p.add_argument(
         "--ntp",
         metavar="HOST",
         help="time server that sets the unit's clock, which wss:// certificates are checked "
-        "against (default: pool.ntp.org; UDP port 123 must be reachable from the unit)",
+        "against (default: pool.ntp.org; UDP port 123 must be reachable from the unit; "
+        "not with --link usb)",
     )
     p.add_argument(
         "--force",
@@ -175,6 +195,7 @@ def vboard(args):
             display=args.display,
             server_ca=args.server_ca,
             release_keys=args.release_key,
+            link=args.link,
         )
         try:
             provisioning.check()
@@ -191,7 +212,14 @@ def vboard(args):
             flash_size=args.flash_size,
             variant=args.variant,
             display=args.display,
+            link=args.link,
         )
+        if args.link == "usb" and args.server:
+            print(
+                "qrfleet: the boards reach their server through a bridge: "
+                + provision.bridge_command("auto", args.server, args.server_ca, args.dir),
+                file=sys.stderr,
+            )
         await fleet.run_until_stopped(boards)
 
     asyncio.run(run())
@@ -260,6 +288,8 @@ def provision(args):
         register_only=args.register_only,
         server_ca=args.server_ca,
         release_keys=args.release_key,
+        link=args.link,
+        wait_online=args.wait_online,
     )
     try:
         order.check()
@@ -279,6 +309,13 @@ def provision(args):
         if o.ok and o.result.pairing:
             console.print(f"{o.result.device_id}: scan to pair ({o.result.pairing})")
             console.print(provision.terminal_qr(o.result.pairing), soft_wrap=True)
+        if o.ok and o.result.bridge:
+            console.print(
+                f"{o.result.device_id}: to bring it online, start `{o.result.bridge}` on the PC "
+                "the unit is plugged into",
+                soft_wrap=True,
+                markup=False,
+            )
     return 0 if all(o.ok for o in outcomes) else 1
 
 

@@ -84,10 +84,12 @@ def doctor(args):
         [
             [key, json.dumps(value) if isinstance(value, dict) else str(value)]
             for key, value in facts.items()
-            if key != "verdict"
+            if key not in ("verdict", "checks")
         ],
         title=f"qrfleet doctor {args.device}",
         verdict=facts["verdict"],
         ok=ready,
     )
+    for n, check in enumerate(facts.get("checks", ()), 1):  # a tethered unit's, in order
+        print(f"  {n}. {check}")
     return 0 if ready else 1

@@ -3,6 +3,8 @@
 import argparse
 import os
 
+from firmware.config import LINKS
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
@@ -72,7 +74,21 @@ def server_list_options(required):
         metavar="FILE",
         help="certificate (PEM or DER) that units and this command check https:// servers "
         "against: the CA that issued theirs, or a server's self-signed certificate; needed "
-        "with https:// servers, since a unit has no CA store",
+        "with https:// servers for units on Wi-Fi, since a unit has no CA store",
+    )
+    return p
+
+
+def link_options():
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument(
+        "--link",
+        choices=LINKS,
+        default="wifi",
+        help="how units reach their server: wifi (the default), or usb: over the USB cable to "
+        "the PC they are plugged into, where `qrfleet bridge --port PORT --server URL` relays "
+        "for them and speaks TLS to https:// servers (no Wi-Fi settings, no trust anchor, "
+        "no time server on the unit)",
     )
     return p
 

@@ -21,6 +21,7 @@ from firmware.qr import emv
 from host.client import ApiClientError
 from tools import framebuf, image, micropython, provision
 from tools.background import BackgroundLoop, wait_for
+from tools.harness.tether import BridgeProcess
 from tools.serverproc import running_server
 from tools.vboard import panels
 from tools.vboard.board import VirtualBoard
@@ -69,7 +70,9 @@ class ProfileUnit:
     """One virtual board of `profile`, registered at its own location of `server`, and a cashier
     linked to it by reading its pairing QR off its screen."""
 
-    def __init__(self, server, directory, profile, background, heap=micropython.DEFAULT_HEAP):
+    def __init__(
+        self, server, directory, profile, background, heap=micropython.DEFAULT_HEAP, link="wifi"
+    ):
         self.server = server
         self.profile = profile
         self.background = background
@@ -83,7 +86,7 @@ class ProfileUnit:
         )
         self.agent_id = doc["agent_id"]
         self.agent = server.client(doc["token"])
-        config = provision.unit_config(secret, [server.url], profile, profile)
+        config = provision.unit_config(secret, [server.url], profile, profile, link=link)
         self.board = VirtualBoard(
             Path(directory) / profile,
             files=image.board_files(config),
@@ -91,6 +94,11 @@ class ProfileUnit:
             panel=profile if profile in panels.BOARDS else None,
         )
         self.board.prepare_identity()
+        self.bridge = None
+        if link == "usb":  # tethered: its session through a bridge on its serial port
+            self.bridge = BridgeProcess(
+                [], [server.url], Path(directory) / f"{profile}-bridge.log", name="profile-pc"
+            )
         self.admin.post(
             "/api/devices",
             {"device_id": self.board.device_id, "secret": secret, "location_id": location},
@@ -103,11 +111,16 @@ class ProfileUnit:
     def start(self, timeout=60):
         """Boot, and link the cashier by the pairing QR on the screen -> that QR's text."""
         self.background.run(self.board.start())
+        if self.bridge:
+            self.bridge.add_port(self.board.serial_url)
+            self.bridge.start()
         pairing = wait_for_qr(self.screen_path, "qrfleet://pair?", timeout)
         self.agent.post(f"/api/agents/{self.agent_id}/devices", {"pairing": pairing})
         return pairing
 
     def stop(self):
+        if self.bridge:
+            self.bridge.stop()
         self.background.run(self.board.stop())
 
     def show(self, payload, ecc="M", read_back=False):

@@ -4,7 +4,9 @@ A unit gets a fresh secret and the list of servers in its config; the server get
 id and the same secret through its admin API. For https:// servers the unit also gets its one
 trust anchor (it has no CA store): the CA that issued the server's certificate, or the
 server's self-signed certificate, from `--server-ca FILE`; the tools' own API calls check the
-server against the same certificate. The release keys (`--release-key FILE.pub`) are the
+server against the same certificate. A unit on `link` "usb" reaches its servers over its USB
+cable through `qrfleet bridge` on the PC it is plugged into, which speaks TLS for it: it gets
+neither a trust anchor nor Wi-Fi settings. The release keys (`--release-key FILE.pub`) are the
 public keys whose signed releases the unit installs over the air. The pieces at the top are
 shared by every way a unit is provisioned (a virtual board's first boot, or a technician's
 `qrfleet provision`).
@@ -19,7 +21,9 @@ shared by every way a unit is provisioned (a virtual board's first boot, or a te
        tools/flash.py), verified by MD5; or, with files_only, copy the files over mpremote to
        a unit that already runs MicroPython
     4. register it with the server, link it to the agent if asked
-    5. reboot it and wait until the server reports it online
+    5. reboot it and wait until the server reports it online; a unit on --link usb comes online
+       only once a bridge runs for it, so it is waited for only when asked (order.wait_online)
+       and otherwise the result names the bridge command to start
 
 The target decides how firmware is compiled: "esp32" (xtensawin, the default) for a real unit,
 "virtual" (x64) for a virtual board, which runs the Unix port. A unit that is written but could
@@ -33,13 +37,14 @@ import binascii
 import functools
 import json
 import secrets
+import shlex
 import ssl
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from firmware import config as config_file
-from firmware.config import CONFIG_PATH
+from firmware.config import CONFIG_PATH, LINKS
 from firmware.config import device_id as device_id_from_mac
 from host import releases
 from host.client import ApiClient, ApiClientError, ServerUnreachable
@@ -103,19 +108,48 @@ def require_trust_anchor(servers, server_ca):
         )
 
 
+def check_link(link, servers, server_ca, wifi=None, ntp=None):
+    """ProvisionError unless a unit on `link` can reach `servers` with these settings: on Wi-Fi
+    it needs the trust anchor of https:// servers; over USB the bridge speaks TLS and the
+    network for it, so Wi-Fi and time server settings would be dead weight."""
+    if link not in LINKS:
+        raise ProvisionError(f"--link must be one of {', '.join(LINKS)}, not {link!r}")
+    if link == "wifi":
+        require_trust_anchor(servers, server_ca)
+        return
+    for option, value in (("--wifi-ssid", wifi), ("--ntp", ntp)):
+        if value:
+            raise ProvisionError(
+                f"{option} is for units on Wi-Fi: a unit on --link usb reaches its server "
+                "through `qrfleet bridge` on the PC it is plugged into, and has no Wi-Fi "
+                "settings and no time server"
+            )
+
+
 def unit_config(
-    secret, servers, name, display, wifi=None, server_ca=None, ntp=None, release_keys=()
+    secret,
+    servers,
+    name,
+    display,
+    wifi=None,
+    server_ca=None,
+    ntp=None,
+    release_keys=(),
+    link="wifi",
 ):
     """The config.json a unit boots with (firmware/config.py reads it); `server_ca` is the DER
     certificate its wss:// servers are checked against, `ntp` the time server that sets its
     clock (None: the firmware's default, pool.ntp.org), `release_keys` the public keys (hex)
-    its updates must be signed by (none: it refuses every update)."""
-    require_trust_anchor(servers, server_ca)
+    its updates must be signed by (none: it refuses every update), `link` how it reaches its
+    servers: "wifi", or "usb" through a bridge (which checks the server's certificate)."""
+    check_link(link, servers, server_ca, wifi, ntp)
     urls = [device_url(s) for s in servers]
     config = {"secret": secret, "servers": urls, "name": name, "display": display}
+    if link != "wifi":
+        config["link"] = link
     if wifi:
         config["wifi"] = wifi
-    if server_ca:
+    if server_ca and link == "wifi":
         config["tls"] = tls_config(server_ca)
     if ntp:
         config["ntp"] = ntp
@@ -183,6 +217,9 @@ class Order:
     online_timeout_s: float = 60
     server_ca: str = None  # the file --server-ca names
     release_keys: tuple = ()  # the .pub files --release-key names
+    link: str = "wifi"
+    # link usb: wait until a bridge brings the unit online (units on Wi-Fi always are waited for)
+    wait_online: bool = False
 
     @functools.cached_property
     def server_ca_der(self):
@@ -194,8 +231,9 @@ class Order:
 
     def check(self):
         """ProvisionError before any unit is touched: an unreadable --server-ca or
-        --release-key, or an https:// server without a --server-ca."""
-        require_trust_anchor(self.servers, self.server_ca_der)
+        --release-key, an https:// server without a --server-ca for units on Wi-Fi, or Wi-Fi
+        settings for units on USB."""
+        check_link(self.link, self.servers, self.server_ca_der, self.wifi, self.ntp)
         self.release_keys_hex  # noqa: B018 - read now, so a bad key file stops the run here
 
     def api(self):
@@ -207,10 +245,11 @@ class Order:
 @dataclass
 class Provisioned:
     device_id: str
-    status: str  # what the server reports at the end: "online"
+    status: str  # what the server reports at the end: "online"; "registered": not waited for
     agent_id: str = None
     bytes_sent: int = 0  # bytes written to the serial link for the unit's files
     pairing: str = None  # qrfleet://pair?... of an unlinked unit, as its screen shows it
+    bridge: str = None  # a unit on --link usb not waited for: the command that brings it online
 
     def __str__(self):
         linked = f", linked to {self.agent_id}" if self.agent_id else ""
@@ -262,8 +301,13 @@ def provision_unit(port, order, report=None, confirm=None):
             f"{device_id} is written but the server at {order.servers[0]} could not be reached; "
             f"once it is up, run: {retry_command(port, order)}"
         )
+    if order.link == "usb" and not order.wait_online:
+        bridge = bridge_command(port, order.servers, order.server_ca)
+        return Provisioned(device_id, "registered", order.agent, bytes_sent, bridge=bridge)
     report(f"{device_id}: waiting until online")
-    status = wait_online(order.api(), device_id, order.online_timeout_s, old_session)
+    status = wait_online(
+        order.api(), device_id, order.online_timeout_s, old_session, _offline_hint(port, order)
+    )
     pairing = None
     if not status.get("agent_id"):
         # A fresh code, shown on the unit and printed for the technician alike.
@@ -318,6 +362,7 @@ def _unit_files(device_id, secret, order):
         order.server_ca_der,
         order.ntp,
         order.release_keys_hex,
+        order.link,
     )
     return {**_firmware_files(order.target), CONFIG_PATH: config_file.dumps(config).encode()}
 
@@ -372,7 +417,24 @@ def retry_command(port, order):
     ):
         if value:
             words += [option, value]
-    return " ".join(words + ["--register-only"])
+    if order.link != "wifi":
+        words += ["--link", order.link]
+    if order.link == "usb" and order.wait_online:
+        words += ["--wait-online"]
+    return shlex.join(words + ["--register-only"])
+
+
+def bridge_command(port, servers, server_ca=None, vboard_dir=None):
+    """The command that brings units on --link usb online: the bridge relays for the unit on
+    `port` ("auto": every one plugged in, and the virtual boards under `vboard_dir`) to
+    `servers`, checked against the certificate file `server_ca` (else the system's CAs)."""
+    words = ["qrfleet", "bridge", "--port", str(port)]
+    for server in servers:
+        words += ["--server", server]
+    for option, value in (("--server-ca", server_ca), ("--vboard-dir", vboard_dir)):
+        if value:
+            words += [option, str(value)]
+    return shlex.join(words)
 
 
 def _session_epoch(api, device_id):
@@ -383,9 +445,21 @@ def _session_epoch(api, device_id):
         return None
 
 
-def wait_online(api, device_id, timeout_s, old_session=None):
+def _offline_hint(port, order):
+    """What to check when a unit does not come online."""
+    if order.link == "usb":
+        bridge = bridge_command(port, order.servers, order.server_ca)
+        return (
+            f"it comes online through a bridge: start `{bridge}` on the PC the unit is plugged "
+            "into, which also shows the unit's serial log"
+        )
+    return "check its Wi-Fi settings and the unit's serial log"
+
+
+def wait_online(api, device_id, timeout_s, old_session, hint):
     """Poll the server until it reports the unit online in a session newer than the epoch
-    `old_session` (the one from before its reboot, which may not have been seen to end yet)."""
+    `old_session` (the one from before its reboot, which may not have been seen to end yet);
+    a TimeoutError ends with `hint`, what to check."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -397,8 +471,7 @@ def wait_online(api, device_id, timeout_s, old_session=None):
         if time.monotonic() > deadline:
             raise TimeoutError(
                 f"{device_id} was provisioned but is not online after {timeout_s:.0f} s "
-                f"(server says: {status['status']}): check its Wi-Fi settings and the unit's "
-                "serial log"
+                f"(server says: {status['status']}): {hint}"
             )
         time.sleep(_ONLINE_POLL_S)
 

@@ -43,6 +43,7 @@ _STATUS_TITLES = {
     "unprovisioned": "Not set up",
     "booting": "Starting",
     "wifi": "Wi-Fi",
+    "bridge": "No bridge",
     "connecting": "Connecting",
     "offline": "Offline",
     "untrusted": "Server not trusted",
@@ -155,7 +156,8 @@ class Renderer:
         return self._qr_screen("pairing", pairing_uri(device_id, code), device_id, ecc)
 
     def status(self, state, detail=None):
-        """unprovisioned / booting / wifi / clock / connecting / offline / ready / updating, with
+        """unprovisioned / booting / wifi / bridge / clock / connecting / offline / ready /
+        updating, with
         a detail such as the reason the unit is offline or the counter's name."""
         return self._message("status", _STATUS_TITLES, state, detail, False)
 

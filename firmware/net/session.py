@@ -19,18 +19,22 @@ import asyncio
 import gc
 
 from firmware.compat import ticks_add, ticks_diff, ticks_ms
-from firmware.net import ws
 from firmware.net.policy import backoff_ms, server_order, server_silent
 from firmware.proto import auth, messages
-from firmware.proto.errors import MessageError, ProtocolError
-from firmware.proto.frames import CLOSE_ABNORMAL, CLOSE_GOING_AWAY
+from firmware.proto.errors import (
+    CLOSE_ABNORMAL,
+    CLOSE_GOING_AWAY,
+    ConnectionClosed,
+    MessageError,
+    ProtocolError,
+)
 from firmware.proto.messages import (
     MAX_ERROR_MESSAGE,
+    MAX_MESSAGE,
     MIN_MESSAGE,
     SILENT_HEARTBEATS,
     CommandError,
 )
-from firmware.proto.websocket import DEFAULT_MAX_SIZE
 
 _AUTH_TIMEOUT_S = 10
 
@@ -49,13 +53,14 @@ class Session:
         status,
         fw,
         log=print,
-        opener=ws.open_tcp,
+        opener=None,
         untrusted=None,
         tls=None,
-        max_message=DEFAULT_MAX_SIZE,
+        max_message=MAX_MESSAGE,
         clock=None,
         reset=None,
         update=None,
+        connect=None,
     ):
         self.device_id = device_id
         self.secret = secret
@@ -64,6 +69,9 @@ class Session:
         self.fw = fw
         self.log = log
         self.opener = opener
+        if connect is None:  # a tethered unit's comes from firmware.net.tether, without these
+            from firmware.net.ws import connect
+        self.connect = connect
         self.untrusted = untrusted or _ignore
         self.tls = tls
         self.clock = clock
@@ -73,7 +81,7 @@ class Session:
         self.update = update
         # Where every connection assembles its messages, found once in one piece: as large as
         # the largest message this unit can use (told to the server in hello), 4 KB at most.
-        self._buffer = bytearray(max(MIN_MESSAGE, min(max_message, DEFAULT_MAX_SIZE)))
+        self._buffer = bytearray(max(MIN_MESSAGE, min(max_message, MAX_MESSAGE)))
         self.server_id = None
         self.connected = False
         self.connects = 0
@@ -92,7 +100,7 @@ class Session:
             except auth.Untrusted as e:
                 self.log("qrfleet: %s is not trusted: %s" % (url, e))
                 self.untrusted(url, str(e))
-            except (OSError, asyncio.TimeoutError, ProtocolError, ws.ConnectionClosed) as e:
+            except (OSError, asyncio.TimeoutError, ProtocolError, ConnectionClosed) as e:
                 self.log("qrfleet: %s: %s" % (url, _describe(e)))
             except MemoryError:
                 # Out of heap mid-message: the connection's state is unknown, so start afresh.
@@ -107,7 +115,9 @@ class Session:
 
     async def run_once(self, url):
         """One session with one server, until it ends; raises what ended it."""
-        conn = await ws.connect(url, opener=self.opener, ssl_context=self.tls, buffer=self._buffer)
+        conn = await self.connect(
+            url, opener=self.opener, ssl_context=self.tls, buffer=self._buffer
+        )
         try:
             heartbeat_s = await self._authenticate(conn)
             self.connected = True
@@ -165,7 +175,7 @@ class Session:
         while True:
             now = ticks_ms()
             if server_silent(now, last_heard, period_ms):
-                raise ws.ConnectionClosed(
+                raise ConnectionClosed(
                     CLOSE_ABNORMAL, "server silent for %d heartbeats" % SILENT_HEARTBEATS
                 )
             if ticks_diff(next_beat, now) <= 0:

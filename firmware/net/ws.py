@@ -13,7 +13,7 @@ TLS) connection, feeds what it reads into the protocol and writes what the proto
 import asyncio
 
 from firmware.proto.auth import Untrusted
-from firmware.proto.errors import ProtocolError
+from firmware.proto.errors import ConnectionClosed, ProtocolError  # noqa: F401 - ws.ConnectionClosed
 from firmware.proto.frames import (
     CLOSE_ABNORMAL,
     CLOSE_NORMAL,
@@ -27,15 +27,6 @@ _CLOSE_WAIT_S = 2  # the whole close handshake, sending our close frame included
 # A peer that has not taken what we sent after this long (its buffers and ours are full) has
 # stopped reading: the connection is given up rather than waited on.
 SEND_TIMEOUT_S = 5
-
-
-class ConnectionClosed(Exception):
-    """The session ended; `code` and `reason` say how (1006: the connection just dropped)."""
-
-    def __init__(self, code, reason):
-        super().__init__("connection closed (%d) %s" % (code, reason))
-        self.code = code
-        self.reason = reason
 
 
 def parse_url(url):
@@ -112,11 +103,12 @@ def open_tcp(host, port, ssl=None):
     return asyncio.open_connection(host, port, ssl=ssl)
 
 
-async def connect(url, timeout_s=10, ssl_context=None, buffer=None, opener=open_tcp):
+async def connect(url, timeout_s=10, ssl_context=None, buffer=None, opener=None, headers=()):
     """Open the connection and complete the opening handshake; returns a WebSocket.
 
-    `opener(host, port, ssl)` opens the byte stream (the HAL's, on a board); a wss:// URL needs
-    `ssl_context` (tls_context). Raises OSError / asyncio.TimeoutError when the server cannot
+    `opener(host, port, ssl)` opens the byte stream (the HAL's, on a board; default open_tcp);
+    a wss:// URL needs `ssl_context` (tls_context); `headers`: (name, value) pairs the upgrade
+    request adds. Raises OSError / asyncio.TimeoutError when the server cannot
     be reached, Untrusted when its TLS certificate fails the check (the reason says which
     part), and ProtocolError (HandshakeError) when it answers but not as a WebSocket server
     should. `buffer`: where messages are assembled (proto.websocket.Protocol).
@@ -125,7 +117,9 @@ async def connect(url, timeout_s=10, ssl_context=None, buffer=None, opener=open_
     if secure and ssl_context is None:
         raise ValueError("%s needs a TLS trust anchor: a unit has no CA store" % url)
     try:
-        return await _open(host, port, path, secure, timeout_s, ssl_context, buffer, opener)
+        return await _open(
+            host, port, path, secure, timeout_s, ssl_context, buffer, opener or open_tcp, headers
+        )
     except ValueError as e:
         if not secure:
             raise
@@ -134,12 +128,12 @@ async def connect(url, timeout_s=10, ssl_context=None, buffer=None, opener=open_
         raise tls_refusal(e) from None
 
 
-async def _open(host, port, path, secure, timeout_s, ssl_context, buffer, opener):
+async def _open(host, port, path, secure, timeout_s, ssl_context, buffer, opener, headers):
     reader, writer = await asyncio.wait_for(
         opener(host, port, ssl_context if secure else None), timeout_s
     )
     hostname = host if port == (443 if secure else 80) else "%s:%d" % (host, port)
-    proto = ClientProtocol(hostname, path, buffer=buffer)
+    proto = ClientProtocol(hostname, path, extra_headers=headers, buffer=buffer)
     ws = WebSocket(reader, writer, proto)
     try:
         await asyncio.wait_for(ws.handshake(), timeout_s)

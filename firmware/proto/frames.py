@@ -21,7 +21,12 @@ The state machine that uses these lives in `firmware.proto.websocket`.
 """
 
 from firmware.compat import const, micropython, ptr8
-from firmware.proto.errors import FrameError
+from firmware.proto.errors import (  # noqa: F401 - close codes a session needs without framing
+    CLOSE_ABNORMAL,
+    CLOSE_GOING_AWAY,
+    CLOSE_POLICY_VIOLATION,
+    FrameError,
+)
 
 OP_CONTINUATION = const(0x0)
 OP_TEXT = const(0x1)
@@ -30,14 +35,12 @@ OP_CLOSE = const(0x8)
 OP_PING = const(0x9)
 OP_PONG = const(0xA)
 
-# §7.4.1 close codes used here; 1005 and 1006 are never sent, only reported.
+# §7.4.1 close codes used here (1001, 1006 and 1008 are in errors); 1005 and 1006 are never
+# sent, only reported.
 CLOSE_NORMAL = const(1000)
-CLOSE_GOING_AWAY = const(1001)
 CLOSE_PROTOCOL_ERROR = const(1002)
 CLOSE_NO_STATUS = const(1005)
-CLOSE_ABNORMAL = const(1006)
 CLOSE_INVALID_DATA = const(1007)
-CLOSE_POLICY_VIOLATION = const(1008)
 CLOSE_TOO_BIG = const(1009)
 CLOSE_INTERNAL_ERROR = const(1011)
 # §7.4.2 leaves 4000-4999 to applications. A session replaced by a newer one of the same unit

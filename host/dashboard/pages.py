@@ -9,7 +9,7 @@ from host.dashboard.screen import HEIGHT, WIDTH, describe
 from host.registry.errors import format_time
 
 # Card facts: (device_json key, label, unit appended to a value). dashboard.js fills the same
-# elements from GET /api/devices/{id} by their data-field.
+# elements from GET /api/devices/{id} by their data-field ("via" said as `connection` says it).
 FIELDS = (
     ("agent_id", "Agent", ""),
     ("server_id", "Instance", ""),
@@ -17,6 +17,7 @@ FIELDS = (
     ("last_seen", "Last seen", ""),
     ("free_heap", "Free heap", " B"),
     ("rssi", "RSSI", " dBm"),
+    ("via", "Connection", ""),
     ("reset_cause", "Reset cause", ""),
     ("txn_id", "Transaction", ""),
 )
@@ -30,6 +31,14 @@ def _e(value):
 
 def _value(value, unit=""):
     return NONE if value is None or value == "" else f"{value}{unit}"
+
+
+def connection(doc):
+    """How the unit reached the server in its last session, in words: "USB via bridge@<host>"
+    or "Wi-Fi"; None for a unit never seen. dashboard.js says it the same way."""
+    if doc.get("via"):
+        return f"USB via {doc['via']}"
+    return "Wi-Fi" if doc.get("last_seen") else None
 
 
 def page(title, main, role=None, scripted=True):
@@ -84,7 +93,8 @@ def card(doc, heading="h3"):
     online = doc.get("status") == "online"
     name = doc.get("name") or device_id
     facts = "".join(
-        f'<dt>{label}</dt><dd data-field="{key}" data-unit="{unit}">{_e(_value(doc.get(key), unit))}</dd>'
+        f'<dt>{label}</dt><dd data-field="{key}" data-unit="{unit}">'
+        f"{_e(_value(connection(doc) if key == 'via' else doc.get(key), unit))}</dd>"
         for key, label, unit in FIELDS
     )
     subtitle = f'<p class="device-id">{_e(device_id)}</p>' if name != device_id else ""
@@ -147,13 +157,15 @@ def unit(doc, verdict, history, agents, locations, role):
     device_id = doc["device_id"]
     name = doc.get("name") or device_id
     ready = "true" if verdict.get("ready") else "false"
+    checks = "".join(f"<li>{_e(check)}</li>" for check in verdict.get("checks") or ())
     main = (
         f'<main id="main" data-device="{_e(device_id)}">'
         '<p><a href="/">← Fleet</a></p>'
         f"<h1>Unit {_e(name)}</h1>"
         f'<div class="unit-page">{card(doc, "h2")}<div class="side">'
         '<section aria-labelledby="doctor-h"><h2 id="doctor-h">Diagnosis</h2>'
-        f'<p id="verdict" data-ready="{ready}">{_e(verdict.get("verdict", ""))}</p></section>'
+        f'<p id="verdict" data-ready="{ready}">{_e(verdict.get("verdict", ""))}</p>'
+        f'<ol id="checks"{"" if checks else " hidden"}>{checks}</ol></section>'
         f"{_actions(doc, agents, locations) if role == 'admin' else _look_only()}"
         "</div></div>"
         '<section aria-labelledby="history-h"><h2 id="history-h">History</h2>'

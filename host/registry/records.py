@@ -82,6 +82,10 @@ class Device:
     # Where its firmware update stands: {"version", "state" (UPDATE_STATES), "reason",
     # "rollout_id", "at"}, or None if it never had one.
     update: dict | None = None
+    # How its last session reached the server: "bridge@<PC host name>" for a unit on a USB
+    # cable, as that bridge said of itself (informational: the unit authenticates end to end);
+    # None for one on Wi-Fi.
+    via: str | None = None
 
 
 # A unit's update, as the server pushes it (downloading, installing) and as the unit says in its

@@ -116,7 +116,7 @@ unless noted):
     agent-token:<token_hash>   agent id (plain string)
     device:<id>                [name, location_id, firmware, registered_at,
                                 last_seen, last_screen, panel, shown,
-                                reset_cause, update]
+                                reset_cause, update, via]
                                                                devices, devices:<location>: sets
     device-secret:<id>         the secret (plain string)
     link:<device>              [agent_id, linked_at]           links:<agent>: set of devices
@@ -194,7 +194,7 @@ REPLICA_WAIT_S = 1.0
 # their numbers out again, to entries an event client (host/events.py) that saw the lost ones
 # would then skip; past the gap, numbers only grow.
 AUDIT_SEQ_GAP = 1_000_000
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 DEFAULT_PREFIX = "qrfleet:"
 
 _LOST = (LostConnection, LostTimeout)
@@ -563,6 +563,7 @@ class RedisTransaction(Transaction):
             d.shown,
             d.reset_cause,
             d.update,
+            d.via,
         ]
         self._put(f"{self._p}device:{d.device_id}", _dump(fields))
         if secret is not None:
@@ -956,7 +957,7 @@ class RedisStore(Store):
         key = f"{self.address.prefix}schema"
         version = tx._string(key)
         if version is None or int(version) < SCHEMA_VERSION:
-            # 2 and 4 added keys, 3 and 4 fields at a record's end
+            # 2 and 4 added keys, 3, 4 and 5 fields at a record's end
             tx._put(key, str(SCHEMA_VERSION))
         elif int(version) > SCHEMA_VERSION:
             raise StoreUnavailable(

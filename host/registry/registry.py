@@ -173,11 +173,14 @@ class Registry:
 
     # Sessions
 
-    async def acquire_device(self, device_id, server_id, ttl_s, firmware=None, reset_cause=None):
+    async def acquire_device(
+        self, device_id, server_id, ttl_s, firmware=None, reset_cause=None, via=None
+    ):
         """Start a session on the unit -> its epoch, larger than any before; the unit is online.
-        `firmware` and `reset_cause`: what the unit said of itself when it connected."""
+        `firmware` and `reset_cause`: what the unit said of itself when it connected; `via`: the
+        bridge it came through ("bridge@<host>", Device.via), None on Wi-Fi."""
         return await self._write_and_wake(
-            rules.acquire_device, device_id, server_id, ttl_s, firmware, reset_cause
+            rules.acquire_device, device_id, server_id, ttl_s, firmware, reset_cause, via
         )
 
     async def renew_device(self, device_id, server_id, epoch, ttl_s, **changes):

@@ -393,9 +393,9 @@ def transfer(tx, now, actor, device_id, agent_id):
 # Sessions: leases with fencing epochs
 
 
-def acquire_device(tx, now, device_id, server_id, ttl_s, firmware=None, reset_cause=None):
+def acquire_device(tx, now, device_id, server_id, ttl_s, firmware=None, reset_cause=None, via=None):
     """Start a session on the unit for `server_id`, recording the firmware and reset cause the
-    unit announced; the newest session always wins."""
+    unit announced and the bridge it came through (`via`); the newest session always wins."""
     device = _device(tx, device_id)
     check_id("server", server_id)
     ttl_s = _check_seconds("ttl_s", ttl_s, MAX_LEASE_S)
@@ -408,6 +408,7 @@ def acquire_device(tx, now, device_id, server_id, ttl_s, firmware=None, reset_ca
             last_seen=now,
             firmware=firmware or device.firmware,
             reset_cause=reset_cause,
+            via=via,
         )
     )
     _audit_unit(tx, now, Actor.server(server_id), "session", device_id, f"epoch {epoch}")

@@ -173,12 +173,13 @@ MIGRATIONS = (
         "CREATE UNIQUE INDEX one_active_rollout ON rollouts ((state IN ('running', 'paused'))) "
         "WHERE state IN ('running', 'paused')",
     ),
+    ("ALTER TABLE devices ADD COLUMN via TEXT",),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _DEVICE_COLUMNS = (
     "device_id, name, location_id, firmware, registered_at, last_seen, last_screen, panel, "
-    "shown, reset_cause, update_status"
+    "shown, reset_cause, update_status, via"
 )
 
 
@@ -209,7 +210,13 @@ def _unjson(text):
 
 def _device(row):
     return Device(
-        *row[:6], _unjson(row[6]), _unjson(row[7]), _unjson(row[8]), row[9], _unjson(row[10])
+        *row[:6],
+        _unjson(row[6]),
+        _unjson(row[7]),
+        _unjson(row[8]),
+        row[9],
+        _unjson(row[10]),
+        row[11],
     )
 
 
@@ -312,24 +319,26 @@ class SqliteTransaction(Transaction):
             _json(device.shown),
             device.reset_cause,
             _json(device.update),
+            device.via,
         )
         if secret is None:
             self._execute(
                 "UPDATE devices SET name = ?, location_id = ?, firmware = ?, registered_at = ?, "
                 "last_seen = ?, last_screen = ?, panel = ?, shown = ?, reset_cause = ?, "
-                "update_status = ? WHERE device_id = ?",
+                "update_status = ?, via = ? WHERE device_id = ?",
                 values[1:] + values[:1],
             )
         else:
             self._execute(
                 f"INSERT INTO devices ({_DEVICE_COLUMNS}, secret) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (device_id) DO UPDATE SET name = excluded.name, "
                 "location_id = excluded.location_id, firmware = excluded.firmware, "
                 "registered_at = excluded.registered_at, last_seen = excluded.last_seen, "
                 "last_screen = excluded.last_screen, panel = excluded.panel, "
                 "shown = excluded.shown, reset_cause = excluded.reset_cause, "
-                "update_status = excluded.update_status, secret = excluded.secret",
+                "update_status = excluded.update_status, via = excluded.via, "
+                "secret = excluded.secret",
                 values + (secret,),
             )
 

@@ -21,6 +21,7 @@ def test_saved_config_loads_back_with_defaults(tmp_path):
     assert loaded["display"] is None  # the board's own panel (hal.DISPLAY) applies
     assert loaded["ntp"] == "pool.ntp.org"  # the time server that sets the clock
     assert loaded["release_keys"] == []  # no key: the unit refuses every update
+    assert loaded["link"] == "wifi"
     assert not (tmp_path / "config.json.tmp").exists()
 
 
@@ -37,12 +38,19 @@ def test_saved_config_loads_back_with_defaults(tmp_path):
         ({"v": 1, **GOOD, "release_keys": "ab" * 32}, '"release_keys" must be a list'),
         ({"v": 1, **GOOD, "release_keys": ["AB" * 32]}, "64 lowercase hex digits"),
         ({"v": 1, **GOOD, "release_keys": ["ab" * 31]}, "64 lowercase hex digits"),
+        ({"v": 1, **GOOD, "link": "bluetooth"}, '"link" must be "wifi" or "usb"'),
         ([1, 2], "JSON object"),
     ],
 )
 def test_unusable_config_says_why(doc, reason):
     with pytest.raises(config.ConfigError, match=reason):
         config.parse(json.dumps(doc))
+
+
+def test_a_tethered_unit_reaches_a_wss_server_without_a_trust_anchor_of_its_own():
+    # Its bridge speaks TLS to the server and checks the certificate.
+    doc = {"v": 1, **GOOD, "link": "usb", "servers": ["wss://qr.example/ws/device"]}
+    assert config.parse(json.dumps(doc))["link"] == "usb"
 
 
 def test_missing_config_means_not_provisioned(tmp_path):

@@ -21,7 +21,8 @@ def shop_server(tmp_path_factory):
 
 @pytest.fixture
 def unit(request, shop_server, background, tmp_path):
-    unit = ProfileUnit(shop_server, tmp_path, request.param, background)
+    profile, _, link = request.param.partition(":")
+    unit = ProfileUnit(shop_server, tmp_path, profile, background, link=link or "wifi")
     yield unit
     unit.stop()
 
@@ -38,6 +39,20 @@ def test_every_profile_shows_verified_qrs_and_keeps_its_heap(unit, record):
     assert figures["verified"] and figures["read_back"], figures
     assert abs(figures["after_all"] - figures["after_first"]) <= 1024, figures
     assert "panel:" not in (unit.board.dir / "serial.log").read_text(errors="replace")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("unit", ["esp32-2432s028:usb"], indirect=True)
+def test_a_tethered_unit_with_the_largest_panel_shows_its_largest_qrs_and_keeps_its_heap(
+    unit, record
+):
+    # Its bridge speaks WebSocket: the unit has no WebSocket code, so more heap than on Wi-Fi.
+    unit.start()
+    figures = measure(unit, _SHOWS // 5)
+    for name, value in figures.items():
+        record(name, value)
+    assert figures["verified"] and figures["read_back"], figures
+    assert abs(figures["after_all"] - figures["after_first"]) <= 1024, figures
 
 
 @pytest.mark.slow

@@ -1,5 +1,8 @@
+import functools
+
 import pytest
 
+from firmware.net import ws
 from tests.conftest import wait_for
 from tools import provision
 from tools.serverproc import running_server
@@ -31,13 +34,18 @@ class Shop:
         )
         return self.server.client(doc["token"])
 
-    def unit(self, n, online=True, kind=SimulatedUnit):
+    def unit(self, n, online=True, kind=SimulatedUnit, url=None, via=None):
+        """Unit `n`, registered, connecting to the server (or to `url`); with `via`, its
+        upgrade requests say `X-Qrfleet-Via: <via>`, as `qrfleet bridge`'s do for a unit on a
+        USB cable (any text, also one a bridge would not send)."""
         device_id = f"qrf-00000000{n:04x}"
         secret = provision.new_secret()
         self.admin.post(
             "/api/devices", {"device_id": device_id, "secret": secret, "location_id": self.location}
         )
-        unit = kind(device_id, secret, [self.server.device_url])
+        unit = kind(device_id, secret, [url or self.server.device_url])
+        if via is not None:
+            unit.session.connect = functools.partial(ws.connect, headers=[("X-Qrfleet-Via", via)])
         self.units.append(unit)
         if online:
             self.start(unit)

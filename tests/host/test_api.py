@@ -6,6 +6,7 @@ import socket
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -83,6 +84,33 @@ def test_devices_list_shows_status_owner_server_and_screen(shop):
     assert device["status"] == "online" and device["agent_id"] == "till-1"
     assert device["location_id"] == "shop-1" and device["server_id"]
     assert device["last_seen"]
+
+
+def test_devices_list_says_which_bridge_a_unit_on_usb_came_through(shop):
+    tethered = shop.unit(1, via="bridge@till-3")
+    wireless = shop.unit(2)
+
+    via = {d["device_id"]: d["via"] for d in shop.admin.get("/api/devices")["devices"]}
+    assert via == {tethered.device_id: "bridge@till-3", wireless.device_id: None}
+    assert shop.admin.get(f"/api/devices/{tethered.device_id}")["via"] == "bridge@till-3"
+
+
+@pytest.mark.parametrize("claimed", ["till-3", "bridge@" + "t" * 74])
+def test_a_via_that_names_no_bridge_is_ignored_and_logged(shop, claimed):
+    unit = shop.unit(1, via=claimed)
+
+    (device,) = shop.admin.get("/api/devices")["devices"]
+    assert (device["device_id"], device["status"], device["via"]) == (
+        unit.device_id,
+        "online",
+        None,
+    )
+    ignored = [
+        json.loads(line)
+        for line in Path(shop.server.log_path).read_text().splitlines()
+        if '"device_via_ignored"' in line
+    ]
+    assert [(e["device_id"], e["via"]) for e in ignored] == [(unit.device_id, claimed)]
 
 
 def test_a_unit_tells_what_it_shows_and_another_cashier_learns_only_its_kind(shop):

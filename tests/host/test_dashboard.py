@@ -292,6 +292,36 @@ def test_a_units_screen_shows_the_very_qr_it_verified_and_how_the_sale_ended(sho
     wait_for(lambda: ">offline<" in browser.get(screen).text, what="the screen to be offline")
 
 
+def test_a_card_says_how_its_unit_reaches_the_server_and_a_lost_usb_units_page_what_to_check(
+    shop,
+):
+    tethered = shop.unit(1, via="bridge@till-3")
+    wireless = shop.unit(2)
+    asleep = register(shop, "qrf-asleep", location_id=shop.location)
+    browser = logged_in(shop.server, shop.server.admin_token)
+
+    fields = Page(browser.get("/").text).fields
+    assert fields[tethered.device_id, "via"] == "USB via bridge@till-3"
+    assert fields[wireless.device_id, "via"] == "Wi-Fi"
+    assert fields[asleep, "via"] == "—"  # never seen
+    ((checks, _),) = Page(browser.get(f"/units/{tethered.device_id}").text).find("ol", id="checks")
+    assert "hidden" in checks  # online: nothing to check
+
+    shop.stop(tethered)
+    wait_for(
+        lambda: Page(browser.get("/").text).fields[tethered.device_id, "status"] == "Offline",
+        what="the unit on USB to be offline",
+    )
+    answer = browser.get(f"/units/{tethered.device_id}")
+    page = Page(answer.text)
+    ((checks, _),) = page.find("ol", id="checks")
+    assert "hidden" not in checks
+    assert len(page.find("li")) == 4
+    assert "It reaches the server through the PC till-3" in answer.text
+    assert "Is the bridge running on till-3?" in answer.text
+    assert page.fields[tethered.device_id, "via"] == "USB via bridge@till-3"  # its last session
+
+
 def test_the_operator_sees_a_unit_but_no_actions_and_the_api_refuses_them(shop):
     unit = shop.unit(1)
     admin = logged_in(shop.server, shop.server.admin_token)

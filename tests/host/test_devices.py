@@ -1,5 +1,9 @@
-"""The /ws/device endpoint against a unit that authenticates and then falls silent."""
+"""The /ws/device endpoint against a unit that authenticates and then falls silent, and what
+it takes of the bridge a unit on USB says it came through."""
 
+import pytest
+
+from host.devices import bridge_via
 from tests.conftest import wait_for
 from tools import hostile, provision
 
@@ -27,3 +31,22 @@ def test_a_unit_silent_for_three_heartbeats_is_closed_and_goes_offline(server, b
         lambda: admin.get("/api/devices")["devices"][0]["status"] == "offline",
         what=f"{device_id} to be offline",
     )
+
+
+@pytest.mark.parametrize(
+    "claimed, via",
+    [
+        ("bridge@till-3", "bridge@till-3"),
+        ("bridge@" + "t" * 73, "bridge@" + "t" * 73),  # 80 characters
+        ("bridge@" + "t" * 74, None),
+        ("bridge@", None),
+        ("till-3", None),
+        ("BRIDGE@till-3", None),
+        ("bridge@till 3", None),
+        ("bridge@till-3, bridge@till-4", None),  # the field twice
+        ("bridge@caf\u00e9", None),
+        (None, None),
+    ],
+)
+def test_a_via_is_bridge_at_a_host_in_visible_ascii_of_80_characters_at_most(claimed, via):
+    assert bridge_via(claimed) == via

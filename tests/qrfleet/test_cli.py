@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -58,6 +59,32 @@ def test_devices_link_show_and_doctor(shop):
 
     done = qrfleet("doctor", "qrf-unknown", "--url", server.url, token=admin_token)
     assert done.returncode == 1 and "not registered" in done.stdout
+
+
+def test_doctor_walks_the_path_of_a_unit_on_usb_when_it_goes_offline(shop):
+    server = shop.server
+    unit = shop.unit(1, via="bridge@till-3")
+
+    done = qrfleet("doctor", unit.device_id, "--url", server.url, token=server.admin_token)
+    assert done.returncode == 0, done.stderr
+    assert "unit -> bridge@till-3 -> server" in done.stdout
+    assert "Is the bridge running" not in done.stdout  # online: nothing to check
+
+    shop.stop(unit)
+    wait_for(
+        lambda: shop.admin.get(f"/api/devices/{unit.device_id}")["status"] == "offline",
+        what=f"{unit.device_id} to be offline",
+    )
+    done = qrfleet("doctor", unit.device_id, "--url", server.url, token=server.admin_token)
+    assert done.returncode == 1
+    assert "unit -> bridge@till-3 -> server" in done.stdout
+    assert "reaches the server through the PC till-3" in " ".join(done.stdout.split())
+    steps = [line.strip() for line in done.stdout.splitlines() if re.match(r" +\d\. ", line)]
+    assert [step[:3] for step in steps] == ["1. ", "2. ", "3. ", "4. "]
+    assert "bridge running on till-3" in steps[0] and "systemctl --user status" in steps[0]
+    assert "USB cable" in steps[1] and f"lost unit {unit.device_id} on PORT" in steps[1]
+    assert "Can till-3 reach the server" in steps[2] and "unreachable" in steps[2]
+    assert "REPL" in steps[3] and "reset it" in steps[3]
 
 
 def test_a_refusal_is_one_readable_line_and_a_failing_exit_code(server):

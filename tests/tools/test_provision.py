@@ -10,6 +10,7 @@ import zxingcpp
 from esptool import cmds
 from PIL import Image
 
+from firmware import config as config_file
 from firmware.config import CONFIG_PATH
 from qrfleet import cli
 from tools import flash, gang, provision, release, serverproc
@@ -121,6 +122,51 @@ def test_an_https_server_without_server_ca_is_refused_before_any_unit_is_touched
             + [TOKEN]
         )
     assert "https://qr.example needs --server-ca FILE: a unit has no CA store" in str(refused.value)
+
+
+def test_a_unit_on_usb_is_registered_and_told_which_bridge_brings_it_online(
+    server, vboards, capsys
+):
+    """--link usb: no Wi-Fi, no trust anchor, and no wait for a unit that can come online only
+    once a bridge runs on the PC it is plugged into; asked to wait, it says the same."""
+    board = vboards[0]
+
+    assert cli.main(provision_command(server, board, extra=["--link", "usb"])) == 0
+
+    bridge = f"qrfleet bridge --port {board.serial_url} --server {server.url}"
+    out = capsys.readouterr().out
+    assert f"{board.device_id} registered" in out
+    assert f"{board.device_id}: to bring it online, start `{bridge}` on the PC the unit" in out
+    config = json.loads(unit_config(board))
+    assert config["link"] == "usb"
+    assert not {"wifi", "tls", "ntp"} & config.keys()
+    assert device(server, board.device_id)["status"] == "offline"
+
+    order = provision.Order([server.url], TOKEN, target="virtual", register_only=True)
+    order.link, order.wait_online, order.online_timeout_s = "usb", True, 1
+    with pytest.raises(TimeoutError) as waited:
+        provision.provision_unit(board.serial_url, order)
+    assert f"it comes online through a bridge: start `{bridge}` on the PC" in str(waited.value)
+
+
+def test_wifi_settings_for_a_unit_on_usb_are_refused_before_any_unit_is_touched():
+    with pytest.raises(SystemExit) as refused:
+        cli.main(
+            ["provision", "--port", "/dev/null", "--server", "http://qr.example"]
+            + ["--admin-token", TOKEN, "--link", "usb", "--wifi-ssid", "Shop-WiFi"]
+        )
+    assert "--wifi-ssid is for units on Wi-Fi: a unit on --link usb reaches its server through" in (
+        str(refused.value)
+    )
+
+
+def test_a_unit_on_usb_needs_no_trust_anchor_for_an_https_server():
+    """The bridge speaks TLS to the server and checks its certificate, not the unit."""
+    config = provision.unit_config(
+        "secret", ["https://qr.example"], "till 1", "ssd1306-i2c", link="usb"
+    )
+    parsed = config_file.parse(config_file.dumps(config))  # as the unit reads it
+    assert parsed["link"] == "usb" and parsed["tls"] is None
 
 
 def test_an_unusable_release_key_is_refused_before_any_unit_is_touched(tmp_path):

@@ -2,7 +2,7 @@
 asks for it and kept for the session.
 
 The bench of the session's own setting (--tls or not) has every unit --board names, real ones
-included, online before its first test. A test that asks for the other setting
+included, online before its first test (real units with --tethered are the tethered bench's). A test that asks for the other setting
 (`parametrize("qrfleet_tls", [True], indirect=True)`) gets a bench of its own: a server of
 that kind and as many virtual boards as the test wants, provisioned for it.
 """
@@ -14,6 +14,7 @@ import pytest
 from tools import release
 from tools.background import BackgroundLoop, wait_for
 from tools.harness import options
+from tools.harness.tether import Route
 from tools.harness.units import Unit, VirtualUnit
 from tools.serverproc import Server, running_server
 from tools.vboard import fleet
@@ -27,6 +28,24 @@ class Bench:
         self.units = []
 
 
+class TetheredBench:
+    """Units on USB ("link": "usb") and the route between their cashiers' PC and the server:
+    their configs and their bridges name the server by the route, so a scenario can cut it."""
+
+    def __init__(self, server, route):
+        self.server = server
+        self.route = route
+        self.units = []
+
+    @property
+    def url(self):
+        return self.route.url("https" if self.server.url.startswith("https") else "http")
+
+    @property
+    def device_url(self):
+        return self.url.replace("http", "ws", 1) + "/ws/device"
+
+
 class Benches:
     def __init__(self, config, tmp_path_factory):
         self.config = config
@@ -36,6 +55,7 @@ class Benches:
         self.loop = BackgroundLoop()
         self._stack = ExitStack()
         self._benches = {}
+        self._tethered = {}
         self._boards = []
         # The session's release keys (tools/release.py): its servers take releases signed with
         # either, its units trust only the first. The second is what a taken server could sign
@@ -49,8 +69,10 @@ class Benches:
         try:
             self.loop.run(_stop_all(self._boards), timeout=120)
         finally:
-            self.loop.close()
-            self._stack.close()
+            try:
+                self._stack.close()  # servers, and routes, which need the loop
+            finally:
+                self.loop.close()
 
     def server(self, tls):
         bench = self._benches.get(tls)
@@ -63,25 +85,53 @@ class Benches:
         setting, else at least `virtual` virtual boards."""
         server = self.server(tls)
         bench = self._benches[tls]
-        if tls == self.session_tls:
-            virtual, ports = options.parse_boards(options.resolve(self.config, "board"))
+        if tls == self.session_tls and not options.resolve(self.config, "tethered"):
             if not bench.units:
-                bench.units += [
-                    Unit(device_id, port, self.logs)
-                    for device_id, port in _real_units(self.config, server, ports, self.release_key)
-                ]
+                bench.units += self._real(server, [server.url])
         have = sum(isinstance(u, VirtualUnit) for u in bench.units)
         if virtual > have:
-            bench.units += self._boot(server, virtual - have)
+            bench.units += self._boot(server, [server.url], virtual - have)
         wait_online(server.admin(), (u.id for u in bench.units))
         return bench.units
 
-    def _boot(self, server, count):
+    def tethered(self, tls):
+        """The tethered bench of this TLS setting, with the session's real units when they are
+        --tethered; kept for the session."""
+        bench = self._tethered.get(tls)
+        if bench is None:
+            server = self.server(tls)
+            host, port = server.url.rsplit("/", 1)[-1].rsplit(":", 1)
+            route = Route(self.loop, host, int(port))
+            self._stack.callback(route.close)
+            bench = self._tethered[tls] = TetheredBench(server, route)
+            if tls == self.session_tls and options.resolve(self.config, "tethered"):
+                bench.units += self._real(server, [bench.url], link="usb")
+        return bench
+
+    def tethered_units(self, bench, count):
+        """The bench's units, at least `count` virtual boards on USB unless it has real ones.
+        None is online until a bridge runs for it."""
+        have = len(bench.units)
+        if count > have and not options.resolve(self.config, "tethered"):
+            bench.units += self._boot(bench.server, [bench.url], count - have, link="usb")
+        return bench.units
+
+    def _real(self, server, urls, link="wifi"):
+        _, ports = options.parse_boards(options.resolve(self.config, "board"))
+        return [
+            Unit(device_id, port, self.logs)
+            for device_id, port in _real_units(
+                self.config, server, urls, ports, self.release_key, link
+            )
+        ]
+
+    def _boot(self, server, urls, count, link="wifi"):
         provisioning = fleet.Provisioning(
-            [server.url],
+            urls,
             server.admin_token,
             server_ca=server.ca_file,
             release_keys=(_pub(self.release_key),),
+            link=link,
         )
         boards = self.loop.run(
             fleet.start_boards(
@@ -143,9 +193,10 @@ def _pub(key):
     return f"{key}.pub"
 
 
-def _real_units(config, server, ports, release_key):
+def _real_units(config, server, urls, ports, release_key, link):
     """(device id, serial URL) of each real unit; with --flash, flashed and provisioned for
-    this session's server first (tools/flash.py, tools/provision.py)."""
+    this session's server first (tools/flash.py, tools/provision.py), reaching it by `urls`
+    over `link`."""
     from firmware.config import device_id
     from tools import flash, image, provision
 
@@ -164,9 +215,10 @@ def _real_units(config, server, ports, release_key):
                 with open(firmware, "rb") as f:
                     flash.flash_firmware(port, f.read(), image.board_files(target="esp32"))
             order = provision.Order(
-                [server.url],
+                urls,
                 server.admin_token,
-                wifi=wifi,
+                wifi=wifi if link == "wifi" else None,
+                link=link,
                 force=True,
                 server_ca=str(server.ca_file) if server.ca_file else None,
                 release_keys=(_pub(release_key),),

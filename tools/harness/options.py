@@ -77,6 +77,15 @@ OPTIONS = (
         "partition table of virtual boards: generic or ota",
     ),
     Option(
+        "tethered",
+        "--tethered",
+        "QRFLEET_TETHERED",
+        False,
+        "the real units (--board PORT) are tethered by USB: the tethered scenarios run them "
+        "through a bridge on their ports (--flash provisions them for --link usb)",
+        is_flag=True,
+    ),
+    Option(
         "wifi_ssid",
         "--wifi-ssid",
         "QRFLEET_WIFI_SSID",

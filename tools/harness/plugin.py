@@ -175,6 +175,17 @@ def releases(_benches, server, location, boards):
 
 
 @pytest.fixture
+def tethered(_benches, server, location, tmp_path, qrfleet_tls):
+    """Units tethered by USB and the bridges on their PCs (tools/harness/tether.py): units(n),
+    bridge(units, name), ready(units), route; bridges stopped and cables back in after."""
+    from tools.harness.tether import Tethered
+
+    scenario = Tethered(_benches, _benches.tethered(qrfleet_tls), location, tmp_path, _release)
+    yield scenario
+    scenario.close()
+
+
+@pytest.fixture
 def record(request):
     """record(name, value): a figure of this scenario for the run report."""
 

@@ -1,9 +1,10 @@
 """The units a scenario runs on: virtual boards here, real units on a bench.
 
 Every unit offers the same surface: `id`, `serial` (write/expect, logged per test), `reset()`,
-`screen()`; `power_cut()` and `wifi_down()` where the board can do them (virtual boards: a cut
-supply is the MicroPython process killed mid-whatever; real units would need a relay board, so
-those tests skip on them).
+`screen()`; `power_cut()`, `wifi_down()` and `unplug()`/`plug()` where the board can do them
+(virtual boards: a cut supply is the MicroPython process killed mid-whatever, a pulled cable its
+serial port gone; real units would need a relay board or a USB hub with per-port power
+switching, so those tests skip on them).
 """
 
 import time
@@ -99,6 +100,14 @@ class Unit:
 
     power_on = power_cut = wifi_down = power_off
 
+    def unplug(self):
+        pytest.skip(
+            f"{self.id}: pulling the USB cable needs a virtual board (a real unit's is pulled "
+            "by hand, or by a USB hub with per-port power switching)"
+        )
+
+    plug = unplug
+
 
 class VirtualUnit(Unit):
     def __init__(self, board, loop, log_dir):
@@ -134,3 +143,12 @@ class VirtualUnit(Unit):
     def wifi_down(self, seconds):
         """The access point disappears for `seconds`; the call returns at once."""
         self.loop.call(self.board.wifi_down, seconds)
+
+    def unplug(self):
+        """The USB cable pulled: whoever has the serial port open loses it (this harness's
+        `serial` too), and nobody gets it until plug(); the board runs on."""
+        self.serial.close()
+        self.loop.call(self.board.unplug)
+
+    def plug(self):
+        self.loop.call(self.board.plug)

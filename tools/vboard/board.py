@@ -8,6 +8,10 @@ The board's directory holds everything that would survive a power cycle on a rea
     display.pbm   the current screen (binary PBM), replaced atomically on each frame
     display.png   on a board with a panel, the screen in the panel's colours
 
+and, while the board runs with its cable in, `serial-url`: its serial port's URL and a newline,
+written whole once the port listens, for whoever looks for boards as a PC looks for USB serial
+ports (`qrfleet bridge --port auto --vboard-dir DIR`).
+
 The MicroPython process sees only the flash image, as a real board does. The ESP32 port's own
 modules (machine, network, esp32) are the port layer's (tools/vboard/port/), wired to the
 supervisor: it resets the board for machine.reset(), times machine.WDT and resets the board when
@@ -44,10 +48,14 @@ the MicroPython process, which raises KeyboardInterrupt in whatever it is runnin
 
 Fault injection for the field tools' tests: while a file `cut-serial` exists in the board's
 directory, the port behaves as if its USB cable were pulled (the client is dropped, new ones are
-refused), and while `radio.answers_time` is False the bench's time server answers the board
-nothing (tools/vboard/ntp.py). `chip` picks the identity download mode reports (see
-chip.CHIPS); `flash_size` and `table` what a fresh flash image holds (tools/partitions.py:
-FLASH_SIZES, VARIANTS).
+refused, `serial-url` is gone); unplug() and plug() make and remove it. Only the serial port
+goes: the board runs on, as one powered apart from its USB port does (for a bus-powered unit a
+test adds power_off()). While `radio.answers_time` is False the bench's time server answers
+the board nothing (tools/vboard/ntp.py). A board built without an `access_point` has no Wi-Fi
+network in range, ever (a unit tethered over USB, see tools/vboard/radio.py).
+
+`chip` picks the identity download mode reports (see chip.CHIPS); `flash_size` and `table` what
+a fresh flash image holds (tools/partitions.py: FLASH_SIZES, VARIANTS).
 """
 
 import asyncio
@@ -97,6 +105,7 @@ _RETRY_DELAY_S = 1.0  # between boot attempts of a chip with nothing bootable
 # pyserial's RFC 2217 client takes ~50 ms per control-line change (it polls for the ack), so
 # GPIO0 is sampled later than on hardware: after esptool drops RTS, before it drops DTR.
 _EN_RC_DELAY_S = 0.1
+_CABLE_POLL_S = 0.2  # how soon a `cut-serial` another process makes takes the port away
 
 
 def _heap_bytes(heap):
@@ -201,6 +210,7 @@ class VirtualBoard:
         flash_size=FLASH_SIZE,
         table=partitions.GENERIC,
         panel=None,
+        access_point=True,
     ):
         self.dir = Path(directory).resolve()
         self.chip = chip
@@ -222,6 +232,8 @@ class VirtualBoard:
         self._server = None
         self._client = None
         self._pm = None
+        self._plugged = None  # the cable, as last seen: None until the port listens
+        self._cable_watch = None
         self._runner = None
         self._boot_request = None
         self._newline_pending = False
@@ -230,7 +242,9 @@ class VirtualBoard:
         self._watchdog = Watchdog(self._watchdog_expired)
         self._booted_at = 0.0
         self.signals = None
-        self.radio = Radio(on_change=lambda up: self.signals.set(ACCESS_POINT, up))
+        self.radio = Radio(
+            on_change=lambda up: self.signals.set(ACCESS_POINT, up), access_point=access_point
+        )
         self.bootloader = None
         self.panel = None if panel is None else panels.Panel(panels.hardware(panel), self._warn)
         self._publishing = False
@@ -283,19 +297,24 @@ class VirtualBoard:
             fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
         asyncio.get_running_loop().add_reader(self._stdout_r, self._on_stdout)
         self.signals = Signals(self.dir / "signals")
+        self.signals.set(ACCESS_POINT, self.radio.up)
         await self.radio.start()
         self._server = await asyncio.start_server(self._on_client, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
+        self._cable_changed()
+        self._cable_watch = asyncio.create_task(self._watch_cable())
         self._boot_request = asyncio.Event()
         self._runner = asyncio.create_task(self._run())
         self.power_on()
 
     async def stop(self):
         """Power off: the process is killed as a cut supply would, the port closes."""
-        if self._runner:
-            self._runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._runner
+        for task in (self._runner, self._cable_watch):
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        (self.dir / "serial-url").unlink(missing_ok=True)
         await self._kill()
         self._watchdog.stop()
         await self.radio.stop()
@@ -336,6 +355,16 @@ class VirtualBoard:
     def wifi_down(self, seconds):
         """The board loses its access point for `seconds` (see tools/vboard/radio.py)."""
         self.radio.down_for(seconds)
+
+    def unplug(self):
+        """The USB cable pulled: the port's client is dropped at once, new ones are refused and
+        `serial-url` goes, until plug()."""
+        (self.dir / "cut-serial").touch()
+        self._cable_changed()
+
+    def plug(self):
+        (self.dir / "cut-serial").unlink(missing_ok=True)
+        self._cable_changed()
 
     def _watchdog_expired(self):
         uptime_ms = int((asyncio.get_running_loop().time() - self._booted_at) * 1000)
@@ -620,20 +649,47 @@ class VirtualBoard:
     def _cable_cut(self):
         return (self.dir / "cut-serial").exists()
 
+    def _cable_changed(self):
+        """Bring the port in line with `cut-serial`: announce it, or drop its client."""
+        plugged = not self._cable_cut()
+        if plugged == self._plugged:
+            return
+        self._plugged = plugged
+        path = self.dir / "serial-url"
+        if plugged:
+            tmp = path.with_name("serial-url.tmp")
+            tmp.write_text(self.serial_url + "\n")
+            tmp.replace(path)
+            return
+        path.unlink(missing_ok=True)
+        if self._client is not None:
+            self._client.transport.abort()  # no goodbye: the wire is gone
+            self._client = self._pm = None
+
+    async def _watch_cable(self):
+        while True:
+            await asyncio.sleep(_CABLE_POLL_S)
+            self._cable_changed()
+
     async def _on_client(self, reader, writer):
         if self._client is not None or self._cable_cut():  # a serial port has one user at a time
             writer.close()
             return
         self._client = writer
-        self._pm = serial.rfc2217.PortManager(self._lines, _Connection(writer))
+        pm = self._pm = serial.rfc2217.PortManager(self._lines, _Connection(writer))
         try:
-            while (data := await reader.read(4096)) and not self._cable_cut():
-                forward = _unescape(self._pm, data)
+            while (
+                (data := await reader.read(4096))
+                and self._client is writer
+                and not self._cable_cut()
+            ):
+                forward = _unescape(pm, data)
                 if forward:
                     self.serial_input(forward)
         except ConnectionError:
             pass
         finally:
-            self._client = None
-            self._pm = None
+            if self._client is writer:  # an unplug may have dropped it, and a plug let in another
+                self._client = None
+                self._pm = None
             writer.close()

@@ -14,7 +14,8 @@ from tools.vboard.board import VirtualBoard
 
 @dataclass
 class Provisioning:
-    """How new boards are provisioned: for these servers, registered at this location."""
+    """How new boards are provisioned: for these servers, registered at this location, reaching
+    them over `link` (see provision.unit_config)."""
 
     servers: list
     admin_token: str
@@ -22,6 +23,7 @@ class Provisioning:
     display: str = "virtual-128x64"
     server_ca: str = None  # the certificate file https:// servers are checked against
     release_keys: tuple = ()  # the .pub files of the keys new boards take updates signed by
+    link: str = "wifi"
 
     @functools.cached_property
     def server_ca_der(self):
@@ -33,7 +35,7 @@ class Provisioning:
 
     def check(self):
         """ProvisionError before any board boots (see provision.Order.check)."""
-        provision.require_trust_anchor(self.servers, self.server_ca_der)
+        provision.check_link(self.link, self.servers, self.server_ca_der)
         self.release_keys_hex  # noqa: B018 - read now, so a bad key file stops the run here
 
     def prepare(self, board):
@@ -50,6 +52,7 @@ class Provisioning:
             self.display,
             server_ca=self.server_ca_der,
             release_keys=self.release_keys_hex,
+            link=self.link,
         )
         provision.register(
             self.servers[0],
@@ -76,6 +79,7 @@ async def start_boards(
     flash_size="4MB",
     variant="generic",
     display=None,
+    link=None,
 ):
     """Boot `count` boards under `directory` (reusing existing ones) and return them.
 
@@ -88,6 +92,10 @@ async def start_boards(
     `provisioning` gives them): for a board profile with a panel (panels.BOARDS), that panel
     is wired to each board; the virtual-* profiles have none and draw on the vscreen. A
     `display` given here is also the profile new boards are provisioned with.
+
+    Likewise `link` (default: the one `provisioning` gives them, else "wifi"): boards on "usb"
+    have no access point in range, ever, and reach their server only through a bridge on their
+    serial port; a `link` given here is also the one new boards are provisioned for.
     """
     if flash_size not in partitions.FLASH_SIZES or variant not in partitions.VARIANTS:
         raise ValueError(
@@ -95,9 +103,12 @@ async def start_boards(
             f"sizes are {', '.join(partitions.FLASH_SIZES)}, variants "
             f"{', '.join(partitions.VARIANTS)}"
         )
-    if display and provisioning:
-        provisioning = dataclasses.replace(provisioning, display=display)
+    if provisioning:
+        provisioning = dataclasses.replace(
+            provisioning, display=display or provisioning.display, link=link or provisioning.link
+        )
     display = display or (provisioning.display if provisioning else None)
+    link = link or (provisioning.link if provisioning else "wifi")
     panel = display if display in panels.BOARDS else None
 
     async def start(path):
@@ -107,6 +118,7 @@ async def start_boards(
             flash_size=partitions.FLASH_SIZES[flash_size],
             table=partitions.VARIANTS[variant],
             panel=panel,
+            access_point=link == "wifi",
         )
         if provisioning:
             await asyncio.to_thread(provisioning.prepare, board)

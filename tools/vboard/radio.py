@@ -10,7 +10,9 @@ host: to the bench's time server (tools/vboard/ntp.py), which answers with the h
 unless the radio is off or `answers_time` is False (a test withholding it). Switching the
 radio off (Wi-Fi down) drops every relayed connection at once and refuses new ones until it
 is back, as a unit that lost its access point sees it; `on_change(up)` tells the board
-(tools/vboard/signals.py) so that its station leaves too.
+(tools/vboard/signals.py) so that its station leaves too. A radio built without an access point
+(a board tethered over USB, far from any Wi-Fi) is off for good: a firmware that tried Wi-Fi
+there would find no network.
 """
 
 import asyncio
@@ -24,12 +26,13 @@ _ROUTES_LIMIT = 64  # destinations one board may reach: a cap, far above what th
 
 
 class Radio:
-    def __init__(self, on_change=None):
+    def __init__(self, on_change=None, access_point=True):
         self._on_change = on_change
+        self.access_point = access_point
         self._server = None
         self._routes = {}  # (host, port) -> server relaying to it
         self._links = set()
-        self._up = True
+        self._up = access_point
         self._back = None
         self.port = None
         self.answers_time = True
@@ -63,7 +66,8 @@ class Radio:
             self._back.cancel()
         self._set(False)
         self.drop_all()
-        self._back = asyncio.get_running_loop().call_later(seconds, self._set, True)
+        if self.access_point:
+            self._back = asyncio.get_running_loop().call_later(seconds, self._set, True)
 
     def _set(self, up):
         self._up = up

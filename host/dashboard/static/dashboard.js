@@ -18,6 +18,8 @@ let lastId = null;
 
 const quote = encodeURIComponent;
 const value = (v, unit) => (v === null || v === undefined || v === "" ? "—" : v + (unit || ""));
+// How a unit reached the server, as host/dashboard/pages.py connection() says it.
+const connection = (doc) => (doc.via ? "USB via " + doc.via : doc.last_seen ? "Wi-Fi" : null);
 
 // The screen in words, as host/dashboard/screen.py describe() says it.
 function describe(shown, online) {
@@ -49,7 +51,7 @@ function render(card, doc, version) {
   for (const field of card.querySelectorAll("[data-field]")) {
     const name = field.dataset.field;
     field.textContent = name === "status" ? (online ? "Online" : "Offline")
-      : value(doc[name], field.dataset.unit);
+      : value(name === "via" ? connection(doc) : doc[name], field.dataset.unit);
   }
   const img = card.querySelector("img.screen");
   const key = JSON.stringify([doc.shown, doc.status]);
@@ -87,6 +89,13 @@ async function diagnose() {
   const verdict = document.getElementById("verdict");
   verdict.textContent = doc.verdict;
   verdict.dataset.ready = String(Boolean(doc.ready));
+  const checks = document.getElementById("checks"); // a tethered unit's, while it is offline
+  checks.replaceChildren(...(doc.checks || []).map((text) => {
+    const item = document.createElement("li");
+    item.textContent = text;
+    return item;
+  }));
+  checks.hidden = !doc.checks;
 }
 
 async function history() {

@@ -178,7 +178,8 @@ def test_status_and_result_screens_keep_their_text_inside_the_panel(screen, pane
 def test_unknown_status_names_the_known_ones(screen):
     with pytest.raises(
         ValueError,
-        match="booting, clock, connecting, offline, ready, unprovisioned, untrusted, updating, wifi",
+        match="booting, bridge, clock, connecting, offline, ready, unprovisioned, untrusted, "
+        "updating, wifi",
     ):
         screen(128, 64).status("rebooting")
 

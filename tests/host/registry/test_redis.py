@@ -104,6 +104,25 @@ def test_a_store_from_a_newer_qrfleet_is_refused_with_advice(url, valkey_server)
         open_registry(url)
 
 
+async def test_a_store_before_via_is_taken_its_units_on_wi_fi(url, valkey_server):
+    client = valkey.Valkey(port=valkey_server.port, db=int(url.rsplit("/", 1)[1]))
+    client.set("qrfleet:schema", 4)
+    # Schema 4's unit record: name .. update, without via at its end.
+    record = [None, None, "0.1.0", None, None, None, None, None, "wdt", None]
+    client.set("qrfleet:device:u1", json.dumps(record))
+    client.set("qrfleet:device-secret:u1", SECRET)
+    client.sadd("qrfleet:devices", "u1")
+
+    async with open_registry(url) as registry:
+        unit = (await registry.get_device("u1")).device
+        await registry.acquire_device("u1", "s1", 30, via="bridge@till-3")
+
+        assert (unit.reset_cause, unit.via) == ("wdt", None)
+        assert (await registry.get_device("u1")).device.via == "bridge@till-3"
+    assert int(client.get("qrfleet:schema")) == redis_store.SCHEMA_VERSION
+    client.close()
+
+
 def test_a_server_that_never_answers_is_store_unavailable_with_advice(monkeypatch):
     monkeypatch.setattr(redis_store, "RETRY_S", 0.3)
     started = time.monotonic()

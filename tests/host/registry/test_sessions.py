@@ -127,6 +127,16 @@ async def test_a_session_records_the_firmware_and_reset_cause_the_unit_announced
     assert (unit.firmware, unit.reset_cause) == ("1.3.0", "power-on")
 
 
+async def test_a_session_records_the_bridge_it_came_through_and_a_wi_fi_one_none(shop):
+    await shop.open()
+    await shop.registry.acquire_device("u1", "s1", 30, reset_cause="power-on", via="bridge@till-3")
+
+    (tethered,) = [s for s in await shop.registry.list_devices() if s.device_id == "u1"]
+    assert (tethered.device.via, tethered.device.reset_cause) == ("bridge@till-3", "power-on")
+    await shop.registry.acquire_device("u1", "s2", 30)  # the same unit, back on Wi-Fi
+    assert (await shop.registry.get_device("u1")).device.via is None
+
+
 async def test_a_verified_screen_is_recorded_and_audited_only_by_the_newest_session(shop, clock):
     await shop.open()
     await shop.pair("a", "u1")

@@ -123,15 +123,22 @@ def test_the_schema_itself_forbids_a_second_owner(url, db_path):
     db.close()
 
 
-async def test_a_database_of_an_older_schema_is_migrated_keeping_its_units(url, db_path):
+def database_of_schema(db_path, version, unit_row):
+    """A database as schema `version` left it, with one unit (`unit_row`: an INSERT)."""
     db = sqlite3.connect(db_path)
-    for statements in sqlite_store.MIGRATIONS[:3]:
+    for statements in sqlite_store.MIGRATIONS[:version]:
         for statement in statements:
             db.execute(statement)
-    db.execute("PRAGMA user_version = 3")
-    db.execute("INSERT INTO devices (device_id, secret, firmware) VALUES ('u1', 's', '0.1.0')")
+    db.execute(f"PRAGMA user_version = {version}")
+    db.execute(unit_row)
     db.commit()
     db.close()
+
+
+async def test_a_database_of_an_older_schema_is_migrated_keeping_its_units(url, db_path):
+    database_of_schema(
+        db_path, 3, "INSERT INTO devices (device_id, secret, firmware) VALUES ('u1', 's', '0.1.0')"
+    )
 
     async with open_registry(url) as registry:
         unit = (await registry.get_device("u1")).device
@@ -139,3 +146,16 @@ async def test_a_database_of_an_older_schema_is_migrated_keeping_its_units(url, 
 
         assert (unit.firmware, unit.update) == ("0.1.0", None)
         assert (await registry.get_device("u1")).device.update["state"] == "trial"
+
+
+async def test_a_database_before_via_is_migrated_its_units_on_wi_fi(url, db_path):
+    database_of_schema(
+        db_path, 4, "INSERT INTO devices (device_id, secret, reset_cause) VALUES ('u1', 's', 'wdt')"
+    )
+
+    async with open_registry(url) as registry:
+        unit = (await registry.get_device("u1")).device
+        await registry.acquire_device("u1", "s1", 30, via="bridge@till-3")
+
+        assert (unit.reset_cause, unit.via) == ("wdt", None)
+        assert (await registry.get_device("u1")).device.via == "bridge@till-3"

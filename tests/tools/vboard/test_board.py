@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import serial
 
+from tests.conftest import wait_for
 from tools import partitions as P
 from tools.image import littlefs_image
 from tools.vboard.flash import FlashImage
@@ -116,6 +117,24 @@ def test_ctrl_c_interrupts_main_py_and_gives_the_prompt(board):
         assert "KeyboardInterrupt" in out
         port.write(b"print(6 * 7)\r")
         assert "42" in read_until(port, "42\r\n")
+
+
+def test_board_announces_its_serial_url_while_it_runs_with_its_cable_in(tmp_path):
+    """serial-url is how a bridge with --port auto finds boards; cut-serial, made by another
+    process here, pulls the cable: the idle client goes, so does the announcement."""
+    with running_boards(tmp_path / "boards", 1) as (board,):
+        announced = board.dir / "serial-url"
+        assert announced.read_text() == f"{board.serial_url}\n"
+        with open_serial(board.serial_url) as port:
+            (board.dir / "cut-serial").touch()
+            with pytest.raises(serial.SerialException):
+                read_until(port, "nothing: the cable is out", timeout=5)
+        assert not announced.exists()
+
+        (board.dir / "cut-serial").unlink()
+        wait_for(announced.exists, 5, "serial-url back")
+        assert announced.read_text() == f"{board.serial_url}\n"
+    assert not announced.exists()
 
 
 def test_written_file_survives_power_off_and_is_in_the_flash_image(tmp_path):
