@@ -97,11 +97,6 @@ class Unit:
         self.draw(self.renderer.status("clock", self.cfg["ntp"]))
         return False
 
-    def trouble(self, state, reason):
-        """The link to the server failed before a session (no bridge, a server the bridge
-        cannot reach): the screen says what is wrong until a session starts."""
-        self.draw(self.renderer.status(state, reason))
-
     def untrusted(self, url, reason):
         """A server failed to prove itself or sent a message with a wrong MAC: whatever QR it
         sent is not shown, and the screen says so until a trusted server takes over."""
@@ -238,14 +233,18 @@ def main():
         if cfg["link"] == "usb":  # the bridge speaks WebSocket and TLS: none of that code here
             from firmware.net.tether import Tether
 
-            tether = Tether(device_id, trouble=unit.trouble)
+            # No bridge, or a server the bridge cannot reach: the screen says so until a
+            # session starts.
+            tether = Tether(
+                device_id, lambda state, why: unit.draw(unit.renderer.status(state, why))
+            )
             connect = tether.connect
         elif anchor:
-            from firmware.net import ws
             from firmware.net.clock import Clock
+            from firmware.net.tls import tls_context
 
             unit.clock = Clock(cfg["ntp"], hal.set_clock)
-            tls = ws.tls_context(anchor)
+            tls = tls_context(anchor)
         session = Session(
             device_id,
             cfg["secret"],

@@ -13,7 +13,7 @@ the upgrade request), answers OPENED, or REFUSED with a reason the unit shows, a
 the unit's messages and the server's on, one whole message per DATA, unchanged. The unit seals
 each of its messages with its secret and checks each of the server's (firmware.proto.auth):
 the bridge holds no secret and can neither speak for a unit nor alter what it says. (The unit
-has no room for a WebSocket client of its own: ~29 KB of heap.)
+has no room for a WebSocket client of its own: ~27 KB of heap.)
 
 When the unit is lost (the port fails, no frame for link.PEER_TIMEOUT_MS, or the unit
 restarted) the server connection is cut at once, so the server sees the unit offline at once.
@@ -43,7 +43,8 @@ from firmware.net import ws
 from firmware.net.policy import backoff_ms
 from firmware.proto import link
 from firmware.proto.auth import Untrusted
-from firmware.proto.errors import ConnectionClosed, ProtocolError
+from firmware.proto.close import ConnectionClosed
+from firmware.proto.errors import ProtocolError
 from firmware.proto.link import CLOSE, DATA, OPEN, OPENED, REFUSED
 
 BAUD = 115200

@@ -6,7 +6,7 @@
 `commands.handle(msg)` runs one server command and returns the ack's extra fields, or raises
 messages.CommandError(code, message); `status()` returns the heartbeat's changing fields;
 `untrusted(url, reason)` is told when a server fails to prove itself, a message's MAC is wrong,
-or a wss:// server's certificate fails the checks of `tls` (ws.tls_context: the unit's trust
+or a wss:// server's certificate fails the checks of `tls` (firmware.net.tls: the unit's trust
 anchor, the host name, the dates); the session then ends and backs off as from any failed
 attempt. `clock()`, when given, is awaited before each wss:// attempt, since a certificate's
 dates are checked against the unit's clock: False (the clock is not set; it says why) skips
@@ -18,25 +18,20 @@ gone; bytes are moved by firmware.net.ws and parsed by firmware.proto.
 import asyncio
 import gc
 
-from firmware.compat import ticks_add, ticks_diff, ticks_ms
+from firmware.compat import const, ticks_add, ticks_diff, ticks_ms
 from firmware.net.policy import backoff_ms, server_order, server_silent
 from firmware.proto import auth, messages
-from firmware.proto.errors import (
-    CLOSE_ABNORMAL,
-    CLOSE_GOING_AWAY,
-    ConnectionClosed,
-    MessageError,
-    ProtocolError,
-)
+from firmware.proto.close import CLOSE_ABNORMAL, CLOSE_GOING_AWAY, ConnectionClosed
+from firmware.proto.errors import MessageError, ProtocolError
 from firmware.proto.messages import (
     MAX_ERROR_MESSAGE,
-    MAX_MESSAGE,
     MIN_MESSAGE,
     SILENT_HEARTBEATS,
     CommandError,
 )
 
 _AUTH_TIMEOUT_S = 10
+_MAX_MESSAGE = const(4096)  # a unit's largest message when its hello names none
 
 
 class AuthRefused(Exception):
@@ -56,7 +51,7 @@ class Session:
         opener=None,
         untrusted=None,
         tls=None,
-        max_message=MAX_MESSAGE,
+        max_message=_MAX_MESSAGE,
         clock=None,
         reset=None,
         update=None,
@@ -81,7 +76,7 @@ class Session:
         self.update = update
         # Where every connection assembles its messages, found once in one piece: as large as
         # the largest message this unit can use (told to the server in hello), 4 KB at most.
-        self._buffer = bytearray(max(MIN_MESSAGE, min(max_message, MAX_MESSAGE)))
+        self._buffer = bytearray(max(MIN_MESSAGE, min(max_message, _MAX_MESSAGE)))
         self.server_id = None
         self.connected = False
         self.connects = 0

@@ -12,7 +12,7 @@ technician breaks in as on any unit, and with the bridge stopped mpremote works 
 The bridge speaks WebSocket (and TLS, for a wss:// server) to the server; the link carries the
 session's messages. They are sealed here with the unit's secret (firmware.proto.auth) as over
 Wi-Fi, so the bridge passes on what it cannot forge or alter. The unit needs no WebSocket code
-of its own: ~29 KB of heap a 320x240 panel's unit does not have.
+of its own: ~27 KB of heap a 320x240 panel's unit does not have.
 """
 
 import asyncio
@@ -22,7 +22,7 @@ import sys
 from firmware.compat import const, ticks_diff, ticks_ms
 from firmware.proto import link
 from firmware.proto.auth import Untrusted
-from firmware.proto.errors import CLOSE_ABNORMAL, CLOSE_POLICY_VIOLATION, ConnectionClosed
+from firmware.proto.close import CLOSE_ABNORMAL, CLOSE_POLICY_VIOLATION, ConnectionClosed
 from firmware.proto.link import CLOSE, DATA, OPEN, OPENED, REFUSED
 
 _TICK_MS = const(100)  # retransmits, and a bridge that went quiet, are noticed this often

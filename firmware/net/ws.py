@@ -13,7 +13,8 @@ TLS) connection, feeds what it reads into the protocol and writes what the proto
 import asyncio
 
 from firmware.proto.auth import Untrusted
-from firmware.proto.errors import ConnectionClosed, ProtocolError  # noqa: F401 - ws.ConnectionClosed
+from firmware.proto.close import ConnectionClosed  # noqa: F401 - ws.ConnectionClosed, as before
+from firmware.proto.errors import ProtocolError
 from firmware.proto.frames import (
     CLOSE_ABNORMAL,
     CLOSE_NORMAL,
@@ -50,52 +51,6 @@ def parse_url(url):
     return secure, host, port, path
 
 
-def tls_context(ca):
-    """TLS that checks the server's certificate against `ca` (DER), the unit's one trust anchor,
-    and its host name against the URL's (asyncio passes it as server_hostname)."""
-    import ssl
-
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.verify_mode = ssl.CERT_REQUIRED
-    context.load_verify_locations(cadata=ca)
-    return context
-
-
-# What failed in a certificate check, from the text of mbedTLS's verify flags (MicroPython
-# raises ValueError with it) or of OpenSSL's verify result (CPython's SSLCertVerificationError,
-# a ValueError too). The first match names the reason.
-_TLS_REFUSALS = (
-    (
-        (
-            "not correctly signed by the trusted CA",
-            "unable to get local issuer certificate",
-            "self-signed certificate",
-            "self signed certificate",
-        ),
-        "its TLS certificate is signed by a CA this unit does not trust",
-    ),
-    (
-        ("does not match with the expected CN", "Hostname mismatch", "IP address mismatch"),
-        "its TLS certificate is issued for another host name",
-    ),
-    (("validity has expired", "certificate has expired"), "its TLS certificate has expired"),
-    (
-        ("validity starts in the future", "certificate is not yet valid"),
-        "its TLS certificate is not valid yet: is the unit's clock set?",
-    ),
-)
-
-
-def tls_refusal(error):
-    """Untrusted, with the reason a server's certificate was refused."""
-    text = str(error)
-    for needles, reason in _TLS_REFUSALS:
-        for needle in needles:
-            if needle in text:
-                return Untrusted(reason)
-    return Untrusted("its TLS certificate failed verification: %s" % text.strip())
-
-
 def open_tcp(host, port, ssl=None):
     """asyncio.open_connection, with `ssl` passed only when there is one (as the port wants)."""
     if ssl is None:
@@ -107,8 +62,8 @@ async def connect(url, timeout_s=10, ssl_context=None, buffer=None, opener=None,
     """Open the connection and complete the opening handshake; returns a WebSocket.
 
     `opener(host, port, ssl)` opens the byte stream (the HAL's, on a board; default open_tcp);
-    a wss:// URL needs `ssl_context` (tls_context); `headers`: (name, value) pairs the upgrade
-    request adds. Raises OSError / asyncio.TimeoutError when the server cannot
+    a wss:// URL needs `ssl_context` (firmware.net.tls.tls_context); `headers`: (name, value)
+    pairs the upgrade request adds. Raises OSError / asyncio.TimeoutError when the server cannot
     be reached, Untrusted when its TLS certificate fails the check (the reason says which
     part), and ProtocolError (HandshakeError) when it answers but not as a WebSocket server
     should. `buffer`: where messages are assembled (proto.websocket.Protocol).
@@ -125,6 +80,8 @@ async def connect(url, timeout_s=10, ssl_context=None, buffer=None, opener=None,
             raise
         # MicroPython's asyncio defers the TLS handshake to the first write: the certificate
         # check may fail in the WebSocket handshake as well as in the opener.
+        from firmware.net.tls import tls_refusal
+
         raise tls_refusal(e) from None
 
 

@@ -10,18 +10,7 @@ I/O layer needs one `except ProtocolError` to answer bad input instead of crashi
      ├── FrameError               peer broke RFC 6455; `.code` is the close code sent to it
      └── MessageError             malformed app message; `.code` is the app error code,
                                   `.id` the command id to answer (None if unknown)
-
-    ConnectionClosed              a session's connection ended (a WebSocket's, or a tethered
-                                  unit's stream); `.code` and `.reason` say how
 """
-
-from firmware.compat import const
-
-# RFC 6455 close codes a session reports or sends whatever carries it (a WebSocket, or a
-# tethered unit's stream): firmware.proto.frames has the rest.
-CLOSE_GOING_AWAY = const(1001)
-CLOSE_ABNORMAL = const(1006)
-CLOSE_POLICY_VIOLATION = const(1008)
 
 
 class ProtocolError(Exception):
@@ -51,12 +40,3 @@ class MessageError(ProtocolError):
         super().__init__(message)
         self.code = code
         self.id = id
-
-
-class ConnectionClosed(Exception):
-    """The session ended; `code` and `reason` say how (1006: the connection just dropped)."""
-
-    def __init__(self, code, reason):
-        super().__init__("connection closed (%d) %s" % (code, reason))
-        self.code = code
-        self.reason = reason

@@ -21,12 +21,12 @@ The state machine that uses these lives in `firmware.proto.websocket`.
 """
 
 from firmware.compat import const, micropython, ptr8
-from firmware.proto.errors import (  # noqa: F401 - close codes a session needs without framing
+from firmware.proto.close import (  # noqa: F401 - the close codes a session needs, here too
     CLOSE_ABNORMAL,
     CLOSE_GOING_AWAY,
     CLOSE_POLICY_VIOLATION,
-    FrameError,
 )
+from firmware.proto.errors import FrameError
 
 OP_CONTINUATION = const(0x0)
 OP_TEXT = const(0x1)
@@ -35,7 +35,7 @@ OP_CLOSE = const(0x8)
 OP_PING = const(0x9)
 OP_PONG = const(0xA)
 
-# §7.4.1 close codes used here (1001, 1006 and 1008 are in errors); 1005 and 1006 are never
+# §7.4.1 close codes used here (1001, 1006 and 1008 are in close.py); 1005 and 1006 are never
 # sent, only reported.
 CLOSE_NORMAL = const(1000)
 CLOSE_PROTOCOL_ERROR = const(1002)

@@ -40,8 +40,6 @@ SILENT_HEARTBEATS = const(3)
 # show_qr's payload. A show_qr's bytes besides its payload, at the most: type, the widest id,
 # a caption of 64 ASCII characters, ECC, punctuation, and the MAC.
 MIN_MESSAGE = const(512)
-# The largest message a unit takes when its hello names none; what a unit asks for is capped here.
-MAX_MESSAGE = const(4096)
 SHOW_QR_OVERHEAD = const(192)
 
 # Longest show_qr payload and caption, in characters, and longest error message.
@@ -171,7 +169,7 @@ DEVICE_MESSAGES = {
         # Required from version 2 on; optional here so that an older unit's hello decodes and
         # can be answered with unsupported_version.
         ("nonce", (_OR_NULL, _hex(32), "32 lower-case hex digits"), None),
-        # The largest message the unit takes, MAC included (null: MAX_MESSAGE, 4096).
+        # The largest message the unit takes, MAC included (null: DEFAULT_MAX_SIZE, 4096).
         ("max_message", (_OR_NULL, _count(MIN_MESSAGE, 0xFFFF), "an integer"), None),
         # Why the unit last started (hal.reset_cause()), shown to operators.
         ("reset", (_OR_NULL, _text(1, 16), "a string of 1 to 16 characters"), None),

@@ -217,24 +217,27 @@ def test_two_tethered_units_on_one_pc_sell_and_one_pulled_cable_leaves_the_other
     sells(till1, unit1, "till 1 is back")
 
 
-@pytest.mark.parametrize("qrfleet_board", ["virtual:1"], indirect=True)
-def test_a_cashier_with_a_tethered_unit_and_a_wifi_pool_unit_follows_the_hybrid_rules(
+def test_a_cashier_with_a_tethered_unit_and_wifi_pool_units_follows_the_hybrid_rules(
     tethered, boards, agents, server, record
 ):
     (own,) = tethered.units(1)
-    pool = boards[0]
     tethered.bridge([own])
     tethered.ready([own])
     (till,) = agents(1)
     link(till, own)
-    assert status(server, own)["via"] == "bridge@till-pc" and status(server, pool)["via"] is None
+    pool = {unit.id: unit for unit in boards}  # on Wi-Fi, at the same location
+    assert status(server, own)["via"] == "bridge@till-pc"
+    assert {status(server, unit)["via"] for unit in boards} == {None}
     record("free_heap_tethered", status(server, own)["free_heap"])
-    record("free_heap_wifi", status(server, pool)["free_heap"])
+    record("free_heap_wifi", status(server, boards[0])["free_heap"])
     sells(till, own, "own unit first")
 
     own.unplug()
     record("offline_noticed_s", wait_status(server, own, "offline", OFFLINE_WITHIN_S))
-    sells(till, pool, "the pool while the cable is out")
+    during = till.show("the pool while the cable is out")
+    assert during["device_id"] in pool and during["verified"]
+    assert on_screen(pool[during["device_id"]], "the pool while the cable is out")
+    till.api.post(f"/api/txns/{during['txn_id']}/complete")
     own.plug()
     record("back_online_s", wait_status(server, own, "online", BACK_WITHIN_S))
     sells(till, own, "own unit again")

@@ -5,7 +5,7 @@ import ssl
 
 import pytest
 
-from firmware.net import ws
+from firmware.net import tls, ws
 from firmware.proto.auth import Untrusted
 from tests.conftest import wait_for
 from tests.host.boards import (
@@ -38,7 +38,7 @@ def test_a_unit_over_wss_shows_a_cashiers_qr_requested_over_https(tls_server, sh
     shop = Shop(tls_server, background)
     agent = shop.agent("till-1")
     unit = shop.unit(1, online=False)
-    unit.session.tls = ws.tls_context(shop_ca.der)  # what Session(ca=...) builds
+    unit.session.tls = tls.tls_context(shop_ca.der)  # what Session(ca=...) builds
     shop.start(unit)
     shop.link(agent, "till-1", unit)
 
@@ -55,7 +55,7 @@ def test_a_unit_that_does_not_trust_the_servers_certificate_does_not_connect(
     stranger = CertificateAuthority(tmp_path, "elsewhere")
 
     with pytest.raises(Untrusted, match="signed by a CA this unit does not trust"):
-        background.run(ws.connect(tls_server.device_url, ssl_context=ws.tls_context(stranger.der)))
+        background.run(ws.connect(tls_server.device_url, ssl_context=tls.tls_context(stranger.der)))
     with pytest.raises(ValueError, match="needs a TLS trust anchor"):
         background.run(ws.connect(tls_server.device_url))  # a unit has no CA store
 

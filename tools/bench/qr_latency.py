@@ -35,7 +35,7 @@ from pathlib import Path
 
 from firmware.proto import auth, messages
 from firmware.proto import link as uart_link
-from host.devices import command_text
+from host.devices import UNIT_MAX_MESSAGE, command_text
 from tools.background import BackgroundLoop
 from tools.bench.qr_bench import merchant_payload
 from tools.bench.stats import cpu_seconds, machine_busy_s, p50_p99_max, rss_mb
@@ -213,7 +213,7 @@ def uart_bytes_per_sale():
         False,
         uart_link.UNIT_WINDOW,
         uart_link.UNIT_PAYLOAD,
-        inbox=bytearray(messages.MAX_MESSAGE),
+        inbox=bytearray(UNIT_MAX_MESSAGE),
     )
     unit.receive(bridge.data_to_send(0), 0)
     bridge.receive(unit.data_to_send(0), 0)

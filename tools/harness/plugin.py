@@ -43,7 +43,7 @@ def pytest_configure(config):
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
-    if not {"boards", "cluster", "picture"} & set(item.fixturenames):
+    if not {"boards", "cluster", "picture", "tethered"} & set(item.fixturenames):
         return
     if rep.when == "call" or (rep.when == "setup" and rep.outcome != "passed"):
         item.config._qrfleet_report.add(item, rep)

@@ -45,6 +45,9 @@ class Report:
             logs = {u.id: u.log_path for u in units}
             if cluster:
                 logs.update({b.device_id: b.dir / "serial.log" for b in cluster.boards})
+            tethered = item.funcargs.get("tethered")
+            if tethered:
+                logs.update(tethered.logs())
             entry["board_logs"] = {unit_id: _tail(path) for unit_id, path in logs.items()}
         self.entries.append(entry)
 

@@ -82,6 +82,7 @@ class BridgeProcess:
     """`qrfleet bridge` for some serial ports, started and stopped as a scenario wants it."""
 
     def __init__(self, ports, servers, log_path, server_ca=None, name="till-pc"):
+        self.name = name
         self.argv = [sys.executable, "-m", "qrfleet", "bridge", "--name", name]
         for port in ports:
             self.add_port(port)
@@ -183,6 +184,12 @@ class Tethered:
             self._release(admin, unit)
             admin.post("/api/devices", {"device_id": unit.id, "location_id": self.location})
             admin.post(f"/api/devices/{unit.id}/pairing")
+
+    def logs(self):
+        """{unit id or bridge name: its log file}, for the run report of a failed scenario."""
+        logs = {unit.id: unit.log_path for unit in self._units}
+        logs.update({f"bridge {p.name}": p.log_path for p in self._bridges})
+        return logs
 
     def close(self):
         for process in self._bridges:

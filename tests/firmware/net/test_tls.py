@@ -1,4 +1,4 @@
-"""The unit's TLS (firmware.net.ws.tls_context): a wss:// server is checked against the unit's
+"""The unit's TLS (firmware.net.tls.tls_context): a wss:// server is checked against the unit's
 one trust anchor and the URL's host name, and each way a certificate can fail is named."""
 
 import asyncio
@@ -7,7 +7,7 @@ import ssl
 import pytest
 from websockets.asyncio.server import serve
 
-from firmware.net import ws
+from firmware.net import tls, ws
 from firmware.proto.auth import Untrusted
 from tools.certs import CertificateAuthority, self_signed
 
@@ -27,7 +27,7 @@ async def connect_to(cert, key, anchor, host="127.0.0.1"):
     async with serve(echo, "127.0.0.1", 0, ssl=context, ping_interval=None) as server:
         port = server.sockets[0].getsockname()[1]
         conn = await ws.connect(
-            f"wss://{host}:{port}/ws/device", ssl_context=ws.tls_context(anchor)
+            f"wss://{host}:{port}/ws/device", ssl_context=tls.tls_context(anchor)
         )
         await conn.close()
 
@@ -78,7 +78,7 @@ def test_a_certificate_from_another_ca_is_refused(shop, tmp_path):
     ],
 )
 def test_mbedtls_verify_texts_as_micropython_raises_them_are_named(mbedtls_text, reason):
-    assert reason in str(ws.tls_refusal(ValueError(mbedtls_text)))
+    assert reason in str(tls.tls_refusal(ValueError(mbedtls_text)))
 
 
 def test_wss_without_a_trust_anchor_is_refused_before_connecting():
