@@ -12,7 +12,8 @@ attempt. `clock()`, when given, is awaited before each wss:// attempt, since a c
 dates are checked against the unit's clock: False (the clock is not set; it says why) skips
 the attempt, which backs off like a failed one. This module is sequencing:
 firmware.net.policy decides which server is next, how long to back off and when a server is
-gone; bytes are moved by firmware.net.ws and parsed by firmware.proto.
+gone; `connect` opens the connection (firmware.net.ws.connect by default; a tethered unit's is
+firmware.net.tether's, through its bridge) and firmware.proto parses what it carries.
 """
 
 import asyncio
