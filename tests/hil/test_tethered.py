@@ -31,6 +31,12 @@ MPREMOTE = str(Path(sys.executable).parent / "mpremote")
 CONFIG_LINK = "import json; print(json.load(open('config.json'))['link'])"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _tethered_boards_off_after(_benches):
+    yield
+    _benches.power_off_tethered()
+
+
 def status(server, unit):
     return server.admin().get(f"/api/devices/{unit.id}")
 

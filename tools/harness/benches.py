@@ -116,6 +116,14 @@ class Benches:
             bench.units += self._boot(bench.server, [bench.url], count - have, link="usb")
         return bench.units
 
+    def power_off_tethered(self):
+        """Stop the tethered benches' virtual boards once their scenarios are done: idle boards
+        would cost the rest of the run CPU it has none to spare of."""
+        units = [u for bench in self._tethered.values() for u in bench.units]
+        self.loop.run(_stop_all([u.board for u in units if isinstance(u, VirtualUnit)]), 120)
+        for bench in self._tethered.values():
+            bench.units = [u for u in bench.units if not isinstance(u, VirtualUnit)]
+
     def _real(self, server, urls, link="wifi"):
         _, ports = options.parse_boards(options.resolve(self.config, "board"))
         return [
