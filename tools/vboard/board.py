@@ -105,7 +105,7 @@ _RETRY_DELAY_S = 1.0  # between boot attempts of a chip with nothing bootable
 # pyserial's RFC 2217 client takes ~50 ms per control-line change (it polls for the ack), so
 # GPIO0 is sampled later than on hardware: after esptool drops RTS, before it drops DTR.
 _EN_RC_DELAY_S = 0.1
-_CABLE_POLL_S = 0.2  # how soon a `cut-serial` another process makes takes the port away
+_CABLE_POLL_S = 1.0  # how soon a `cut-serial` another process makes takes the port away
 
 
 def _heap_bytes(heap):
