@@ -3,7 +3,6 @@ cannot make a unit show its QR: a virtual board, a real server, and a proxy betw
 rewrites what passes, or answers in the server's place."""
 
 import asyncio
-import contextlib
 import json
 import ssl
 
@@ -19,6 +18,7 @@ from tests.conftest import wait_for
 from tests.host.boards import link_and_sell, serial_log, shows, start_board, untrusted_screen
 from tests.host.conftest import Shop
 from tools.certs import CertificateAuthority
+from tools.harness.tether import pipe
 from tools.serverproc import running_server
 from tools.vboard.screen import decode_qr
 
@@ -139,16 +139,8 @@ class Router:
             writer.transport.abort()
             return
         self._links.update((writer, peer_writer))
-        await asyncio.gather(_pipe(reader, peer_writer), _pipe(peer_reader, writer))
+        await asyncio.gather(pipe(reader, peer_writer), pipe(peer_reader, writer))
         self._links.difference_update((writer, peer_writer))
-
-
-async def _pipe(reader, writer):
-    with contextlib.suppress(OSError):
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    writer.close()
 
 
 def _fields(body):

@@ -65,11 +65,12 @@ class Route:
             writer.transport.abort()
             return
         self._pairs.update((writer, up_writer))
-        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         self._pairs.difference_update((writer, up_writer))
 
 
-async def _pipe(reader, writer):
+async def pipe(reader, writer):
+    """Copy `reader` to `writer` until either end goes, then close `writer`."""
     with contextlib.suppress(OSError):
         while data := await reader.read(65536):
             writer.write(data)
