@@ -20,7 +20,7 @@ demo: setup
 
 # The harness scenarios run on 8 virtual boards here (plain `pytest tests/hil` uses 4).
 test: setup firmware-check browser
-	QRFLEET_BOARD=virtual:8 $(BIN)/python -m pytest tests
+	QRFLEET_BOARD=virtual:8 $(BIN)/python -m pytest tests --durations=15
 
 lint: setup
 	$(BIN)/ruff check .
