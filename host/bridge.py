@@ -74,7 +74,12 @@ class Server:
 
     @property
     def address(self):
-        return f"{self.host}:{self.port}"
+        return _address(self.host, self.port)
+
+
+def _address(host, port):
+    """HOST:PORT, an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def parse_server(url):
@@ -226,7 +231,7 @@ class Bridge:
 
     def server_for(self, host, port, secure):
         """The bridge's own server at (host, port, TLS or not), or None."""
-        host = host.strip("[]").lower()  # "[::1]" as a unit's URL has it
+        host = host.lower()
         for server in self.servers:
             if (server.host, server.port, server.secure) == (host, port, secure):
                 return server
@@ -305,6 +310,7 @@ class _PortWorker:
         self.link = None
         self.stream = None
         self._resets = 0  # link.resets when last looked at
+        self._at_prompt = False  # told that the unit sits at its REPL
         self._wake = asyncio.Event()  # something to send, or the port failed
         self._acked = asyncio.Event()  # the unit has everything sent to it
         self._handshakes = {}  # closing handshakes under way -> their WebSocket
@@ -438,12 +444,20 @@ class _PortWorker:
         link_.receive(data, now)
         for line in link_.console:
             self.log(f"{self.port}: {line}")
+            # The REPL echoes each HELLO after its prompt: the firmware is not running.
+            if line.startswith(">>> ") and not self._at_prompt:
+                self._at_prompt = True
+                self.log(
+                    f"{self.port}: the unit is at its MicroPython prompt, not running qrfleet: "
+                    "press its reset button (EN/RST) or unplug and replug it"
+                )
         link_.console.clear()
         if link_.resets != self._resets:  # before its events: they are the new unit's
             self._resets = link_.resets
             self._lose("it restarted")
         if not self.state.attached and link_.attached(now):
             self.state.attached = True
+            self._at_prompt = False
             self.state.device_id = link_.peer_name
             self.log(f"{self.unit} attached on {self.port}")
         events = list(link_.events)
@@ -500,7 +514,7 @@ class _PortWorker:
             return
         server = self.bridge.server_for(host, port, secure)
         if server is None:
-            target = f"{'wss' if secure else 'ws'}://{host}:{port}"
+            target = f"{'wss' if secure else 'ws'}://{_address(host, port)}"
             self.log(f"refused {self.unit} on {self.port} a stream to {target}: not served here")
             self._send(REFUSED, number, f"this bridge does not serve {target}")
             return
@@ -634,7 +648,11 @@ def _closed(error):
 
 def _reason(error):
     """Why a connection failed, in words a cashier can read off the unit's screen."""
-    if isinstance(error, (Untrusted, ProtocolError)):  # which check failed, and how
+    if isinstance(error, Untrusted):  # which check failed: the PC's, not the unit's
+        return (
+            str(error).replace("this unit", "the PC").replace("the unit's clock", "the PC's clock")
+        )
+    if isinstance(error, ProtocolError):
         return str(error)
     if isinstance(error, asyncio.TimeoutError):  # before OSError: TimeoutError is one
         return f"no answer within {CONNECT_TIMEOUT_S} s"

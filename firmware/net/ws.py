@@ -40,9 +40,15 @@ def parse_url(url):
         raise ValueError("server URL %r must start with ws:// or wss://" % url)
     slash = rest.find("/")
     hostport, path = (rest, "/") if slash < 0 else (rest[:slash], rest[slash:])
-    host = hostport
-    if ":" in hostport:
+    host, text = hostport, None
+    if hostport.startswith("["):  # an IPv6 address: [::1] or [::1]:8000
+        end = hostport.find("]")
+        if end < 0 or hostport[end + 1 : end + 2] not in ("", ":"):
+            raise ValueError("server URL %r has a bad IPv6 address" % url)
+        host, text = hostport[1:end], hostport[end + 2 :] if end + 1 < len(hostport) else None
+    elif ":" in hostport:
         host, text = hostport.rsplit(":", 1)
+    if text is not None:
         if not text.isdigit():
             raise ValueError("server URL %r has a bad port" % url)
         port = int(text)
@@ -89,7 +95,9 @@ async def _open(host, port, path, secure, timeout_s, ssl_context, buffer, opener
     reader, writer = await asyncio.wait_for(
         opener(host, port, ssl_context if secure else None), timeout_s
     )
-    hostname = host if port == (443 if secure else 80) else "%s:%d" % (host, port)
+    hostname = "[%s]" % host if ":" in host else host
+    if port != (443 if secure else 80):
+        hostname = "%s:%d" % (hostname, port)
     proto = ClientProtocol(hostname, path, extra_headers=headers, buffer=buffer)
     ws = WebSocket(reader, writer, proto)
     try:

@@ -268,6 +268,11 @@ def test_with_its_bridge_stopped_a_technician_breaks_in_with_ctrl_c_and_mpremote
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.split() == ["usb"]
 
-    unit.reset()  # back to work: the technician presses reset and starts the bridge
+    # The bridge started again with the unit still at its prompt: it says what to do.
+    bridge.start()
+    bridge.wait_for_log("the unit is at its MicroPython prompt, not running qrfleet: press its")
+    assert status(server, unit)["status"] == "offline"
+    bridge.stop()
+    unit.reset()  # as its reset button does
     bridge.start()
     record("back_online_s", wait_status(server, unit, "online", BACK_WITHIN_S))

@@ -387,6 +387,10 @@ def test_a_server_not_in_the_bridges_list_is_refused_without_connecting():
                     "refused",
                     f"server URL 'http://127.0.0.1:{mine.port}' must start with ws:// or wss://",
                 )
+                assert await unit.open(4, f"ws://[::1]:{mine.port}/ws/device") == (
+                    "refused",
+                    f"this bridge does not serve ws://[::1]:{mine.port}",
+                )
                 assert running.logged(f"refused unit {DEVICE_ID} on {unit.port} a stream to ws://")
             assert other.connections == [] and mine.connections == []
 
@@ -461,7 +465,7 @@ def test_tls_to_the_server_is_checked_against_the_system_and_the_given_ca(tmp_pa
                 assert await unit.open(2, upstream.url("wss")) == (
                     "refused",
                     f"server 127.0.0.1:{upstream.port} unreachable from the PC: its TLS "
-                    "certificate is signed by a CA this unit does not trust",
+                    "certificate is signed by a CA the PC does not trust",
                 )
             assert len(upstream.connections) == 1
 

@@ -68,3 +68,79 @@ def test_a_message_arriving_as_the_wait_times_out_is_kept_for_the_next_recv(unix
     same instant must not be dropped with the wait, or the cashier's QR never shows."""
     on_cpython, on_micropython = run_both(unix_port, _LATE_MESSAGES)
     assert on_micropython == on_cpython == "['show_qr 1', 'show_qr 2']\n"
+
+
+_URLS = """
+import asyncio
+
+from firmware.net import ws
+
+
+class Hangup:
+    # A server that reads the upgrade request and closes: what the unit asked for is kept.
+    def __init__(self):
+        self.sent = bytearray()
+
+    async def read(self, n):
+        return b""
+
+    def write(self, data):
+        self.sent.extend(data)
+
+    async def drain(self):
+        pass
+
+    def close(self):
+        pass
+
+
+async def host_header(url):
+    peer = Hangup()
+
+    async def opener(host, port, ssl):
+        return peer, peer
+
+    try:
+        await ws.connect(url, timeout_s=1, opener=opener)
+    except Exception:
+        pass
+    return bytes(peer.sent).split(b"\\r\\n")[1].decode()
+
+
+for url in (
+    "ws://10.0.0.2:8000/ws/device",
+    "wss://qr.example.com/ws/device",
+    "ws://[fd00::2]:8000/ws/device",
+    "wss://[fd00::2]",
+    "ws://[fd00::2]:/ws/device",
+    "ws://[fd00::2/ws/device",
+    "ws://:8000/",
+    "http://10.0.0.2/",
+):
+    try:
+        print(ws.parse_url(url))
+    except ValueError as e:
+        print(e)
+for url in ("ws://[fd00::2]:8000/ws/device", "ws://[fd00::2]/ws/device", "ws://h:80/"):
+    print(asyncio.run(host_header(url)))
+"""
+
+
+def test_server_urls_parse_alike_with_ipv6_addresses_and_clear_errors(unix_port):
+    """A unit or a bridge given an IPv6 server (`ws://[fd00::2]:8000/...`) connects to the
+    address and names it in brackets in the upgrade request's Host, as RFC 3986 writes it."""
+    on_cpython, on_micropython = run_both(unix_port, _URLS)
+    assert on_micropython == on_cpython
+    assert on_cpython.splitlines() == [
+        "(False, '10.0.0.2', 8000, '/ws/device')",
+        "(True, 'qr.example.com', 443, '/ws/device')",
+        "(False, 'fd00::2', 8000, '/ws/device')",
+        "(True, 'fd00::2', 443, '/')",
+        "server URL 'ws://[fd00::2]:/ws/device' has a bad port",
+        "server URL 'ws://[fd00::2/ws/device' has a bad IPv6 address",
+        "server URL 'ws://:8000/' has no host",
+        "server URL 'http://10.0.0.2/' must start with ws:// or wss://",
+        "Host: [fd00::2]:8000",
+        "Host: [fd00::2]",
+        "Host: h",
+    ]
