@@ -184,6 +184,22 @@ class _Rfc2217Port(serial.rfc2217.Serial):
         super().close()
 
 
+# How a port another program holds refuses a second user: pyserial's lock on Linux and macOS,
+# Windows' one user per port, and a serial server (a virtual board's) that drops a second client.
+_IN_USE = ("exclusively lock", "access is denied", "resource busy", "broken pipe")
+
+
+def _cannot_open(port, error, advice):
+    """NoSerialPort for a port that would not open: `advice`, or, when another program holds
+    it, what to stop (a bridge running as a service holds its units' ports for good)."""
+    if any(sign in error.lower() for sign in _IN_USE):
+        advice = (
+            "Another program holds the port: stop it first (`qrfleet bridge`, as a service "
+            "`systemctl --user stop qrfleet-bridge`; mpremote; a serial terminal)"
+        )
+    return NoSerialPort(f"cannot open {port}: {error}. {advice}")
+
+
 def _open_port(port):
     """The port esptool should use: a URL or device name, or an opened RFC 2217 client."""
     if not port.startswith("rfc2217://"):
@@ -191,9 +207,8 @@ def _open_port(port):
     try:
         return _Rfc2217Port(port)
     except (serial.SerialException, OSError) as e:
-        raise NoSerialPort(
-            f"cannot open {port}: {e}. Check the URL and that the serial "
-            "server for the unit is running."
+        raise _cannot_open(
+            port, str(e), "Check the URL and that the serial server for the unit is running."
         ) from None
 
 
@@ -497,10 +512,7 @@ def open_unit(port, chip=EXPECTED_CHIP, baud=FAST_BAUD):
         except FatalError as e:
             raise _connect_error(port, str(e)) from None
         except serial.SerialException as e:
-            raise NoSerialPort(
-                f"cannot open {port}: {e}. Plug the unit in, check the port name "
-                "(`qrfleet provision --all` finds Espressif USB serial ports)"
-            ) from None
+            raise _cannot_open(port, str(e), _PLUG_IN) from None
         if esp.CHIP_NAME != chip:
             raise WrongChip(
                 f"the unit on {port} is an {esp.CHIP_NAME}, not an {chip}: "
@@ -515,12 +527,15 @@ def open_unit(port, chip=EXPECTED_CHIP, baud=FAST_BAUD):
             esp._port.close()
 
 
+_PLUG_IN = (
+    "Plug the unit in and check the port name "
+    "(`qrfleet provision --all` finds Espressif USB serial ports)"
+)
+
+
 def _connect_error(port, message):
     if "could not open" in message.lower() or "doesn't exist" in message:
-        return NoSerialPort(
-            f"no serial port {port}: plug the unit in and check the port name "
-            "(`qrfleet provision --all` finds Espressif USB serial ports)"
-        )
+        return _cannot_open(port, message.splitlines()[0], _PLUG_IN)
     return NotInDownloadMode(
         f"the unit on {port} did not enter download mode ({message.splitlines()[0]}). Hold "
         "BOOT, press and release EN, release BOOT, then run the command again; if it still "

@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import serial
 from esptool import cmds
 
 from qrfleet import cli
@@ -151,9 +152,18 @@ def test_unit_of_another_chip_is_refused(background, tmp_path):
 
 
 def test_missing_serial_port_says_to_plug_the_unit_in():
-    with pytest.raises(flash.NoSerialPort, match="plug the unit in"):
+    with pytest.raises(flash.NoSerialPort, match="Plug the unit in"):
         with flash.open_unit("/dev/ttyUSB-nothing-here"):
             pass
+
+
+def test_a_port_another_program_holds_says_to_stop_it_and_leaves_the_unit_alone(board):
+    """A running `qrfleet bridge` (or mpremote, or a terminal) holds the unit's port."""
+    with serial.serial_for_url(board.serial_url, timeout=1):
+        with pytest.raises(flash.NoSerialPort, match="Another program holds the port: stop it"):
+            with flash.open_unit(board.serial_url):
+                pass
+    assert "rst:" not in board.log_text()[board.log_text().index("qrfleet ") :]  # not reset
 
 
 def test_unreachable_network_port_says_to_check_the_serial_server():
