@@ -535,7 +535,11 @@ _PLUG_IN = (
 
 def _connect_error(port, message):
     if "could not open" in message.lower() or "doesn't exist" in message:
-        return _cannot_open(port, message.splitlines()[0], _PLUG_IN)
+        # esptool: "Could not open PORT, the port is busy or doesn't exist.", then pyserial's
+        # reason in brackets on a line of its own, which tells the two apart.
+        lines = [line.strip() for line in message.splitlines() if line.strip()]
+        reason = lines[1][1:-1] if len(lines) > 1 and lines[1].startswith("(") else lines[0]
+        return _cannot_open(port, reason, _PLUG_IN)
     return NotInDownloadMode(
         f"the unit on {port} did not enter download mode ({message.splitlines()[0]}). Hold "
         "BOOT, press and release EN, release BOOT, then run the command again; if it still "

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 import random
 import re
 import socket
@@ -164,6 +165,19 @@ def test_a_port_another_program_holds_says_to_stop_it_and_leaves_the_unit_alone(
             with flash.open_unit(board.serial_url):
                 pass
     assert "rst:" not in board.log_text()[board.log_text().index("qrfleet ") :]  # not reset
+
+
+def test_a_tty_another_program_has_locked_says_to_stop_it():
+    """The same on a real tty (a pseudo-terminal here), locked as pyserial locks a port."""
+    controller, device = os.openpty()
+    try:
+        with serial.Serial(os.ttyname(device), exclusive=True):
+            with pytest.raises(flash.NoSerialPort, match="exclusively lock.*Another program holds"):
+                with flash.open_unit(os.ttyname(device)):
+                    pass
+    finally:
+        os.close(controller)
+        os.close(device)
 
 
 def test_unreachable_network_port_says_to_check_the_serial_server():
