@@ -31,8 +31,9 @@ from collections import Counter
 
 from firmware.net.ws import ConnectionClosed, WebSocket
 from firmware.proto import auth, messages
+from firmware.proto.close import CLOSE_GOING_AWAY, CLOSE_POLICY_VIOLATION
 from firmware.proto.errors import MessageError, ProtocolError
-from firmware.proto.frames import CLOSE_GOING_AWAY, CLOSE_POLICY_VIOLATION, CLOSE_REPLACED
+from firmware.proto.frames import CLOSE_REPLACED
 from firmware.proto.messages import MAX_ERROR_MESSAGE, SILENT_HEARTBEATS
 from firmware.proto.server import ServerProtocol
 from firmware.proto.websocket import DEFAULT_MAX_SIZE, OPEN, Ping, Pong

@@ -13,14 +13,9 @@ TLS) connection, feeds what it reads into the protocol and writes what the proto
 import asyncio
 
 from firmware.proto.auth import Untrusted
-from firmware.proto.close import ConnectionClosed  # noqa: F401 - ws.ConnectionClosed, as before
+from firmware.proto.close import CLOSE_ABNORMAL, CLOSE_POLICY_VIOLATION, ConnectionClosed
 from firmware.proto.errors import ProtocolError
-from firmware.proto.frames import (
-    CLOSE_ABNORMAL,
-    CLOSE_NORMAL,
-    CLOSE_POLICY_VIOLATION,
-    CLOSE_PROTOCOL_ERROR,
-)
+from firmware.proto.frames import CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR
 from firmware.proto.websocket import CLOSED, ClientProtocol, Close, Ping, Pong
 
 _READ_SIZE = 512

@@ -21,11 +21,6 @@ The state machine that uses these lives in `firmware.proto.websocket`.
 """
 
 from firmware.compat import const, micropython, ptr8
-from firmware.proto.close import (  # noqa: F401 - the close codes a session needs, here too
-    CLOSE_ABNORMAL,
-    CLOSE_GOING_AWAY,
-    CLOSE_POLICY_VIOLATION,
-)
 from firmware.proto.errors import FrameError
 
 OP_CONTINUATION = const(0x0)

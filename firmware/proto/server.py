@@ -10,6 +10,7 @@ A request head's body is the caller's business: `Request.content_length` says ho
 follow the head.
 """
 
+from firmware.proto.close import CLOSE_ABNORMAL
 from firmware.proto.errors import FrameError, HandshakeError, HeadError, ProtocolError
 from firmware.proto.handshake import accept_key, check_upgrade
 from firmware.proto.http11 import (
@@ -21,7 +22,6 @@ from firmware.proto.http11 import (
     read_head,
 )
 from firmware.proto.websocket import (
-    CLOSE_ABNORMAL,
     CONNECTING,
     DEFAULT_MAX_SIZE,
     OPEN,

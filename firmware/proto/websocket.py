@@ -38,9 +38,9 @@ of its payload is read, whatever length it claims.
 import os
 
 from firmware.compat import const
+from firmware.proto.close import CLOSE_ABNORMAL
 from firmware.proto.errors import FrameError, HandshakeError, HeadError, ProtocolError
 from firmware.proto.frames import (
-    CLOSE_ABNORMAL,
     CLOSE_NORMAL,
     CLOSE_PROTOCOL_ERROR,
     CLOSE_TOO_BIG,

@@ -8,7 +8,7 @@ import websockets
 from websockets.asyncio.server import serve
 
 from firmware.proto import auth, messages
-from firmware.proto.frames import CLOSE_POLICY_VIOLATION
+from firmware.proto.close import CLOSE_POLICY_VIOLATION
 
 
 class UnitServer:
