@@ -18,7 +18,7 @@ from tests.conftest import wait_for
 from tests.host.boards import link_and_sell, serial_log, shows, start_board, untrusted_screen
 from tests.host.conftest import Shop
 from tools.certs import CertificateAuthority
-from tools.harness.tether import pipe
+from tools.harness.tether import Forwarder
 from tools.serverproc import running_server
 from tools.vboard.screen import decode_qr
 
@@ -106,41 +106,6 @@ class Proxy:
         await unit.send(messages.encode("welcome", heartbeat_s=1, server_id="impostor"))
         await unit.send(messages.encode("show_qr", id=1, payload=ATTACKER))
         await unit.recv()
-
-
-class Router:
-    """A router on the unit's path: forwards each TCP connection byte for byte to `port` on
-    loopback, until divert() sends the new ones elsewhere (and drops the current ones)."""
-
-    def __init__(self, port):
-        self.target = port
-        self.port = None
-        self._server = None
-        self._links = set()
-
-    async def start(self):
-        self._server = await asyncio.start_server(self._forward, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def stop(self):
-        self.divert(self.target)
-        self._server.close()
-        await self._server.wait_closed()
-
-    def divert(self, port):
-        self.target = port
-        for writer in list(self._links):
-            writer.transport.abort()
-
-    async def _forward(self, reader, writer):
-        try:
-            peer_reader, peer_writer = await asyncio.open_connection("127.0.0.1", self.target)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._links.update((writer, peer_writer))
-        await asyncio.gather(pipe(reader, peer_writer), pipe(peer_reader, writer))
-        self._links.difference_update((writer, peer_writer))
 
 
 def _fields(body):
@@ -242,7 +207,7 @@ def test_over_wss_a_man_in_the_middle_with_another_cas_certificate_is_refused(tm
         attacker_tls.load_cert_chain(*attacker_ca.issue())
         proxy = Proxy(s.device_url, tls=attacker_tls, upstream_tls=s.ssl_context())
         proxy.mode = "rewrite"
-        router = Router(int(s.url.rsplit(":", 1)[1]))
+        router = Forwarder(("127.0.0.1", int(s.url.rsplit(":", 1)[1])))
         background.run(proxy.start())
         background.run(router.start())
         url = f"wss://127.0.0.1:{router.port}/ws/device"
@@ -250,7 +215,7 @@ def test_over_wss_a_man_in_the_middle_with_another_cas_certificate_is_refused(tm
         try:
             agent = link_and_sell(shop, unit)
 
-            background.call(router.divert, proxy.port)
+            background.call(router.divert, ("127.0.0.1", proxy.port))
 
             wait_for(
                 lambda: "signed by a CA this unit does not trust" in serial_log(unit),

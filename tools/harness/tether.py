@@ -21,40 +21,39 @@ from tools.harness.units import VirtualUnit
 _STOP_TIMEOUT_S = 10
 
 
-class Route:
-    """A TCP forwarder on a loopback port of its own to the server: the network between the
-    cashier's PC and the server. `cut()` drops every connection and stops listening, so a
-    connect is refused as over a lost route; `restore()` listens on the same port again."""
+class Forwarder:
+    """A TCP forwarder listening on a loopback port (`port`, 0: one of its own): each connection
+    is copied byte for byte to `target` (host, port) until `divert()` sends the new ones
+    elsewhere and drops the current ones. start() and stop() run on the event loop."""
 
-    def __init__(self, loop, host, port):
-        self.loop = loop
-        self.target = (host, port)
-        self.port = 0
+    def __init__(self, target, port=0):
+        self.target = target
+        self.port = port
         self._server = None
         self._pairs = set()
-        self.restore()
 
-    def url(self, scheme):
-        """The server's URL through this route (scheme "http" / "https")."""
-        return f"{scheme}://127.0.0.1:{self.port}"
+    async def start(self):
+        self._server = await asyncio.start_server(
+            self._forward, "127.0.0.1", self.port, reuse_address=True
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
 
-    def cut(self):
-        self.loop.run(self._cut())
-
-    def restore(self):
-        if self._server is None:
-            self._server = self.loop.run(
-                asyncio.start_server(self._forward, "127.0.0.1", self.port, reuse_address=True)
-            )
-            self.port = self._server.sockets[0].getsockname()[1]
-
-    close = cut
-
-    async def _cut(self):
+    async def stop(self):
+        """Stop listening and drop every connection: a connect is refused, as over a lost
+        route."""
         server, self._server = self._server, None
+        self.divert(self.target)
         if server:
             server.close()
-        for writer in self._pairs:
+            await server.wait_closed()
+
+    @property
+    def listening(self):
+        return self._server is not None
+
+    def divert(self, target):
+        self.target = target
+        for writer in list(self._pairs):
             writer.transport.abort()
         self._pairs.clear()
 
@@ -77,6 +76,34 @@ async def pipe(reader, writer):
             await writer.drain()
     with contextlib.suppress(OSError):
         writer.close()
+
+
+class Route:
+    """The network between the cashier's PC and the server: a Forwarder to the server, driven
+    from the harness's thread. `cut()` drops every connection and stops listening, so a connect
+    is refused as over a lost route; `restore()` listens on the same port again."""
+
+    def __init__(self, loop, host, port):
+        self.loop = loop
+        self._forwarder = Forwarder((host, port))
+        self.restore()
+
+    @property
+    def port(self):
+        return self._forwarder.port
+
+    def url(self, scheme):
+        """The server's URL through this route (scheme "http" / "https")."""
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    def cut(self):
+        self.loop.run(self._forwarder.stop())
+
+    def restore(self):
+        if not self._forwarder.listening:
+            self.loop.run(self._forwarder.start())
+
+    close = cut
 
 
 class BridgeProcess:
