@@ -8,13 +8,13 @@ For each transport in turn (ws://: protocol 2, every message with its MAC; wss:/
 inside TLS, the server with a certificate from a CA the bench makes, which the boards are
 provisioned to trust; usb: units tethered by their serial ports to one `qrfleet bridge`, which
 speaks ws:// to the server, firmware/proto/link.py frames on the ports), a server on SQLite and
-`--boards` virtual boards (the real firmware on the MicroPython Unix
-port, 160K heap, one process each), provisioned and registered as a technician would; one
-agent per board, each linking its unit by reading the pairing QR off the board's screen. Then
-every agent rings up `--requests` sales one after another (back to back, or one every
-`--every` seconds), all agents at once: POST /qr (the
-server reserves the unit, sends show_qr, checks the unit's ack against its own encode), then
-complete. The last QR of each agent is also read back off its board's screen (zxing-cpp).
+`--boards` virtual boards (the real firmware on the MicroPython Unix port, 160K heap, one
+process each), provisioned and registered as a technician would; one agent per board, each
+linking its unit by reading the pairing QR off the board's screen. Then every agent rings up
+`--requests` sales one after another (back to back, or one every `--every` seconds), all agents
+at once: POST /qr (the server reserves the unit, sends show_qr, checks the unit's ack against
+its own encode), then complete. The last QR of each agent is also read back off its board's
+screen (zxing-cpp).
 
 Reports p50/p99/max of the client's wall time and of the server's `latency_ms`, beside the
 legacy system it replaces, where units polled the server every 10 s: a QR appeared at the

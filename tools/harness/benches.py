@@ -2,9 +2,10 @@
 asks for it and kept for the session.
 
 The bench of the session's own setting (--tls or not) has every unit --board names, real ones
-included, online before its first test (real units with --tethered are the tethered bench's). A test that asks for the other setting
-(`parametrize("qrfleet_tls", [True], indirect=True)`) gets a bench of its own: a server of
-that kind and as many virtual boards as the test wants, provisioned for it.
+included, online before its first test (real units with --tethered are the tethered bench's).
+A test that asks for the other setting (`parametrize("qrfleet_tls", [True], indirect=True)`)
+gets a bench of its own: a server of that kind and as many virtual boards as the test wants,
+provisioned for it.
 """
 
 from contextlib import ExitStack
