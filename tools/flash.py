@@ -185,18 +185,22 @@ class _Rfc2217Port(serial.rfc2217.Serial):
 
 
 # How a port another program holds refuses a second user: pyserial's lock on Linux and macOS,
-# Windows' one user per port, and a serial server (a virtual board's) that drops a second client.
-_IN_USE = ("exclusively lock", "access is denied", "resource busy", "broken pipe")
+# and Windows' one user per port.
+_IN_USE = ("exclusively lock", "access is denied", "resource busy")
+_HELD = (
+    "Another program holds the port: stop it first (`qrfleet bridge`, as a service "
+    "`systemctl --user stop qrfleet-bridge`; mpremote; a serial terminal)"
+)
+# A serial server that cannot be reached, as against one that took the connection and then
+# dropped it or would not negotiate (a virtual board's drops a second client).
+_UNREACHABLE = ("refused", "timed out", "no route", "name or service", "nodename")
 
 
 def _cannot_open(port, error, advice):
     """NoSerialPort for a port that would not open: `advice`, or, when another program holds
     it, what to stop (a bridge running as a service holds its units' ports for good)."""
     if any(sign in error.lower() for sign in _IN_USE):
-        advice = (
-            "Another program holds the port: stop it first (`qrfleet bridge`, as a service "
-            "`systemctl --user stop qrfleet-bridge`; mpremote; a serial terminal)"
-        )
+        advice = _HELD
     return NoSerialPort(f"cannot open {port}: {error}. {advice}")
 
 
@@ -207,9 +211,12 @@ def _open_port(port):
     try:
         return _Rfc2217Port(port)
     except (serial.SerialException, OSError) as e:
-        raise _cannot_open(
-            port, str(e), "Check the URL and that the serial server for the unit is running."
-        ) from None
+        error = str(e) or type(e).__name__
+        if any(sign in error.lower() for sign in _UNREACHABLE):
+            advice = "Check the URL and that the serial server for the unit is running."
+        else:
+            advice = f"{_HELD}, or the URL is not the unit's serial server"
+        raise _cannot_open(port, error, advice) from None
 
 
 def chip_name(chip_id):
